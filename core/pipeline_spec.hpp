@@ -1,0 +1,110 @@
+#pragma once
+// A pipeline file (YAML) turned into validated structs. Every problem found is
+// reported at once, each with the file, line and column (1-based) of the
+// offending key or value, what is wrong and what is allowed, so an author can
+// fix a file in one pass. docs/pipeline-config.md is the reference for the keys.
+//
+//   try {
+//     PipelineSpec spec = load_pipeline_spec("pipelines/tiny-shapes.yaml");
+//     std::cout << describe_pipeline(spec);
+//   } catch (const SpecError& e) {
+//     for (const auto& p : e.problems) std::cerr << p.str() << "\n";
+//   }
+//
+// core/ knows no stage registry: whether a stage `type` exists is checked by
+// stages/spec_check.hpp (check_stage_types), which also loads plugins.
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/device.hpp"
+#include "core/error.hpp"
+
+namespace stagecraft {
+
+/// Position in the pipeline file, 1-based; 0 when unknown (e.g. a filled-in default).
+struct SourceLoc {
+  int line = 0, col = 0;
+};
+
+struct BatchingSpec {
+  int max_batch = 1;         ///< most packets (or jobs, for iterative stages) per run()
+  double max_wait_ms = 0;    ///< how long a partial batch may wait for more packets
+};
+
+struct StageSpec {
+  std::string name, type;
+  std::string node;          ///< node name; empty = the single local process
+  Device device;             ///< cpu by default
+  int replicas = 1;
+  BatchingSpec batching;
+  int queue_limit = 0;       ///< credits: most packets in flight into this stage; 0 = limits.credits
+  /// Every other key of the stage entry (cost, cache, tiling, output_bytes, ...), for the stage itself.
+  nlohmann::json params = nlohmann::json::object();
+  /// Path of a plugin .so providing the type, resolved relative to the file's folder; may be empty.
+  std::string plugin;
+  SourceLoc loc;
+};
+
+struct EdgeSpec {
+  std::string from, to;
+  std::string channel = "auto";  ///< auto | local | zmq | cuda_ipc | nccl
+  SourceLoc loc;
+};
+
+struct NodeSpec {
+  std::string name, endpoint;  ///< endpoint: a ZeroMQ address, e.g. tcp://127.0.0.1:7101
+  SourceLoc loc;
+};
+
+struct LimitsSpec {
+  int max_pending_jobs = 256;  ///< front door: more jobs in flight are refused as overloaded
+  int credits = 4;             ///< default per-stage in-flight bound (StageSpec::queue_limit = 0)
+};
+
+struct PipelineSpec {
+  std::string path;       ///< the file it came from (or the name given to parse_pipeline_spec)
+  std::string model_dir;  ///< resolved against the file's folder; empty if the file names none
+  /// Request defaults: steps, guidance, width, height, scheduler, negative_prompt. Always holds
+  /// all six keys after parsing (the built-in default where the file gives none).
+  nlohmann::json defaults = nlohmann::json::object();
+  std::vector<NodeSpec> nodes;    ///< empty = one process
+  std::vector<StageSpec> stages;  ///< in file order
+  std::vector<EdgeSpec> edges;    ///< filled with the linear order of `stages` when the file has none
+  std::vector<std::string> plugins;  ///< top-level `plugins:` paths, resolved; loaded before any stage
+  LimitsSpec limits;
+
+  const StageSpec* find_stage(const std::string& name) const;
+  /// Credits for a stage: its queue_limit, or limits.credits when that is 0.
+  int credits_for(const StageSpec& s) const { return s.queue_limit > 0 ? s.queue_limit : limits.credits; }
+};
+
+/// One thing wrong with a pipeline file.
+struct SpecProblem {
+  std::string file;
+  SourceLoc loc;
+  std::string what;     ///< what is wrong
+  std::string allowed;  ///< what is allowed instead (may be empty)
+  /// "FILE:LINE:COL: what — allowed"
+  std::string str() const;
+};
+
+/// Thrown by load/parse with every problem found; what() lists them one per line.
+class SpecError : public Error {
+ public:
+  explicit SpecError(std::vector<SpecProblem> problems);
+  std::vector<SpecProblem> problems;
+};
+
+/// Reads and validates a pipeline file. Throws SpecError (Errc::parse) listing every problem,
+/// or Error(not_found / io) if the file cannot be read.
+PipelineSpec load_pipeline_spec(const std::string& path);
+/// Same from text; `name` labels problems, `base_dir` resolves relative paths (model, plugin).
+PipelineSpec parse_pipeline_spec(const std::string& yaml, const std::string& name,
+                                 const std::string& base_dir);
+/// The resolved graph, human readable: stages with device, replicas and batching,
+/// edges with their channel, limits and the request defaults.
+std::string describe_pipeline(const PipelineSpec& spec);
+
+}  // namespace stagecraft
