@@ -1,0 +1,19 @@
+#pragma once
+// SC_CUDA_CHECK(call): throws Error(cuda) with the call, the CUDA error name and
+// string, and file:line when a CUDA runtime call fails. Include only from code
+// compiled with STAGECRAFT_HAVE_CUDA (it needs cuda_runtime_api.h).
+//
+//   SC_CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDefault, stream));
+#include <cuda_runtime_api.h>
+
+#include "core/error.hpp"
+
+#define SC_CUDA_CHECK(call)                                                                     \
+  do {                                                                                          \
+    const cudaError_t sc_cuda_err_ = (call);                                                    \
+    if (sc_cuda_err_ != cudaSuccess) {                                                          \
+      (void)cudaGetLastError(); /* clear non-sticky errors so the next call starts clean */    \
+      SC_FAIL(Errc::cuda, #call << " failed: " << cudaGetErrorName(sc_cuda_err_) << " ("       \
+                                << cudaGetErrorString(sc_cuda_err_) << ")");                    \
+    }                                                                                           \
+  } while (0)
