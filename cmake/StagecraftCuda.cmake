@@ -14,6 +14,12 @@ if(NOT STAGECRAFT_CUDA STREQUAL "OFF")
       set(CMAKE_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures")
     endif()
     enable_language(CUDA)
+    # CUDA sources inherit CXX_STANDARD 20, but CMake 3.25 knows no C++20 flag for nvcc
+    # (it was added in 3.26) and refuses to generate; nvcc >= 12 accepts -std=c++20.
+    if(NOT CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+      set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+      set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    endif()
     find_package(CUDAToolkit REQUIRED)
     set(STAGECRAFT_HAVE_CUDA ON)
   elseif(STAGECRAFT_CUDA STREQUAL "ON")
