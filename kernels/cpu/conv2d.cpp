@@ -1,0 +1,78 @@
+// conv2d as GEMM: a 1x1 stride-1 unpadded convolution is W[O, I] · X[I, H·W] directly;
+// anything else goes through im2col, one band of output rows at a time so the column
+// buffer stays bounded (a full 3x3 im2col of a 512-channel 128x128 map would be 300 MB).
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "kernels/cpu/common.hpp"
+#include "kernels/cpu/cpu_ops.hpp"
+
+namespace stagecraft::kernels::cpu {
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
+  const int64_t N = x.size(0), I = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
+  const int64_t Ho = (H + 2 * padding - kh) / stride + 1, Wo = (W + 2 * padding - kw) / stride + 1;
+  F32In xf(x), wf(w);
+  std::unique_ptr<F32In> bf;
+  if (bias) bf = std::make_unique<F32In>(*bias);
+  F32Out out({N, O, Ho, Wo}, x.dtype());
+  float* py = out.data();
+  const int64_t P = Ho * Wo, Kdim = I * kh * kw;
+  if (N * O * P == 0) return out.finish();
+
+  const bool direct = kh == 1 && kw == 1 && stride == 1 && padding == 0;
+  // Band height so that the column buffer holds at most ~4M floats (16 MiB).
+  const int64_t band = direct ? Ho : std::clamp<int64_t>(4194304 / std::max<int64_t>(1, Kdim * Wo), 1, Ho);
+  std::unique_ptr<float[]> col(direct ? nullptr : new float[Kdim * band * Wo]);
+
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xn = xf.data() + n * I * H * W;
+    float* yn = py + n * O * P;
+    if (direct) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(O), static_cast<int>(P),
+                  static_cast<int>(I), 1.0f, wf.data(), static_cast<int>(I), xn, static_cast<int>(P), 0.0f, yn,
+                  static_cast<int>(P));
+    } else {
+      for (int64_t oy0 = 0; oy0 < Ho; oy0 += band) {
+        const int64_t rows = std::min(band, Ho - oy0), cols = rows * Wo;
+        parallel_for(Kdim, 8, [&](int64_t r0, int64_t r1) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t c = r / (kh * kw), ky = (r / kw) % kh, kx = r % kw;
+            const float* xc = xn + c * H * W;
+            float* dst = col.get() + r * cols;
+            for (int64_t oy = 0; oy < rows; ++oy) {
+              const int64_t iy = (oy0 + oy) * stride - padding + ky;
+              float* d = dst + oy * Wo;
+              if (iy < 0 || iy >= H) {
+                std::memset(d, 0, static_cast<size_t>(Wo) * 4);
+                continue;
+              }
+              const float* srow = xc + iy * W;
+              for (int64_t ox = 0; ox < Wo; ++ox) {
+                const int64_t ix = ox * stride - padding + kx;
+                d[ox] = (ix >= 0 && ix < W) ? srow[ix] : 0.0f;
+              }
+            }
+          }
+        });
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(O), static_cast<int>(cols),
+                    static_cast<int>(Kdim), 1.0f, wf.data(), static_cast<int>(Kdim), col.get(),
+                    static_cast<int>(cols), 0.0f, yn + oy0 * Wo, static_cast<int>(P));
+      }
+    }
+    if (bf) {
+      const float* b = bf->data();
+      parallel_for(O, std::max<int64_t>(1, 65536 / P), [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t i = 0; i < P; ++i) yn[o * P + i] += b[o];
+      });
+    }
+  }
+  return out.finish();
+}
+
+}  // namespace stagecraft::kernels::cpu

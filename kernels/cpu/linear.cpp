@@ -1,0 +1,67 @@
+// linear and matmul on OpenBLAS sgemm; f16/bf16 operands are widened to f32 first.
+#include <cblas.h>
+
+#include <algorithm>
+
+#include "core/error.hpp"
+#include "kernels/cpu/common.hpp"
+#include "kernels/cpu/cpu_ops.hpp"
+
+namespace stagecraft::kernels::cpu {
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  const int64_t K = x.size(-1), N = w.size(0);
+  const int64_t M = K == 0 ? 0 : x.numel() / K;
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  F32In xf(x), wf(w);
+  F32Out y(out_shape, x.dtype());
+  float* out = y.data();
+  if (M == 0 || N == 0) return y.finish();
+  if (K == 0) {
+    std::fill(out, out + M * N, 0.0f);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
+                static_cast<int>(K), 1.0f, xf.data(), static_cast<int>(K), wf.data(), static_cast<int>(K), 0.0f,
+                out, static_cast<int>(N));
+  }
+  if (bias) {
+    F32In bf(*bias);
+    const float* b = bf.data();
+    // The bias pass is memory-bound; split rows only when there are enough of them.
+    parallel_for(M, std::max<int64_t>(1, 65536 / std::max<int64_t>(1, N)), [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        float* row = out + r * N;
+        for (int64_t j = 0; j < N; ++j) row[j] += b[j];
+      }
+    });
+  }
+  return y.finish();
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
+  const bool batched = a.ndim() == 3 || b.ndim() == 3;
+  const int64_t Ba = a.ndim() == 3 ? a.size(0) : 1, Bb = b.ndim() == 3 ? b.size(0) : 1;
+  const int64_t B = std::max(Ba, Bb);
+  const int64_t M = a.size(-2), K = a.size(-1);
+  const int64_t N = trans_b ? b.size(-2) : b.size(-1);
+  F32In af(a), bf(b);
+  F32Out y(batched ? Shape{B, M, N} : Shape{M, N}, a.dtype());
+  float* out = y.data();
+  if (M == 0 || N == 0) return y.finish();
+  for (int64_t i = 0; i < B; ++i) {
+    const float* pa = af.data() + (Ba == 1 ? 0 : i * M * K);
+    const float* pb = bf.data() + (Bb == 1 ? 0 : i * K * N);
+    float* po = out + i * M * N;
+    if (K == 0) {
+      std::fill(po, po + M * N, 0.0f);
+      continue;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+                static_cast<int>(N), static_cast<int>(K), 1.0f, pa, static_cast<int>(K), pb,
+                static_cast<int>(trans_b ? K : N), 0.0f, po, static_cast<int>(N));
+  }
+  return y.finish();
+}
+
+}  // namespace stagecraft::kernels::cpu

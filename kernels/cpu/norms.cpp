@@ -1,0 +1,143 @@
+// softmax, layer_norm, rms_norm and group_norm (with optional fused SiLU). Statistics are
+// accumulated in double so that large groups (128x128 maps) keep f32-level accuracy.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+
+#include "kernels/cpu/common.hpp"
+#include "kernels/cpu/cpu_ops.hpp"
+
+namespace stagecraft::kernels::cpu {
+
+static int64_t rows_grain(int64_t C) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(1, C)); }
+
+Tensor softmax(const Tensor& x) {
+  const int64_t C = x.ndim() == 0 ? 1 : x.size(-1);
+  const int64_t R = C == 0 ? 0 : x.numel() / C;
+  F32In in(x);
+  F32Out out(x.shape(), x.dtype());
+  const float* px = in.data();
+  float* py = out.data();
+  parallel_for(R, rows_grain(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = px + r * C;
+      float* y = py + r * C;
+      float mx = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < C; ++j) mx = std::max(mx, s[j]);
+      if (mx == -std::numeric_limits<float>::infinity()) {  // every entry masked: no distribution
+        std::fill(y, y + C, 0.0f);
+        continue;
+      }
+      for (int64_t j = 0; j < C; ++j) y[j] = s[j] - mx;
+      exp_inplace(y, C);
+      float sum = 0.0f;
+      for (int64_t j = 0; j < C; ++j) sum += y[j];
+      const float inv = 1.0f / sum;
+      for (int64_t j = 0; j < C; ++j) y[j] *= inv;
+    }
+  });
+  return out.finish();
+}
+
+// Mean and 1/std of n floats, two passes in double.
+static void moments(const float* x, int64_t n, float eps, float& mean, float& rstd) {
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += x[i];
+  const double m = s / static_cast<double>(n);
+  double v = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = x[i] - m;
+    v += d * d;
+  }
+  mean = static_cast<float>(m);
+  rstd = static_cast<float>(1.0 / std::sqrt(v / static_cast<double>(n) + eps));
+}
+
+Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps) {
+  const int64_t C = x.size(-1);
+  const int64_t R = C == 0 ? 0 : x.numel() / C;
+  F32In in(x);
+  std::unique_ptr<F32In> wf, bf;
+  if (weight) wf = std::make_unique<F32In>(*weight);
+  if (bias) bf = std::make_unique<F32In>(*bias);
+  F32Out out(x.shape(), x.dtype());
+  const float* px = in.data();
+  float* py = out.data();
+  const float* w = wf ? wf->data() : nullptr;
+  const float* b = bf ? bf->data() : nullptr;
+  parallel_for(R, rows_grain(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = px + r * C;
+      float* y = py + r * C;
+      float mean, rstd;
+      moments(s, C, eps, mean, rstd);
+      for (int64_t j = 0; j < C; ++j) {
+        float v = (s[j] - mean) * rstd;
+        if (w) v *= w[j];
+        if (b) v += b[j];
+        y[j] = v;
+      }
+    }
+  });
+  return out.finish();
+}
+
+Tensor rms_norm(const Tensor& x, const Tensor* weight, float eps) {
+  const int64_t C = x.size(-1);
+  const int64_t R = C == 0 ? 0 : x.numel() / C;
+  F32In in(x);
+  std::unique_ptr<F32In> wf;
+  if (weight) wf = std::make_unique<F32In>(*weight);
+  F32Out out(x.shape(), x.dtype());
+  const float* px = in.data();
+  float* py = out.data();
+  const float* w = wf ? wf->data() : nullptr;
+  parallel_for(R, rows_grain(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = px + r * C;
+      float* y = py + r * C;
+      double ss = 0.0;
+      for (int64_t j = 0; j < C; ++j) ss += static_cast<double>(s[j]) * s[j];
+      const float rstd = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(C) + eps));
+      for (int64_t j = 0; j < C; ++j) y[j] = w ? s[j] * rstd * w[j] : s[j] * rstd;
+    }
+  });
+  return out.finish();
+}
+
+Tensor group_norm(const Tensor& x, int groups, const Tensor* weight, const Tensor* bias, float eps, bool silu) {
+  const int64_t N = x.size(0), C = x.size(1);
+  const int64_t S = N * C == 0 ? 0 : x.numel() / (N * C);
+  const int64_t cpg = C / groups;
+  F32In in(x);
+  std::unique_ptr<F32In> wf, bf;
+  if (weight) wf = std::make_unique<F32In>(*weight);
+  if (bias) bf = std::make_unique<F32In>(*bias);
+  F32Out out(x.shape(), x.dtype());
+  const float* px = in.data();
+  float* py = out.data();
+  const float* w = wf ? wf->data() : nullptr;
+  const float* b = bf ? bf->data() : nullptr;
+  parallel_for(N * groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t ng = g0; ng < g1; ++ng) {
+      const int64_t g = ng % groups;
+      const float* s = px + ng * cpg * S;
+      float* y = py + ng * cpg * S;
+      float mean, rstd;
+      moments(s, cpg * S, eps, mean, rstd);
+      for (int64_t ci = 0; ci < cpg; ++ci) {
+        const int64_t c = g * cpg + ci;
+        const float a = rstd * (w ? w[c] : 1.0f);
+        const float sh = (b ? b[c] : 0.0f) - mean * a;
+        const float* sc = s + ci * S;
+        float* yc = y + ci * S;
+        for (int64_t i = 0; i < S; ++i) yc[i] = sc[i] * a + sh;
+      }
+      if (silu) swish_inplace(y, cpg * S, 1.0f);
+    }
+  });
+  return out.finish();
+}
+
+}  // namespace stagecraft::kernels::cpu
