@@ -1,0 +1,288 @@
+#include "stages/dit/pixart.hpp"
+
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "core/error.hpp"
+#include "kernels/ops.hpp"
+#include "stages/dit/pos_embed.hpp"
+#include "stages/model/weights.hpp"
+
+namespace stagecraft {
+
+struct PixArtTransformer::PosCache {
+  std::mutex mu;
+  std::map<std::pair<int, int>, Tensor> tables;  // (grid_h, grid_w) -> [1, N, D] on device
+};
+
+namespace {
+
+// diffusers writes unset optional keys as JSON null; treat null like absent.
+const nlohmann::json* cfg(const nlohmann::json& c, const char* key) {
+  auto it = c.find(key);
+  return it == c.end() || it->is_null() ? nullptr : &*it;
+}
+int cfg_int(const nlohmann::json& c, const char* key, int def) {
+  const auto* v = cfg(c, key);
+  return v ? v->get<int>() : def;
+}
+double cfg_num(const nlohmann::json& c, const char* key, double def) {
+  const auto* v = cfg(c, key);
+  return v ? v->get<double>() : def;
+}
+bool cfg_bool(const nlohmann::json& c, const char* key, bool def) {
+  const auto* v = cfg(c, key);
+  return v ? v->get<bool>() : def;
+}
+std::string cfg_str(const nlohmann::json& c, const char* key, const std::string& def) {
+  const auto* v = cfg(c, key);
+  return v ? v->get<std::string>() : def;
+}
+
+// Moves a caller's tensor to the model's device and dtype (a no-op when it already is).
+Tensor to_model(const Tensor& x, DType dtype, Device device) {
+  Tensor y = x.device() == device ? x : ops::to_device(x, device);
+  return y.dtype() == dtype ? y : ops::cast(y, dtype);
+}
+
+Tensor apply(const PixArtTransformer::Linear& l, const Tensor& x) {
+  return ops::linear(x, l.w, l.b.defined() ? &l.b : nullptr);
+}
+
+// Chunk `i` of a [B, n, D] modulation tensor as a contiguous [B, 1, D].
+Tensor chunk(const Tensor& mod, int i) { return ops::contiguous(mod.slice(1, i, i + 1)); }
+
+}  // namespace
+
+PixArtTransformer PixArtTransformer::load(const std::string& dir, DType compute, Device device) {
+  SC_CHECK(is_floating(compute) && compute != DType::f8_e4m3, Errc::invalid_argument,
+           "PixArt compute dtype must be f32, f16 or bf16, got " << dtype_name(compute));
+  ModelComponent mc = ModelComponent::open(dir);
+  PixArtTransformer m;
+  m.config_ = mc.config();
+  m.dtype_ = compute;
+  m.device_ = device;
+  m.pos_cache_ = std::make_shared<PosCache>();
+  const auto& c = m.config_;
+
+  const std::string norm_type = cfg_str(c, "norm_type", "ada_norm_single");
+  SC_CHECK(norm_type == "ada_norm_single", Errc::unsupported,
+           dir << "/config.json: norm_type \"" << norm_type
+               << "\" is not PixArt's; only \"ada_norm_single\" is implemented");
+  SC_CHECK(!cfg_bool(c, "only_cross_attention", false), Errc::unsupported,
+           dir << "/config.json: only_cross_attention = true is not supported by the PixArt stage");
+  SC_CHECK(!cfg_bool(c, "double_self_attention", false), Errc::unsupported,
+           dir << "/config.json: double_self_attention = true is not supported by the PixArt stage");
+  const std::string attention_type = cfg_str(c, "attention_type", "default");
+  SC_CHECK(attention_type == "default", Errc::unsupported,
+           dir << "/config.json: attention_type \"" << attention_type << "\" is not supported; use \"default\"");
+
+  m.heads_ = cfg_int(c, "num_attention_heads", 16);
+  m.head_dim_ = cfg_int(c, "attention_head_dim", 72);
+  m.dim_ = m.heads_ * m.head_dim_;
+  m.patch_ = cfg_int(c, "patch_size", 0);
+  m.in_channels_ = cfg_int(c, "in_channels", 0);
+  m.out_channels_ = cfg_int(c, "out_channels", m.in_channels_);
+  m.sample_size_ = cfg_int(c, "sample_size", 0);
+  SC_CHECK(m.patch_ > 0 && m.in_channels_ > 0 && m.sample_size_ > 0 && m.dim_ > 0, Errc::invalid_argument,
+           dir << "/config.json must set positive patch_size, in_channels, sample_size, num_attention_heads "
+                  "and attention_head_dim");
+  const int layers = cfg_int(c, "num_layers", 28);
+  m.cross_dim_ = cfg_int(c, "cross_attention_dim", 1152);
+  m.caption_channels_ = cfg_int(c, "caption_channels", 0);
+  m.norm_eps_ = static_cast<float>(cfg_num(c, "norm_eps", 1e-6));
+  m.interpolation_scale_ = cfg_num(c, "interpolation_scale", std::max(m.sample_size_ / 64, 1));
+  const bool affine = cfg_bool(c, "norm_elementwise_affine", false);
+  const bool attn_bias = cfg_bool(c, "attention_bias", true);
+
+  // diffusers switches the resolution/aspect-ratio embedding on by itself for sample_size 128 (PixArt-α 1024).
+  const auto* extra = cfg(c, "use_additional_conditions");
+  const bool additional = extra ? extra->get<bool>() : m.sample_size_ == 128;
+  SC_CHECK(!additional, Errc::unsupported,
+           dir << "/config.json asks for PixArt-α's resolution and aspect-ratio conditioning "
+                  "(use_additional_conditions, implied by sample_size 128), which this stage does not implement; "
+                  "use a PixArt-Σ or 512-px checkpoint, or set use_additional_conditions to false if it was trained "
+                  "without it");
+
+  const std::string act = cfg_str(c, "activation_fn", "gelu-approximate");
+  if (act == "gelu-approximate") m.act_ = Act::gelu_tanh;
+  else if (act == "gelu") m.act_ = Act::gelu;
+  else if (act == "geglu-approximate") m.act_ = Act::geglu_tanh;
+  else if (act == "geglu") m.act_ = Act::geglu;
+  else
+    SC_FAIL(Errc::unsupported, dir << "/config.json: activation_fn \"" << act
+                                   << "\" is not supported; use gelu-approximate, gelu, geglu or geglu-approximate");
+
+  const int64_t D = m.dim_, p = m.patch_, C = m.in_channels_;
+  auto P = [&](const std::string& name, const Shape& shape) { return mc.param(name, shape, compute, device); };
+  auto L = [&](const std::string& prefix, int64_t out, int64_t in, bool bias = true) {
+    Linear l;
+    l.w = P(prefix + ".weight", {out, in});
+    if (bias) l.b = P(prefix + ".bias", {out});
+    return l;
+  };
+
+  // The patch conv has kernel = stride = p, so it is a linear map of each flattened (c, py, px) patch.
+  m.patch_embed_.w = P("pos_embed.proj.weight", {D, C, p, p}).reshape({D, C * p * p});
+  m.patch_embed_.b = P("pos_embed.proj.bias", {D});
+
+  m.t_linear_1_ = L("adaln_single.emb.timestep_embedder.linear_1", D, 256);
+  m.t_linear_2_ = L("adaln_single.emb.timestep_embedder.linear_2", D, D);
+  m.adaln_linear_ = L("adaln_single.linear", 6 * D, D);
+
+  int64_t context_dim = D;
+  if (m.caption_channels_ > 0) {
+    m.caption_1_ = L("caption_projection.linear_1", D, m.caption_channels_);
+    m.caption_2_ = L("caption_projection.linear_2", D, D);
+  } else {
+    context_dim = m.cross_dim_;  // the text goes to the cross-attention unprojected
+  }
+
+  // PixArtTransformer2DModel never passes ff_inner_dim, so the feed-forward is always 4·D wide.
+  const int64_t ff_inner = 4 * D;
+  const bool geglu = m.act_ == Act::geglu || m.act_ == Act::geglu_tanh;
+  for (int i = 0; i < layers; ++i) {
+    const std::string b = "transformer_blocks." + std::to_string(i) + ".";
+    Block blk;
+    blk.scale_shift_table = P(b + "scale_shift_table", {6, D});
+    if (affine) {
+      blk.norm1_w = P(b + "norm1.weight", {D});
+      blk.norm1_b = P(b + "norm1.bias", {D});
+      blk.norm2_w = P(b + "norm2.weight", {D});
+      blk.norm2_b = P(b + "norm2.bias", {D});
+    }
+    blk.q1 = L(b + "attn1.to_q", D, D, attn_bias);
+    blk.k1 = L(b + "attn1.to_k", D, D, attn_bias);
+    blk.v1 = L(b + "attn1.to_v", D, D, attn_bias);
+    blk.o1 = L(b + "attn1.to_out.0", D, D);
+    // diffusers builds attn2's key/value input width from cross_attention_dim; with a caption
+    // projection that width must equal D, and the shape check below says so if it does not.
+    blk.q2 = L(b + "attn2.to_q", D, D, attn_bias);
+    blk.k2 = L(b + "attn2.to_k", D, context_dim, attn_bias);
+    blk.v2 = L(b + "attn2.to_v", D, context_dim, attn_bias);
+    blk.o2 = L(b + "attn2.to_out.0", D, D);
+    blk.ff_in = L(b + "ff.net.0.proj", geglu ? 2 * ff_inner : ff_inner, D);
+    blk.ff_out = L(b + "ff.net.2", D, ff_inner);
+    m.blocks_.push_back(std::move(blk));
+  }
+
+  m.final_scale_shift_ = P("scale_shift_table", {2, D});
+  m.proj_out_ = L("proj_out", p * p * m.out_channels_, D);
+  mc.check_all_used();
+  return m;
+}
+
+Tensor PixArtTransformer::position_table(int grid_h, int grid_w) const {
+  std::lock_guard<std::mutex> lock(pos_cache_->mu);
+  auto& slot = pos_cache_->tables[{grid_h, grid_w}];
+  if (!slot.defined()) {
+    const int base_size = sample_size_ / patch_;
+    std::vector<float> host = sincos_pos_embed_2d(dim_, grid_h, grid_w, base_size, interpolation_scale_);
+    slot = to_model(Tensor::from_vector(host, {1, static_cast<int64_t>(grid_h) * grid_w, dim_}), dtype_, device_);
+  }
+  return slot;
+}
+
+Tensor PixArtTransformer::attention(const Linear& q, const Linear& k, const Linear& v, const Linear& o,
+                                    const Tensor& x, const Tensor& context, const Tensor* key_mask) const {
+  const int64_t B = x.size(0), Lq = x.size(1), Lk = context.size(1);
+  auto split = [&](const Tensor& t, int64_t len) {  // [B, L, H·Dh] -> [B, H, L, Dh]
+    return ops::contiguous(t.reshape({B, len, heads_, head_dim_}).permute({0, 2, 1, 3}));
+  };
+  Tensor qh = split(apply(q, x), Lq);
+  Tensor kh = split(apply(k, context), Lk);
+  Tensor vh = split(apply(v, context), Lk);
+  ops::AttentionOptions opt;
+  opt.key_padding_mask = key_mask;
+  Tensor a = ops::attention(qh, kh, vh, opt);
+  a = ops::contiguous(a.permute({0, 2, 1, 3})).reshape({B, Lq, dim_});
+  return apply(o, a);
+}
+
+Tensor PixArtTransformer::feed_forward(const Block& blk, const Tensor& x) const {
+  Tensor h = apply(blk.ff_in, x);
+  switch (act_) {
+    case Act::gelu_tanh: h = ops::gelu(h, true); break;
+    case Act::gelu: h = ops::gelu(h, false); break;
+    case Act::geglu_tanh:
+    case Act::geglu: {
+      // diffusers' GEGLU: hidden, gate = proj(x).chunk(2, -1); hidden * gelu(gate).
+      const int64_t inner = h.size(-1) / 2;
+      const int last = h.ndim() - 1;
+      Tensor value = ops::contiguous(h.slice(last, 0, inner));
+      Tensor gate = ops::contiguous(h.slice(last, inner, 2 * inner));
+      h = ops::mul(value, ops::gelu(gate, act_ == Act::geglu_tanh));
+      break;
+    }
+  }
+  return apply(blk.ff_out, h);
+}
+
+Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep, const Tensor& text,
+                                  const Tensor* text_mask) const {
+  SC_CHECK(latents.ndim() == 4 && latents.size(1) == in_channels_, Errc::shape_mismatch,
+           "PixArt latents must be [B, " << in_channels_ << ", H, W], got " << latents.shape_str());
+  const int64_t B = latents.size(0), H = latents.size(2), W = latents.size(3);
+  SC_CHECK(H % patch_ == 0 && W % patch_ == 0 && H > 0 && W > 0, Errc::shape_mismatch,
+           "PixArt latent size " << H << "x" << W << " is not a multiple of patch_size " << patch_
+                                 << ": choose an image size divisible by vae_scale_factor * " << patch_);
+  SC_CHECK(timestep.ndim() == 1 && (timestep.size(0) == B || timestep.size(0) == 1), Errc::shape_mismatch,
+           "PixArt timestep must be [" << B << "] or [1], got " << timestep.shape_str());
+  const int64_t context_dim = caption_1_.w.defined() ? caption_channels_ : cross_dim_;
+  SC_CHECK(text.ndim() == 3 && text.size(0) == B && text.size(2) == context_dim, Errc::shape_mismatch,
+           "PixArt text embeddings must be [" << B << ", L, " << context_dim << "], got " << text.shape_str());
+  const int64_t Lt = text.size(1);
+  if (text_mask)
+    SC_CHECK(text_mask->ndim() == 2 && text_mask->size(0) == B && text_mask->size(1) == Lt, Errc::shape_mismatch,
+             "PixArt text mask must be [" << B << ", " << Lt << "], got " << text_mask->shape_str());
+
+  const int gh = static_cast<int>(H / patch_), gw = static_cast<int>(W / patch_);
+  const int64_t D = dim_;
+
+  // 1. Patch embedding + positions.
+  Tensor x = ops::patchify(to_model(latents, dtype_, device_), patch_);
+  x = ops::add(apply(patch_embed_, x), position_table(gh, gw));  // [B, N, D]
+
+  // 2. Timestep conditioning (AdaLayerNormSingle): embedded_timestep [B, D] and its 6·D modulation.
+  Tensor t = to_model(timestep, DType::f32, device_);
+  if (t.size(0) != B) t = ops::contiguous(t.expand({B}));
+  Tensor t_freq = to_model(ops::timestep_embedding(t, 256, true, 0.0f), dtype_, device_);
+  Tensor embedded_t = apply(t_linear_2_, ops::silu(apply(t_linear_1_, t_freq)));
+  Tensor t6 = apply(adaln_linear_, ops::silu(embedded_t)).reshape({B, 6, D});
+
+  // 3. Caption projection.
+  Tensor context = to_model(text, dtype_, device_);
+  if (caption_1_.w.defined()) context = apply(caption_2_, ops::gelu(apply(caption_1_, context), true));
+  Tensor mask;
+  if (text_mask) mask = text_mask->device() == device_ ? *text_mask : ops::to_device(*text_mask, device_);
+
+  // 4. Blocks.
+  for (const Block& blk : blocks_) {
+    Tensor mod = ops::add(t6, blk.scale_shift_table);  // [B, 6, D]: shift, scale, gate (msa), shift, scale, gate (mlp)
+    const Tensor* n1w = blk.norm1_w.defined() ? &blk.norm1_w : nullptr;
+    const Tensor* n1b = blk.norm1_b.defined() ? &blk.norm1_b : nullptr;
+    const Tensor* n2w = blk.norm2_w.defined() ? &blk.norm2_w : nullptr;
+    const Tensor* n2b = blk.norm2_b.defined() ? &blk.norm2_b : nullptr;
+
+    Tensor h = ops::modulate(ops::layer_norm(x, n1w, n1b, norm_eps_), chunk(mod, 0), chunk(mod, 1));
+    h = attention(blk.q1, blk.k1, blk.v1, blk.o1, h, h, nullptr);
+    x = ops::add(x, ops::mul(chunk(mod, 2), h));
+
+    // PixArt's cross-attention reads the residual stream directly (no norm2, no modulation).
+    x = ops::add(x, attention(blk.q2, blk.k2, blk.v2, blk.o2, x, context, mask.defined() ? &mask : nullptr));
+
+    h = ops::modulate(ops::layer_norm(x, n2w, n2b, norm_eps_), chunk(mod, 3), chunk(mod, 4));
+    x = ops::add(x, ops::mul(chunk(mod, 5), feed_forward(blk, h)));
+  }
+
+  // 5. Final adaLN (norm_out has a fixed eps of 1e-6 in diffusers), projection, unpatchify.
+  Tensor fmod = ops::add(embedded_t.reshape({B, 1, D}), final_scale_shift_);  // [B, 2, D]: shift, scale
+  x = ops::modulate(ops::layer_norm(x, nullptr, nullptr, 1e-6f), chunk(fmod, 0), chunk(fmod, 1));
+  x = apply(proj_out_, x);
+  Tensor out = ops::unpatchify(x, patch_, out_channels_, static_cast<int>(H), static_cast<int>(W));
+  if (out_channels_ == 2 * in_channels_) out = ops::contiguous(out.slice(1, 0, in_channels_));
+  return out;
+}
+
+}  // namespace stagecraft

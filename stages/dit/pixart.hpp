@@ -1,0 +1,95 @@
+#pragma once
+// PixArtTransformer2DModel (diffusers) as a plain compute class: the same
+// parameter names, config keys and numbers, so a real PixArt-α/Σ transformer/
+// folder loads and predicts what diffusers predicts.
+//
+// The forward pass: patch embedding (a stride-p conv written as patchify + linear)
+// plus the 2-D sin-cos position table for the actual latent size; AdaLayerNormSingle
+// turns the timestep into a 6·D modulation shared by all blocks; the caption goes
+// through a 2-layer GELU(tanh) projection; every block does
+//   x += gate_msa · SelfAttn(LN(x)·(1+scale_msa) + shift_msa)
+//   x += CrossAttn(x, caption, caption_mask)          (PixArt skips norm2 here)
+//   x += gate_mlp · FF(LN(x)·(1+scale_mlp) + shift_mlp)
+// with shift/scale/gate = block.scale_shift_table + t; then the final adaLN
+// (scale_shift_table [2, D] + embedded timestep), proj_out and unpatchify. When the
+// model predicts a learned variance (out_channels == 2·in_channels) only the first
+// in_channels are returned, as PixArt pipelines do.
+//
+//   auto dit = PixArtTransformer::load("models/tiny-shapes/transformer", DType::f32, Device::cpu());
+//   Tensor eps = dit.forward(latents /*[B,4,32,32]*/, t /*[B] f32*/, prompt_embeds /*[B,L,Dc]*/, &mask);
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/device.hpp"
+#include "core/dtype.hpp"
+#include "core/tensor.hpp"
+
+namespace stagecraft {
+
+class PixArtTransformer {
+ public:
+  /// Reads `dir`/config.json and the weights (any of f32/f16/bf16, cast to `compute`)
+  /// onto `device`. Every parameter's shape is checked against the config, and a
+  /// parameter the architecture does not use is an error: both name the parameter.
+  /// Error(unsupported) for configs this class does not implement (norm_type other than
+  /// ada_norm_single, only_cross_attention, use_additional_conditions, unknown activation).
+  static PixArtTransformer load(const std::string& dir, DType compute, Device device);
+
+  /// latents [B, in_channels, H, W] (H, W multiples of patch_size); timestep [B] or [1]
+  /// (f32, the scheduler's model-input timestep, e.g. 0..999); text [B, L, caption_channels];
+  /// text_mask [B, L] (nonzero = real token) or nullptr. Inputs may live on the host or on
+  /// the model's device and have any float dtype. Returns [B, in_channels, H, W] in the
+  /// compute dtype on the model's device.
+  Tensor forward(const Tensor& latents, const Tensor& timestep, const Tensor& text,
+                 const Tensor* text_mask) const;
+
+  const nlohmann::json& config() const { return config_; }
+  int in_channels() const { return in_channels_; }
+  int out_channels() const { return out_channels_; }  ///< as stored (2·in with learned sigma)
+  int patch_size() const { return patch_; }
+  int hidden_size() const { return dim_; }
+  int caption_channels() const { return caption_channels_; }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+
+  struct Linear {
+    Tensor w, b;  // b may be undefined
+  };
+  struct Block {
+    Tensor scale_shift_table;  // [6, D]
+    Tensor norm1_w, norm1_b, norm2_w, norm2_b;  // only with norm_elementwise_affine
+    Linear q1, k1, v1, o1;  // self-attention
+    Linear q2, k2, v2, o2;  // cross-attention
+    Linear ff_in, ff_out;
+  };
+
+ private:
+  Tensor attention(const Linear& q, const Linear& k, const Linear& v, const Linear& o, const Tensor& x,
+                   const Tensor& context, const Tensor* key_mask) const;
+  Tensor feed_forward(const Block& blk, const Tensor& x) const;
+  Tensor position_table(int grid_h, int grid_w) const;
+
+  nlohmann::json config_;
+  DType dtype_ = DType::f32;
+  Device device_;
+  int in_channels_ = 0, out_channels_ = 0, patch_ = 0, dim_ = 0, heads_ = 0, head_dim_ = 0;
+  int caption_channels_ = 0, cross_dim_ = 0, sample_size_ = 0;
+  double interpolation_scale_ = 1.0;
+  float norm_eps_ = 1e-6f;
+  enum class Act { gelu_tanh, gelu, geglu_tanh, geglu } act_ = Act::gelu_tanh;
+
+  Linear patch_embed_;  // conv weight [D, C, p, p] reshaped to [D, C·p·p]
+  Linear t_linear_1_, t_linear_2_, adaln_linear_;
+  Linear caption_1_, caption_2_;  // undefined when caption_channels is null
+  std::vector<Block> blocks_;
+  Tensor final_scale_shift_;  // [2, D]
+  Linear proj_out_;
+
+  struct PosCache;
+  std::shared_ptr<PosCache> pos_cache_;  // position tables per latent size, shared by copies
+};
+
+}  // namespace stagecraft
