@@ -129,10 +129,11 @@ Tensor group_norm(const Tensor& x, int groups, const Tensor* weight, const Tenso
       for (int64_t ci = 0; ci < cpg; ++ci) {
         const int64_t c = g * cpg + ci;
         const float a = rstd * (w ? w[c] : 1.0f);
-        const float sh = (b ? b[c] : 0.0f) - mean * a;
+        const float sh = b ? b[c] : 0.0f;
         const float* sc = s + ci * S;
         float* yc = y + ci * S;
-        for (int64_t i = 0; i < S; ++i) yc[i] = sc[i] * a + sh;
+        // (x - mean) first: folding mean into the shift cancels badly when rstd is large.
+        for (int64_t i = 0; i < S; ++i) yc[i] = (sc[i] - mean) * a + sh;
       }
       if (silu) swish_inplace(y, cpg * S, 1.0f);
     }
