@@ -1,0 +1,494 @@
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <unistd.h>
+
+#include "core/pipeline_spec.hpp"
+
+using namespace stagecraft;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<SpecProblem> problems_of(const std::string& yaml, const std::string& base_dir = ".") {
+  try {
+    parse_pipeline_spec(yaml, "p.yaml", base_dir);
+  } catch (const SpecError& e) {
+    return e.problems;
+  }
+  return {};
+}
+
+/// The one problem at line:col, failing the test (and listing all) unless exactly one is there.
+SpecProblem problem_at(const std::vector<SpecProblem>& ps, int line, int col) {
+  std::vector<SpecProblem> at;
+  for (const auto& p : ps)
+    if (p.loc.line == line && p.loc.col == col) at.push_back(p);
+  std::string all;
+  for (const auto& p : ps) all += p.str() + "\n";
+  INFO("problems:\n" << all);
+  REQUIRE(at.size() == 1);
+  return at[0];
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+/// A temporary folder removed at the end of the test.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    path = fs::temp_directory_path() / ("sc_spec_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+  static int& counter() {
+    static int n = 0;
+    return n;
+  }
+  void write(const std::string& rel, const std::string& text) const {
+    fs::create_directories((path / rel).parent_path());
+    std::ofstream(path / rel) << text;
+  }
+};
+
+const char* kGood = R"(defaults: {steps: 8}
+stages:
+  - {name: a, type: sleep, cost: {per_batch_ms: 10, per_item_ms: 0.5}, output_bytes: 4096, tag: "007"}
+  - {name: b, type: spin, device: cuda:1, replicas: 2, batching: {max_batch: 8, max_wait_ms: 5}, queue_limit: 3}
+  - {name: c, type: sleep}
+)";
+
+}  // namespace
+
+TEST_CASE("a valid file resolves to stages, linear edges, filled defaults and params") {
+  const PipelineSpec spec = parse_pipeline_spec(kGood, "good.yaml", ".");
+  REQUIRE(spec.stages.size() == 3);
+  const StageSpec& a = spec.stages[0];
+  CHECK(a.name == "a");
+  CHECK(a.type == "sleep");
+  CHECK(a.device == Device::cpu());
+  CHECK(a.replicas == 1);
+  CHECK(a.batching.max_batch == 1);
+  CHECK(a.loc.line == 3);
+  CHECK(a.loc.col == 5);
+  CHECK(a.params["cost"]["per_batch_ms"].get<int>() == 10);
+  CHECK(a.params["cost"]["per_item_ms"].get<double>() == 0.5);
+  CHECK(a.params["output_bytes"].get<long long>() == 4096);
+  CHECK(a.params["tag"].is_string());  // quoted stays a string
+  CHECK(!a.params.contains("name"));   // engine keys are not params
+
+  const StageSpec& b = spec.stages[1];
+  CHECK(b.device == Device::cuda(1));
+  CHECK(b.replicas == 2);
+  CHECK(b.batching.max_batch == 8);
+  CHECK(b.batching.max_wait_ms == 5.0);
+  CHECK(spec.credits_for(b) == 3);
+  CHECK(spec.credits_for(a) == spec.limits.credits);
+
+  REQUIRE(spec.edges.size() == 2);
+  CHECK(spec.edges[0].from == "a");
+  CHECK(spec.edges[0].to == "b");
+  CHECK(spec.edges[1].from == "b");
+  CHECK(spec.edges[1].to == "c");
+  CHECK(spec.edges[0].channel == "auto");
+
+  CHECK(spec.defaults["steps"] == 8);
+  CHECK(spec.defaults["guidance"] == 4.5);
+  CHECK(spec.defaults["width"] == 64);  // no model: the fallback size
+  CHECK(spec.defaults["scheduler"] == "flow_match_euler");
+  CHECK(spec.defaults["negative_prompt"] == "");
+  CHECK(spec.model_dir.empty());
+  CHECK(spec.limits.max_pending_jobs == 256);
+  CHECK(spec.nodes.empty());
+}
+
+TEST_CASE("a problem prints as FILE:LINE:COL: what — allowed") {
+  SpecProblem p{"x.yaml", {3, 7}, "bad device 'gpu'", "cpu, cuda or cuda:N"};
+  CHECK(p.str() == "x.yaml:3:7: bad device 'gpu' \u2014 cpu, cuda or cuda:N");
+  SpecProblem q{"x.yaml", {}, "no stages", ""};
+  CHECK(q.str() == "x.yaml: no stages");
+}
+
+TEST_CASE("an unknown top-level key is reported at the key with a suggestion") {
+  auto ps = problems_of("stages:\n  - {name: a, type: sleep}\nedgse: []\n");
+  REQUIRE(ps.size() == 1);
+  auto p = problem_at(ps, 3, 1);
+  CHECK(contains(p.what, "unknown top-level key 'edgse'"));
+  CHECK(contains(p.allowed, "did you mean 'edges'?"));
+  CHECK(contains(p.allowed, "model, defaults, nodes, stages, edges, limits, plugins"));
+}
+
+TEST_CASE("a duplicate key is reported at its second occurrence") {
+  auto ps = problems_of("limits: {credits: 2}\nstages:\n  - {name: a, type: sleep}\nlimits: {credits: 3}\n");
+  CHECK(contains(problem_at(ps, 4, 1).what, "duplicate key 'limits'"));
+}
+
+TEST_CASE("YAML syntax errors, empty files and missing stages are reported") {
+  auto ps = problems_of("stages:\n  - {name: a, type: sleep\n");
+  REQUIRE(ps.size() == 1);
+  CHECK(contains(ps[0].what, "YAML syntax error"));
+  CHECK(ps[0].loc.line >= 2);
+
+  ps = problems_of("");
+  REQUIRE(ps.size() == 1);
+  CHECK(contains(problem_at(ps, 1, 1).what, "empty"));
+
+  ps = problems_of("defaults: {steps: 4}\n");
+  CHECK(contains(problem_at(ps, 1, 1).what, "no stages"));
+
+  ps = problems_of("stages: []\n");
+  CHECK(contains(problem_at(ps, 1, 1).what, "stages: is empty"));
+
+  ps = problems_of("- a\n- b\n");
+  CHECK(contains(problem_at(ps, 1, 1).what, "must be a map"));
+}
+
+TEST_CASE("stage entries without name or type, and duplicate names, are reported") {
+  auto ps = problems_of(
+      "stages:\n"
+      "  - {type: sleep}\n"
+      "  - {name: b}\n"
+      "  - {name: c, type: sleep}\n"
+      "  - {name: c, type: spin}\n"
+      "  - {name: 'has space', type: spin}\n");
+  CHECK(contains(problem_at(ps, 2, 5).what, "stage #1 has no name"));
+  CHECK(contains(problem_at(ps, 3, 5).what, "stage 'b' has no type"));
+  auto dup = problem_at(ps, 5, 12);
+  CHECK(contains(dup.what, "duplicate stage name 'c' (first at line 4)"));
+  CHECK(contains(problem_at(ps, 6, 12).what, "has characters other than"));
+  CHECK(ps.size() == 4);
+}
+
+TEST_CASE("bad devices are reported at the value with what is allowed") {
+  auto ps = problems_of("stages:\n  - {name: a, type: sleep, device: gpu0}\n  - {name: b, type: sleep, device: 'cuda:-1'}\n");
+  auto p = problem_at(ps, 2, 36);
+  CHECK(contains(p.what, "bad device 'gpu0' for stage 'a'"));
+  CHECK(contains(p.allowed, "cpu, cuda or cuda:N"));
+  CHECK(contains(problem_at(ps, 3, 36).what, "bad device 'cuda:-1'"));
+}
+
+TEST_CASE("replicas, max_batch and max_wait_ms must be numbers in range") {
+  auto ps = problems_of(
+      "stages:\n"
+      "  - name: a\n"
+      "    type: sleep\n"
+      "    replicas: 0\n"
+      "    batching:\n"
+      "      max_batch: 0\n"
+      "      max_wait_ms: soon\n"
+      "      max_bacth: 3\n"
+      "  - name: b\n"
+      "    type: sleep\n"
+      "    replicas: two\n"
+      "    batching: {max_batch: 2.5, max_wait_ms: -1}\n"
+      "    queue_limit: [1]\n");
+  CHECK(ps.size() == 8);
+  auto r0 = problem_at(ps, 4, 15);
+  CHECK(contains(r0.what, "stage 'a' replicas is 0, out of range"));
+  CHECK(r0.allowed == "an integer >= 1");
+  CHECK(contains(problem_at(ps, 6, 18).what, "max_batch is 0, out of range"));
+  CHECK(contains(problem_at(ps, 7, 20).what, "max_wait_ms must be a number, got 'soon'"));
+  auto unk = problem_at(ps, 8, 7);
+  CHECK(contains(unk.what, "unknown key 'max_bacth' in stage 'a' batching"));
+  CHECK(contains(unk.allowed, "did you mean 'max_batch'?"));
+  CHECK(contains(problem_at(ps, 11, 15).what, "replicas must be an integer, got 'two'"));
+  CHECK(contains(problem_at(ps, 12, 27).what, "max_batch must be an integer, got '2.5'"));
+  CHECK(contains(problem_at(ps, 12, 45).what, "max_wait_ms is -1, out of range"));
+  CHECK(contains(problem_at(ps, 13, 18).what, "queue_limit must be an integer, got a list"));
+}
+
+TEST_CASE("a near miss of an engine key is a problem, other keys become params") {
+  auto ps = problems_of("stages:\n  - {name: a, type: sleep, replica: 2, mode: fast}\n");
+  REQUIRE(ps.size() == 1);
+  auto p = problem_at(ps, 2, 28);
+  CHECK(contains(p.what, "unknown key 'replica' in stage 'a'"));
+  CHECK(contains(p.allowed, "did you mean 'replicas'?"));
+}
+
+TEST_CASE("edges naming unknown stages, bad channels and missing ends are reported") {
+  auto ps = problems_of(
+      "stages:\n"
+      "  - {name: text, type: sleep}\n"
+      "  - {name: denoise, type: sleep}\n"
+      "edges:\n"
+      "  - {from: text, to: denoise, channel: tcp}\n"
+      "  - {from: txet, to: denoise}\n"
+      "  - {from: text}\n"
+      "  - {from: text, to: denoise, via: x}\n");
+  auto ch = problem_at(ps, 5, 40);
+  CHECK(contains(ch.what, "unknown channel 'tcp'"));
+  CHECK(contains(ch.allowed, "auto, local, zmq, cuda_ipc, nccl"));
+  auto un = problem_at(ps, 6, 12);
+  CHECK(contains(un.what, "edge #2 names unknown stage 'txet'"));
+  CHECK(contains(un.allowed, "did you mean 'text'?"));
+  CHECK(contains(problem_at(ps, 7, 5).what, "edge #3 has no to:"));
+  CHECK(contains(problem_at(ps, 8, 31).what, "unknown key 'via' in edge #4"));
+}
+
+TEST_CASE("a cycle is reported at the edge that closes it") {
+  auto ps = problems_of(
+      "stages:\n"
+      "  - {name: a, type: sleep}\n"
+      "  - {name: b, type: sleep}\n"
+      "  - {name: c, type: sleep}\n"
+      "edges:\n"
+      "  - {from: a, to: b}\n"
+      "  - {from: b, to: c}\n"
+      "  - {from: c, to: b}\n");
+  REQUIRE(ps.size() == 1);
+  auto p = problem_at(ps, 8, 5);
+  CHECK(contains(p.what, "edges form a cycle: b -> c -> b"));
+
+  ps = problems_of("stages:\n  - {name: a, type: sleep}\nedges:\n  - {from: a, to: a}\n");
+  CHECK(contains(problem_at(ps, 4, 5).what, "cycle: a -> a"));
+}
+
+TEST_CASE("duplicate edges, unconnected stages and several entries are reported") {
+  auto ps = problems_of(
+      "stages:\n"
+      "  - {name: a, type: sleep}\n"
+      "  - {name: b, type: sleep}\n"
+      "  - {name: c, type: sleep}\n"
+      "  - {name: d, type: sleep}\n"
+      "edges:\n"
+      "  - {from: a, to: b}\n"
+      "  - {from: a, to: b}\n"
+      "  - {from: c, to: b}\n");
+  CHECK(contains(problem_at(ps, 8, 5).what, "duplicate edge a -> b"));
+  CHECK(contains(problem_at(ps, 5, 5).what, "stage 'd' is connected by no edge"));
+  CHECK(contains(problem_at(ps, 6, 1).what, "several stages have no incoming edge: a, c"));
+  CHECK(ps.size() == 3);
+}
+
+TEST_CASE("explicit edges of a diamond with one entry and one exit are accepted") {
+  auto spec = parse_pipeline_spec(
+      "stages:\n"
+      "  - {name: a, type: sleep}\n  - {name: b, type: sleep}\n  - {name: c, type: sleep}\n  - {name: d, type: sleep}\n"
+      "edges:\n"
+      "  - {from: a, to: b, channel: local}\n  - {from: a, to: c, channel: zmq}\n"
+      "  - {from: b, to: d}\n  - {from: c, to: d}\n",
+      "d.yaml", ".");
+  REQUIRE(spec.edges.size() == 4);
+  CHECK(spec.edges[0].channel == "local");
+  CHECK(spec.edges[1].channel == "zmq");
+  CHECK(spec.edges[2].channel == "auto");
+  CHECK(spec.edges[2].loc.line == 9);
+}
+
+TEST_CASE("channels that cannot join the devices or nodes they connect are reported") {
+  auto ps = problems_of(
+      "nodes:\n"
+      "  n1: {endpoint: 'tcp://127.0.0.1:7101'}\n"
+      "  n2: {endpoint: 'tcp://127.0.0.1:7102'}\n"
+      "stages:\n"
+      "  - {name: a, type: sleep, node: n1, device: cpu}\n"
+      "  - {name: b, type: sleep, node: n2, device: cuda:0}\n"
+      "  - {name: c, type: sleep, node: n2, device: cuda:0}\n"
+      "edges:\n"
+      "  - {from: a, to: b, channel: local}\n"
+      "  - {from: b, to: c, channel: nccl}\n");
+  CHECK(contains(problem_at(ps, 9, 31).what, "channel local on a -> b joins stages on different nodes"));
+  auto nccl = problem_at(ps, 10, 31);
+  CHECK(contains(nccl.what, "same GPU"));
+  CHECK(contains(nccl.allowed, "cuda_ipc"));
+
+  ps = problems_of("stages:\n  - {name: a, type: sleep}\n  - {name: b, type: sleep}\n"
+                   "edges:\n  - {from: a, to: b, channel: cuda_ipc}\n");
+  CHECK(contains(problem_at(ps, 5, 31).what, "channel cuda_ipc on a -> b joins cpu to cpu"));
+}
+
+TEST_CASE("node references must name a declared node") {
+  auto ps = problems_of(
+      "nodes:\n"
+      "  enc: {endpoint: 'tcp://127.0.0.1:7101'}\n"
+      "  dit: {endpoint: 'udp://x', port: 3}\n"
+      "  vae: {}\n"
+      "stages:\n"
+      "  - {name: a, type: sleep, node: enc}\n"
+      "  - {name: b, type: sleep, node: ecn}\n"
+      "  - {name: c, type: sleep}\n");
+  CHECK(contains(problem_at(ps, 3, 19).what, "is not a ZeroMQ address"));
+  CHECK(contains(problem_at(ps, 3, 30).what, "unknown key 'port' in node 'dit'"));
+  CHECK(contains(problem_at(ps, 4, 8).what, "node 'vae' has no endpoint"));
+  auto un = problem_at(ps, 7, 34);
+  CHECK(contains(un.what, "unknown node 'ecn' for stage 'b'"));
+  CHECK(contains(un.allowed, "did you mean 'enc'?"));
+  CHECK(contains(problem_at(ps, 8, 5).what, "stage 'c' has no node: but the file declares nodes"));
+  CHECK(ps.size() == 5);
+
+  ps = problems_of("stages:\n  - {name: a, type: sleep, node: enc}\n");
+  CHECK(contains(problem_at(ps, 2, 34).what, "names node 'enc' but the file declares no nodes:"));
+}
+
+TEST_CASE("request defaults are checked for keys and ranges") {
+  auto ps = problems_of(
+      "defaults:\n"
+      "  steps: 0\n"
+      "  guidance: -1\n"
+      "  width: 30\n"
+      "  height: 0\n"
+      "  scheduler: euler\n"
+      "  stpes: 4\n"
+      "stages:\n"
+      "  - {name: a, type: sleep}\n");
+  CHECK(ps.size() == 6);
+  auto steps = problem_at(ps, 2, 10);
+  CHECK(contains(steps.what, "defaults.steps is 0, out of range"));
+  CHECK(steps.allowed == "an integer from 1 to 1000");
+  CHECK(contains(problem_at(ps, 3, 13).what, "defaults.guidance is -1"));
+  CHECK(contains(problem_at(ps, 4, 10).what, "defaults.width is 30, not a multiple of 8"));
+  CHECK(contains(problem_at(ps, 5, 11).what, "defaults.height is 0, out of range"));
+  auto sch = problem_at(ps, 6, 14);
+  CHECK(contains(sch.what, "unknown scheduler 'euler'"));
+  CHECK(contains(sch.allowed, "flow_match_euler, ddim, dpm_2m"));
+  CHECK(contains(problem_at(ps, 7, 3).allowed, "did you mean 'steps'?"));
+
+  ps = problems_of("defaults: {steps: 1001}\nstages:\n  - {name: a, type: sleep}\n");
+  CHECK(contains(problem_at(ps, 1, 19).what, "defaults.steps is 1001"));
+}
+
+TEST_CASE("limits are checked for keys and ranges") {
+  auto ps = problems_of("limits: {max_pending_jobs: 0, credits: x, queue: 3}\nstages:\n  - {name: a, type: sleep}\n");
+  CHECK(ps.size() == 3);
+  CHECK(contains(problem_at(ps, 1, 28).what, "max_pending_jobs is 0"));
+  CHECK(contains(problem_at(ps, 1, 40).what, "credits must be an integer, got 'x'"));
+  CHECK(contains(problem_at(ps, 1, 43).what, "unknown key 'queue' in limits"));
+
+  auto spec = parse_pipeline_spec("limits: {max_pending_jobs: 10, credits: 2}\nstages:\n  - {name: a, type: sleep}\n",
+                                  "l.yaml", ".");
+  CHECK(spec.limits.max_pending_jobs == 10);
+  CHECK(spec.limits.credits == 2);
+}
+
+TEST_CASE("the model folder must exist and hold model_index.json; the size follows it") {
+  TempDir dir;
+  auto ps = problems_of("model: ../no/such/model\nstages:\n  - {name: a, type: sleep}\n", dir.path.string());
+  auto p = problem_at(ps, 1, 8);
+  CHECK(contains(p.what, "model folder '../no/such/model' not found"));
+  CHECK(contains(p.what, (dir.path.parent_path() / "no/such/model").lexically_normal().string()));
+
+  dir.write("m/transformer/config.json", R"({"sample_size": 8})");
+  ps = problems_of("model: m\nstages:\n  - {name: a, type: sleep}\n", dir.path.string());
+  CHECK(contains(problem_at(ps, 1, 8).what, "has no model_index.json"));
+
+  dir.write("m/model_index.json", "{}");
+  dir.write("m/vae/config.json", R"({"block_out_channels": [32, 64, 64]})");
+  auto spec = parse_pipeline_spec("model: m\nstages:\n  - {name: a, type: sleep}\n", "m.yaml", dir.path.string());
+  CHECK(spec.model_dir == (dir.path / "m").lexically_normal().string());
+  CHECK(spec.defaults["width"] == 32);  // sample_size 8 x VAE scale 4, as diffusers computes it
+  CHECK(spec.defaults["height"] == 32);
+}
+
+TEST_CASE("plugin paths are resolved against the file and must exist") {
+  TempDir dir;
+  dir.write("lib/libx.so", "not really a library");
+  auto spec = parse_pipeline_spec("plugins: [lib/libx.so]\nstages:\n  - {name: a, type: x, plugin: lib/libx.so}\n",
+                                  "p.yaml", dir.path.string());
+  CHECK(spec.plugins == std::vector<std::string>{(dir.path / "lib/libx.so").string()});
+  CHECK(spec.stages[0].plugin == (dir.path / "lib/libx.so").string());
+
+  auto ps = problems_of("plugins: [nope.so]\nstages:\n  - {name: a, type: x, plugin: gone.so}\n", dir.path.string());
+  CHECK(contains(problem_at(ps, 1, 11).what, "plugin 'nope.so' not found"));
+  CHECK(contains(problem_at(ps, 3, 32).what, "stage 'a' plugin 'gone.so' not found"));
+}
+
+TEST_CASE("a file with several problems reports every one, sorted by position") {
+  auto ps = problems_of(
+      "modle: x\n"                                         // 1: unknown top-level key
+      "defaults: {steps: -3, scheduler: ddim}\n"           // 2: steps out of range
+      "stages:\n"
+      "  - {name: a, type: sleep, device: tpu}\n"          // 4: bad device
+      "  - {name: a, type: sleep}\n"                       // 5: duplicate name
+      "  - {name: b, type: sleep, replicas: 0}\n"          // 6: replicas
+      "edges:\n"
+      "  - {from: a, to: z, channel: carrier_pigeon}\n");  // 8: unknown stage, bad channel
+  REQUIRE(ps.size() == 7);
+  for (size_t i = 1; i < ps.size(); ++i)
+    CHECK(std::pair(ps[i - 1].loc.line, ps[i - 1].loc.col) <= std::pair(ps[i].loc.line, ps[i].loc.col));
+  CHECK(problem_at(ps, 1, 1).what == "unknown top-level key 'modle'");
+  problem_at(ps, 2, 19);
+  problem_at(ps, 4, 36);
+  problem_at(ps, 5, 12);
+  problem_at(ps, 6, 38);
+  problem_at(ps, 8, 19);
+  problem_at(ps, 8, 31);
+
+  try {
+    parse_pipeline_spec("modle: x\nstages:\n  - {name: a, type: sleep, device: tpu}\n", "many.yaml", ".");
+    FAIL("expected SpecError");
+  } catch (const SpecError& e) {
+    const std::string msg = e.what();
+    CHECK(e.code() == Errc::parse);
+    CHECK(contains(msg, "2 problems"));
+    CHECK(contains(msg, "many.yaml:1:1: unknown top-level key 'modle'"));
+    CHECK(contains(msg, "many.yaml:3:36: bad device 'tpu'"));
+  }
+}
+
+TEST_CASE("a missing pipeline file is a not_found error naming it") {
+  try {
+    load_pipeline_spec("/no/such/pipeline.yaml");
+    FAIL("expected Error");
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::not_found);
+    CHECK(contains(e.what(), "/no/such/pipeline.yaml"));
+  }
+}
+
+TEST_CASE("the shipped synthetic pipelines validate") {
+  for (const char* name : {"synthetic-overlap.yaml", "synthetic-chain8.yaml", "synthetic-denoise.yaml"}) {
+    INFO(name);
+    const auto spec = load_pipeline_spec(std::string(STAGECRAFT_SOURCE_DIR) + "/pipelines/" + name);
+    CHECK(!spec.stages.empty());
+    CHECK(spec.edges.size() == spec.stages.size() - 1);
+  }
+  const auto chain = load_pipeline_spec(std::string(STAGECRAFT_SOURCE_DIR) + "/pipelines/synthetic-chain8.yaml");
+  CHECK(chain.stages.size() == 8);
+  const auto den = load_pipeline_spec(std::string(STAGECRAFT_SOURCE_DIR) + "/pipelines/synthetic-denoise.yaml");
+  CHECK(den.stages[0].type == "synthetic_denoiser");
+  CHECK(den.stages[0].batching.max_batch == 8);
+  CHECK(den.defaults["steps"] == 20);
+}
+
+TEST_CASE("the default pipeline validates") {
+  const std::string path = std::string(STAGECRAFT_SOURCE_DIR) + "/pipelines/tiny-shapes.yaml";
+  const std::string model = std::string(STAGECRAFT_SOURCE_DIR) + "/models/tiny-shapes/model_index.json";
+  if (!fs::exists(model)) {
+    // Until the shipped model is trained, the only acceptable problem is its absence.
+    try {
+      load_pipeline_spec(path);
+      FAIL("a missing model folder must be reported");
+    } catch (const SpecError& e) {
+      REQUIRE(e.problems.size() == 1);
+      CHECK(contains(e.problems[0].what, "model folder '../models/tiny-shapes'"));
+      MESSAGE("skipped the full check: " << e.problems[0].str());
+    }
+    return;
+  }
+  const auto spec = load_pipeline_spec(path);
+  REQUIRE(spec.stages.size() == 4);
+  CHECK(spec.stages[0].type == "clip_text_encoder");
+  CHECK(spec.stages[1].type == "pixart_denoiser");
+  CHECK(spec.stages[2].type == "vae_decoder");
+  CHECK(spec.stages[3].type == "postprocess");
+  CHECK(spec.stages[0].params["cache"]["entries"] == 1024);
+  CHECK(spec.edges.size() == 3);
+}
+
+TEST_CASE("describe_pipeline shows stages, edges, defaults and limits") {
+  const PipelineSpec spec = parse_pipeline_spec(kGood, "good.yaml", ".");
+  const std::string d = describe_pipeline(spec);
+  CHECK(contains(d, "pipeline good.yaml"));
+  CHECK(contains(d, "stages (3):"));
+  CHECK(contains(d, "cuda:1"));
+  CHECK(contains(d, "replicas 2  max_batch 8  max_wait_ms 5  credits 3"));
+  CHECK(contains(d, "edges (2):"));
+  CHECK(contains(d, "a -> b  [auto]"));
+  CHECK(contains(d, "steps 8"));
+  CHECK(contains(d, "scheduler flow_match_euler"));
+  CHECK(contains(d, "max_pending_jobs 256"));
+  CHECK(contains(d, R"("output_bytes":4096)"));
+}
