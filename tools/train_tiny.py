@@ -1,0 +1,338 @@
+#!/usr/bin/python3
+"""Trains the small text-to-image model that ships as models/tiny-shapes (the project default).
+
+Three parts, all in the diffusers/transformers layouts of tools/reference.py:
+  1. AutoencoderKL (f=8, 4 latent channels) on 64x64 shapes images: L1 + L2 reconstruction plus a
+     small KL term. scaling_factor / shift_factor are then measured on the encoded training set
+     (latents = (z - shift) * scale have mean 0, std 1).
+  2. The training images are encoded once (posterior mean and std kept; a fresh sample is drawn
+     from the posterior every time an image is used).
+  3. CLIPTextModel and PixArtTransformer2DModel trained jointly with rectified flow
+     (x_t = (1 - s) x0 + s n, target n - x0, timestep = 1000 s), 10% caption dropout to the empty
+     prompt for classifier-free guidance, EMA of both for export.
+
+Every phase runs on a wall-clock budget (so the whole run fits --minutes), and the diffusers folder
+is rewritten every few minutes, so a partial run still leaves a usable model.
+
+    /usr/bin/python3 tools/train_tiny.py --device cpu --out models/tiny-shapes --minutes 70
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference as R  # noqa: E402
+import shapes_dataset as D  # noqa: E402
+
+IMAGE_SIZE = 64
+MAX_LEN = 16
+VAE_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+                  up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[16, 32, 64, 64],
+                  layers_per_block=1, act_fn="silu", latent_channels=4, norm_num_groups=16,
+                  sample_size=IMAGE_SIZE, scaling_factor=1.0, shift_factor=0.0, force_upcast=False,
+                  use_quant_conv=True, use_post_quant_conv=True, mid_block_add_attention=True,
+                  latents_mean=None, latents_std=None)
+TEXT_CONFIG = dict(hidden_size=128, intermediate_size=512, projection_dim=128, num_hidden_layers=2,
+                   num_attention_heads=4, max_position_embeddings=MAX_LEN, hidden_act="quick_gelu",
+                   layer_norm_eps=1e-5, initializer_range=0.02, initializer_factor=1.0)
+DIT_CONFIG = dict(num_attention_heads=4, attention_head_dim=48, in_channels=4, out_channels=4, num_layers=6,
+                  dropout=0.0, norm_num_groups=32, cross_attention_dim=192, attention_bias=True,
+                  sample_size=IMAGE_SIZE // 8, patch_size=2, activation_fn="gelu-approximate",
+                  num_embeds_ada_norm=1000, upcast_attention=False, norm_type="ada_norm_single",
+                  norm_elementwise_affine=False, norm_eps=1e-6, interpolation_scale=None,
+                  use_additional_conditions=False, caption_channels=128, attention_type="default")
+SCHEDULER_SHIFT = 2.0
+DEFAULTS = {"steps": 20, "guidance": 4.0, "scheduler": "flow_match_euler", "width": IMAGE_SIZE,
+            "height": IMAGE_SIZE}
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def to_tensor(imgs):
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def init_weights(model, std=0.02):
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)):
+            torch.nn.init.normal_(m.weight, std=std)
+            if getattr(m, "bias", None) is not None:
+                torch.nn.init.zeros_(m.bias)
+
+
+def write_tokenizer(out):
+    R.build_clip_vocab(D.WORDS, os.path.join(out, "tokenizer"), model_max_length=MAX_LEN)
+    return R.CLIPTokenizer(os.path.join(out, "tokenizer"))
+
+
+def write_scheduler(out):
+    R._write_json(os.path.join(out, "scheduler", "scheduler_config.json"), {
+        "_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": R.DIFFUSERS_VERSION,
+        "num_train_timesteps": 1000, "shift": SCHEDULER_SHIFT, "use_dynamic_shifting": False,
+        "base_shift": 0.5, "max_shift": 1.15, "base_image_seq_len": 256, "max_image_seq_len": 4096,
+        "invert_sigmas": False,
+        # Ignored by FlowMatchEuler; they make DPMSolverMultistepScheduler.from_config(this) a flow solver.
+        "prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": SCHEDULER_SHIFT})
+
+
+def export(out, vae=None, text=None, dit=None, meta=None):
+    """Writes the given components as f16 (component folders replaced whole)."""
+    for name, model in (("vae", vae), ("text_encoder", text), ("transformer", dit)):
+        if model is None:
+            continue
+        tmp = os.path.join(out, f".{name}.tmp")
+        R.save_component(model, tmp, dtype=torch.float16)
+        final = os.path.join(out, name)
+        if os.path.exists(final):
+            for f in os.listdir(final):
+                os.remove(os.path.join(final, f))
+            os.rmdir(final)
+        os.rename(tmp, final)
+    R.write_model_index(out, [c for c in ("text_encoder", "tokenizer", "transformer", "vae", "scheduler")
+                              if os.path.exists(os.path.join(out, c))])
+    if meta is not None:
+        R._write_json(os.path.join(out, "stagecraft.json"), meta)
+
+
+def cosine_lr(base, frac, warm_frac=0.03):
+    if frac < warm_frac:
+        return base * frac / warm_frac
+    return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - warm_frac) / (1 - warm_frac)))))
+
+
+def train_vae(args, device, minutes, out, meta):
+    torch.manual_seed(args.seed)
+    vae = R.AutoencoderKL(VAE_CONFIG).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.vae_lr, weight_decay=0.0)
+    ds = D.ShapesDataset(IMAGE_SIZE)
+    rng = np.random.RandomState(args.seed + 1)
+    t0 = time.time()
+    budget = minutes * 60
+    step = 0
+    while True:
+        frac = (time.time() - t0) / budget
+        if frac >= 1:
+            break
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(args.vae_lr, frac)
+        imgs = np.stack([ds.sample(rng)[0] for _ in range(args.vae_batch)])
+        x = to_tensor(imgs).to(device)
+        mean, logvar = vae.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        rec = vae.decode(z)
+        l1 = (rec - x).abs().mean()
+        l2 = ((rec - x) ** 2).mean()
+        kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).mean()
+        loss = l1 + l2 + args.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0:
+            log(f"vae step {step} l1 {l1.item():.4f} l2 {l2.item():.4f} kl {kl.item():.3f} "
+                f"{step / (time.time() - t0):.2f} it/s")
+    meta["vae_steps"] = step
+    meta["vae_seconds"] = round(time.time() - t0)
+    meta["vae_final_l1"] = round(l1.item(), 5)
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_set(vae, n, device, seed):
+    ds = D.ShapesDataset(IMAGE_SIZE)
+    rng = np.random.RandomState(seed)
+    means, stds, attrs = [], [], []
+    for i in range(0, n, 64):
+        batch = [ds.sample(rng) for _ in range(min(64, n - i))]
+        x = to_tensor(np.stack([b[0] for b in batch])).to(device)
+        m, lv = vae.encode(x)
+        means.append(m.cpu())
+        stds.append(torch.exp(0.5 * lv).cpu())
+        attrs += [b[1] for b in batch]
+    return torch.cat(means), torch.cat(stds), attrs
+
+
+def train_dit(args, device, deadline, out, vae, tok, meta):
+    t_enc = time.time()
+    means, stds, attrs = encode_set(vae, args.num_latents, device, args.seed + 2)
+    # Measured on posterior samples, as the DiT sees them (the means alone understate the spread).
+    g = torch.Generator().manual_seed(args.seed + 5)
+    zs = means + stds * torch.randn(means.shape, generator=g)
+    shift = zs.mean().item()
+    scale = 1.0 / (zs - shift).std().item()
+    vae.config["shift_factor"] = round(shift, 6)
+    vae.config["scaling_factor"] = round(scale, 6)
+    meta.update(latent_shift=shift, latent_scale=scale, num_latents=args.num_latents,
+                encode_seconds=round(time.time() - t_enc))
+    log(f"encoded {args.num_latents} latents in {time.time() - t_enc:.0f}s: shift {shift:.4f} scale {scale:.4f}")
+    export(out, vae=vae, meta=meta)
+
+    torch.manual_seed(args.seed + 3)
+    vocab = len(tok.encoder)
+    tcfg = dict(TEXT_CONFIG, vocab_size=vocab, bos_token_id=tok.encoder[tok.bos],
+                eos_token_id=tok.encoder[tok.eos], pad_token_id=tok.encoder[tok.pad])
+    text = R.CLIPTextModel(tcfg).to(device)
+    init_weights(text)
+    dit = R.PixArtTransformer2DModel(DIT_CONFIG).to(device)
+    init_weights(dit)
+    # PixArt starts with a zero output projection, so the first updates shape the trunk.
+    torch.nn.init.zeros_(dit.proj_out.weight)
+    torch.nn.init.zeros_(dit.proj_out.bias)
+    params = list(text.parameters()) + list(dit.parameters())
+    opt = torch.optim.AdamW(params, lr=args.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
+    ema_text, ema_dit = copy.deepcopy(text).eval(), copy.deepcopy(dit).eval()
+    for p in list(ema_text.parameters()) + list(ema_dit.parameters()):
+        p.requires_grad_(False)
+
+    cache = {}
+
+    def ids_for(caption):
+        if caption not in cache:
+            r = tok(caption, MAX_LEN)
+            cache[caption] = (r["input_ids"], r["attention_mask"])
+        return cache[caption]
+
+    rng = np.random.RandomState(args.seed + 4)
+    t0 = time.time()
+    budget = max(60.0, deadline - t0)
+    last_export = t0
+    step = 0
+    n = means.shape[0]
+    loss_avg = None
+    while True:
+        frac = (time.time() - t0) / budget
+        if frac >= 1:
+            break
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(args.dit_lr, frac)
+        idx = rng.randint(0, n, size=args.dit_batch)
+        z = means[idx] + stds[idx] * torch.randn(args.dit_batch, *means.shape[1:])
+        x0 = ((z - shift) * scale).to(device)
+        caps = [caption_for_training(attrs[i], rng, args.cfg_dropout) for i in idx]
+        ids, mask = zip(*[ids_for(c) for c in caps])
+        ids = torch.tensor(ids, device=device)
+        mask = torch.tensor(mask, device=device)
+        # Half logit-normal (mid noise, where layout is decided), half uniform (covers both ends).
+        u = torch.sigmoid(torch.randn(args.dit_batch))
+        uni = torch.rand(args.dit_batch)
+        s = torch.where(torch.rand(args.dit_batch) < 0.5, u, uni).to(device)
+        noise = torch.randn_like(x0)
+        xt = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
+        emb = text(ids, mask)
+        pred = dit(xt, emb, s * 1000.0, encoder_attention_mask=mask)
+        loss = F.mse_loss(pred, noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        decay = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for m, e in ((text, ema_text), (dit, ema_dit)):
+                for p, pe in zip(m.parameters(), e.parameters()):
+                    pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        loss_avg = loss.item() if loss_avg is None else 0.98 * loss_avg + 0.02 * loss.item()
+        if step % 50 == 0:
+            log(f"dit step {step} loss {loss_avg:.4f} lr {opt.param_groups[0]['lr']:.2e} "
+                f"{step / (time.time() - t0):.2f} it/s")
+        if time.time() - last_export > args.export_every * 60:
+            meta.update(dit_steps=step, dit_seconds=round(time.time() - t0), dit_loss=round(loss_avg, 5),
+                        partial=True)
+            export(out, text=ema_text, dit=ema_dit, meta=meta)
+            log(f"exported checkpoint at dit step {step}")
+            last_export = time.time()
+    meta.update(dit_steps=step, dit_seconds=round(time.time() - t0), dit_loss=round(loss_avg, 5), partial=False)
+    return ema_text, ema_dit
+
+
+def caption_for_training(a, rng, dropout):
+    if rng.random_sample() < dropout:
+        return ""
+    return D.caption_for(a, rng)
+
+
+def measure(device):
+    """Prints the speed of one VAE and one DiT training step (to size the run)."""
+    torch.manual_seed(0)
+    vae = R.AutoencoderKL(VAE_CONFIG).to(device)
+    x = torch.randn(16, 3, IMAGE_SIZE, IMAGE_SIZE, device=device)
+    for i in range(4):
+        if i == 1:
+            t = time.time()
+        m, lv = vae.encode(x)
+        (vae.decode(m) - x).abs().mean().backward()
+    print(f"vae bs16: {(time.time() - t) / 3:.3f} s/it, params {sum(p.numel() for p in vae.parameters())}")
+    with torch.no_grad():
+        t = time.time()
+        vae.encode(torch.randn(64, 3, IMAGE_SIZE, IMAGE_SIZE))
+        print(f"vae encode bs64: {time.time() - t:.3f} s")
+    text = R.CLIPTextModel(dict(TEXT_CONFIG, vocab_size=600)).to(device)
+    dit = R.PixArtTransformer2DModel(DIT_CONFIG).to(device)
+    ids = torch.randint(0, 600, (32, MAX_LEN))
+    mask = torch.ones(32, MAX_LEN, dtype=torch.long)
+    xt = torch.randn(32, 4, IMAGE_SIZE // 8, IMAGE_SIZE // 8)
+    for i in range(4):
+        if i == 1:
+            t = time.time()
+        out = dit(xt, text(ids, mask), torch.rand(32) * 1000, encoder_attention_mask=mask)
+        out.pow(2).mean().backward()
+    print(f"dit bs32: {(time.time() - t) / 3:.3f} s/it, params dit {sum(p.numel() for p in dit.parameters())} "
+          f"text {sum(p.numel() for p in text.parameters())}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--out", default="models/tiny-shapes")
+    ap.add_argument("--minutes", type=float, default=70.0, help="wall-clock budget for the whole run")
+    ap.add_argument("--vae-share", type=float, default=0.27, help="fraction of the budget for the VAE")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--vae-lr", type=float, default=1.5e-3)
+    ap.add_argument("--vae-batch", type=int, default=16)
+    ap.add_argument("--kl-weight", type=float, default=1e-3)
+    ap.add_argument("--num-latents", type=int, default=6000)
+    ap.add_argument("--dit-lr", type=float, default=8e-4)
+    ap.add_argument("--dit-batch", type=int, default=32)
+    ap.add_argument("--cfg-dropout", type=float, default=0.1)
+    ap.add_argument("--ema", type=float, default=0.998)
+    ap.add_argument("--export-every", type=float, default=5.0, help="minutes between checkpoints")
+    ap.add_argument("--measure", action="store_true", help="only time one step of each model")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.measure:
+        measure(device)
+        return
+    t_start = time.time()
+    os.makedirs(args.out, exist_ok=True)
+    tok = write_tokenizer(args.out)
+    write_scheduler(args.out)
+    meta = {"defaults": DEFAULTS, "image_size": IMAGE_SIZE, "seed": args.seed, "device": args.device,
+            "threads": args.threads, "budget_minutes": args.minutes}
+    # Encoding and exports take a few minutes of the budget; the two trainers split the rest.
+    train_minutes = args.minutes - 4.0
+    vae = train_vae(args, device, train_minutes * args.vae_share, args.out, meta)
+    # The DiT trains until 1.5 minutes before the end of the budget (encoding counts against it).
+    deadline = t_start + args.minutes * 60 - 90
+    text, dit = train_dit(args, device, deadline, args.out, vae, tok, meta)
+    meta["total_seconds"] = round(time.time() - t_start)
+    export(args.out, vae=vae, text=text, dit=dit, meta=meta)
+    log(f"done in {meta['total_seconds']} s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
