@@ -1,6 +1,7 @@
 // Public wrapper for attention (kernels/cuda/cuda_ops.hpp): picks the fused kernel
 // when it applies, else the materialising reference path.
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/cuda/attention.cuh"
 #include "kernels/cuda/cuda_ops.hpp"

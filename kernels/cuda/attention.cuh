@@ -87,8 +87,11 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(AttentionP
   constexpr int DK = (D + 15) / 16 * 16;  // head dim padded for the k16 steps of Q·Kᵀ
   constexpr int KS = DK / 16;             // k-steps of Q·Kᵀ
   constexpr int NO = D / 8;               // n-tiles of the output (D % 8 == 0)
-  constexpr int KSTR = DK + 8;            // smem row strides (elements); +8 staggers banks
-  constexpr int VSTR = D + 8;             // and keeps every row 16-byte aligned
+  // Shared row strides (elements): DK + 8 keeps rows 16-byte aligned and makes both the
+  // 32-bit K fragment reads and the 8-row ldmatrix reads of V bank-conflict free for
+  // D = 64, 72 and 128 (word strides 36, 44, 68: distinct 4-bank groups per row).
+  constexpr int KSTR = DK + 8;
+  constexpr int VSTR = DK + 8;
   static_assert(D % 8 == 0, "head dim must be a multiple of 8");
   __shared__ alignas(16) T Ks[kCols * KSTR];
   __shared__ alignas(16) T Vs[kCols * VSTR];

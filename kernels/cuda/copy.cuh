@@ -2,7 +2,8 @@
 // Data movement: strided copies (contiguous, cat) by element size, and dtype casts
 // between any two of f32, f16, bf16, i8, u8, i32, i64 and f8 e4m3. Casts go through
 // double, which is exact for every source except i64 beyond 2^53; float -> integer
-// truncates toward zero like PyTorch, and e4m3 saturates to +-448 (keeping NaN).
+// truncates toward zero and saturates at the integer range (NaN -> 0), as the CPU
+// backend does, and e4m3 saturates to +-448 (keeping NaN).
 #include "kernels/cuda/common.cuh"
 
 namespace stagecraft::kernels::cuda {
@@ -40,15 +41,26 @@ __device__ __forceinline__ double load_as_double(const void* p, int64_t i, int c
   }
 }
 
+/// Truncates toward zero and clamps to [lo, hi]; NaN gives 0 (C++ leaves all three undefined).
+__device__ __forceinline__ double saturate_trunc(double v, double lo, double hi) {
+  return isnan(v) ? 0.0 : fmin(fmax(trunc(v), lo), hi);
+}
+
 __device__ __forceinline__ void store_from_double(void* p, int64_t i, int code, double v) {
   switch (static_cast<DType>(code)) {
     case DType::f32: static_cast<float*>(p)[i] = static_cast<float>(v); break;
     case DType::f16: static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v)); break;
     case DType::bf16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(v)); break;
-    case DType::i8: static_cast<int8_t*>(p)[i] = static_cast<int8_t>(static_cast<int64_t>(v)); break;
-    case DType::u8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(static_cast<int64_t>(v)); break;
-    case DType::i32: static_cast<int32_t*>(p)[i] = static_cast<int32_t>(static_cast<int64_t>(v)); break;
-    case DType::i64: static_cast<int64_t*>(p)[i] = static_cast<int64_t>(v); break;
+    case DType::i8: static_cast<int8_t*>(p)[i] = static_cast<int8_t>(saturate_trunc(v, -128.0, 127.0)); break;
+    case DType::u8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(saturate_trunc(v, 0.0, 255.0)); break;
+    case DType::i32:
+      static_cast<int32_t*>(p)[i] = static_cast<int32_t>(saturate_trunc(v, -2147483648.0, 2147483647.0));
+      break;
+    case DType::i64:
+      // 2^63 itself is not representable in i64; the largest double below it is.
+      static_cast<int64_t*>(p)[i] =
+          static_cast<int64_t>(saturate_trunc(v, -9223372036854775808.0, 9223372036854774784.0));
+      break;
     case DType::f8_e4m3:
       static_cast<__nv_fp8_storage_t*>(p)[i] = __nv_cvt_float_to_fp8(static_cast<float>(v), __NV_SATFINITE, __NV_E4M3);
       break;

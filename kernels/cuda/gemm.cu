@@ -183,7 +183,9 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor* bias_in) {
                            << "; cast the weight to the activation dtype when loading");
   DeviceGuard g(x_in.device());
   const Tensor x = contig(x_in), w = contig(w_in);
-  const int64_t K = w.size(1), N = w.size(0), M = K == 0 ? x.numel() / std::max<int64_t>(x.size(-1), 1) : x.numel() / K;
+  const int64_t K = w.size(1), N = w.size(0);
+  int64_t M = 1;  // rows: the product of x's leading dims (also right when K == 0)
+  for (int d = 0; d + 1 < x.ndim(); ++d) M *= x.size(d);
   Tensor bias;
   if (bias_in && bias_in->defined()) {
     require_cuda(*bias_in, "linear", "bias");
