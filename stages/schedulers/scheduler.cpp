@@ -47,8 +47,9 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& name_in, const nloh
   if (name == "ddim") return std::make_unique<DDIMScheduler>(config, flow);
   if (name == "dpm_2m") {
     nlohmann::json c = config;
-    if (flow && sched::cfg_str(config, "_class_name", "").rfind("FlowMatch", 0) == 0) {
-      // diffusers' recipe for DPM++ on a flow model: flow sigmas with the model's shift.
+    if (flow && !config.contains("use_flow_sigmas")) {
+      // diffusers' recipe for DPM++ on a flow model: flow sigmas with the model's shift. A config
+      // that already carries the DPM keys is taken as written, as from_config would.
       c["use_flow_sigmas"] = true;
       c["prediction_type"] = "flow_prediction";
       c["flow_shift"] = sched::cfg_num(config, "shift", 1.0);

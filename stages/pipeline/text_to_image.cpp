@@ -1,0 +1,229 @@
+// TextToImagePipeline: see text_to_image.hpp. Mirrors diffusers' PixArtAlphaPipeline.__call__.
+#include "stages/pipeline/text_to_image.hpp"
+
+#include <algorithm>
+#include <filesystem>
+
+#include "core/error.hpp"
+#include "kernels/ops.hpp"
+#include "stages/model/model_index.hpp"
+#include "stages/model/weights.hpp"
+#include "stages/pipeline/noise.hpp"
+#include "stages/post/image.hpp"
+
+namespace fs = std::filesystem;
+
+namespace stagecraft {
+namespace {
+
+using Ms = std::chrono::duration<double, std::milli>;
+
+// Waits for the device work that produced `t` (timing only): a device-to-host copy of
+// one element returns after the stream has drained up to it.
+void wait_for(const Tensor& t) {
+  if (!t.defined() || t.device().is_cpu()) return;
+  ops::to_device(ops::contiguous(t).reshape({-1}).slice(0, 0, 1), Device::cpu());
+}
+
+Tensor host_i32(const std::vector<int32_t>& v) {
+  Tensor t = Tensor::empty({1, static_cast<int64_t>(v.size())}, DType::i32, Device::cpu());
+  std::copy(v.begin(), v.end(), t.data_as<int32_t>());
+  return t;
+}
+
+}  // namespace
+
+TextToImagePipeline TextToImagePipeline::load(const std::string& model_dir, Device device, DType dtype) {
+  SC_CHECK(dtype == DType::f32 || dtype == DType::f16 || dtype == DType::bf16, Errc::invalid_argument,
+           "compute dtype must be f32, f16 or bf16, got " << dtype_name(dtype));
+  const ModelIndex index = ModelIndex::open(model_dir);
+  TextToImagePipeline p;
+  p.dir_ = model_dir;
+  p.device_ = device;
+  p.dtype_ = dtype;
+  p.tokenizer_ = std::make_shared<ClipTokenizer>(ClipTokenizer::load(index.component_dir("tokenizer")));
+  p.text_encoder_ =
+      std::make_shared<ClipTextEncoder>(ClipTextEncoder::load(index.component_dir("text_encoder"), dtype, device));
+  p.transformer_ =
+      std::make_shared<PixArtTransformer>(PixArtTransformer::load(index.component_dir("transformer"), dtype, device));
+  p.vae_ = std::make_shared<VaeDecoder>(VaeDecoder::load(index.component_dir("vae"), dtype, device));
+  p.scheduler_config_ = read_json_file((fs::path(index.component_dir("scheduler")) / "scheduler_config.json").string());
+
+  SC_CHECK(p.text_encoder_->hidden_size() == p.transformer_->caption_channels(), Errc::shape_mismatch,
+           model_dir << ": the text encoder's hidden_size " << p.text_encoder_->hidden_size()
+                     << " differs from the transformer's caption_channels " << p.transformer_->caption_channels());
+  SC_CHECK(p.vae_->latent_channels() == p.transformer_->in_channels(), Errc::shape_mismatch,
+           model_dir << ": the VAE has " << p.vae_->latent_channels() << " latent channels but the transformer takes "
+                     << p.transformer_->in_channels());
+  SC_CHECK(p.tokenizer_->model_max_length() <= p.text_encoder_->max_positions(), Errc::shape_mismatch,
+           model_dir << ": tokenizer model_max_length " << p.tokenizer_->model_max_length()
+                     << " exceeds the text encoder's max_position_embeddings " << p.text_encoder_->max_positions());
+
+  nlohmann::json d = nlohmann::json::object();
+  const std::string meta = (fs::path(model_dir) / "stagecraft.json").string();
+  if (fs::exists(meta)) {
+    const nlohmann::json m = read_json_file(meta);
+    if (m.contains("defaults") && m["defaults"].is_object()) d = m["defaults"];
+  }
+  const int native = p.transformer_->config().value("sample_size", 32) * p.vae_->scale_factor();
+  if (!d.contains("steps")) d["steps"] = 20;
+  if (!d.contains("guidance")) d["guidance"] = 4.5;
+  if (!d.contains("scheduler")) d["scheduler"] = "";
+  if (!d.contains("width")) d["width"] = native;
+  if (!d.contains("height")) d["height"] = native;
+  p.defaults_ = d;
+  return p;
+}
+
+int TextToImagePipeline::size_multiple() const { return vae_->scale_factor() * transformer_->patch_size(); }
+
+GenerateOptions TextToImagePipeline::resolve(const GenerateOptions& in) const {
+  GenerateOptions o = in;
+  if (o.steps <= 0) o.steps = defaults_["steps"].get<int>();
+  if (o.guidance < 0) o.guidance = defaults_["guidance"].get<float>();
+  if (o.scheduler.empty()) o.scheduler = defaults_["scheduler"].get<std::string>();
+  if (o.scheduler.empty()) o.scheduler = make_scheduler("", scheduler_config_)->name();
+  if (o.width <= 0) o.width = defaults_["width"].get<int>();
+  if (o.height <= 0) o.height = defaults_["height"].get<int>();
+  const int m = size_multiple();
+  SC_CHECK(o.width % m == 0 && o.height % m == 0, Errc::invalid_argument,
+           "width and height must be multiples of " << m << " (VAE scale × patch size), got " << o.width << "x"
+                                                    << o.height);
+  return o;
+}
+
+PromptEmbeds TextToImagePipeline::encode_prompt(const std::string& text) const {
+  const TokenizedText tok = tokenizer_->encode(text);
+  PromptEmbeds out;
+  const Tensor ids = host_i32(tok.ids);
+  const Tensor mask = host_i32(tok.mask);
+  // The shipped model was trained with the padding mask in both the text encoder and the
+  // denoiser's cross-attention (as PixArt pipelines pass it); with causal attention the
+  // mask changes only the padded positions, which the denoiser masks out anyway.
+  out.embeds = text_encoder_->forward(ids, &mask);
+  out.mask = ops::to_device(mask, device_);
+  return out;
+}
+
+std::unique_ptr<Scheduler> TextToImagePipeline::make_job_scheduler(const std::string& name, int steps, int width,
+                                                                  int height) const {
+  auto s = make_scheduler(name, scheduler_config_);
+  const int64_t cell = size_multiple();
+  s->set_timesteps(steps, (width / cell) * (height / cell));
+  return s;
+}
+
+Tensor TextToImagePipeline::prepare_latents(uint64_t seed, int width, int height, const Tensor* initial) const {
+  const int s = vae_->scale_factor();
+  const Shape shape = {1, vae_->latent_channels(), height / s, width / s};
+  if (initial && initial->defined()) {
+    SC_CHECK(initial->shape() == shape, Errc::shape_mismatch,
+             "initial latents must be " << shape_str(shape) << " for " << width << "x" << height << ", got "
+                                        << initial->shape_str());
+    return ops::cast(ops::to_device(*initial, device_), dtype_);
+  }
+  // init_noise_sigma is 1 for every scheduler here, so the noise is used as drawn.
+  return ops::to_device(gaussian_noise(shape, seed).to(dtype_), device_);
+}
+
+void TextToImagePipeline::denoise_step(const std::vector<DenoiseJob>& jobs) const {
+  SC_CHECK(!jobs.empty(), Errc::invalid_argument, "denoise_step needs at least one job");
+  std::vector<Tensor> lat, emb, mask;
+  std::vector<float> ts;
+  std::vector<size_t> guided;
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const DenoiseJob& job = jobs[j];
+    SC_CHECK(job.latents && job.cond && job.scheduler, Errc::invalid_argument,
+             "denoise job " << j << " lacks latents, prompt embeddings or a scheduler");
+    SC_CHECK(job.latents->shape() == jobs[0].latents->shape(), Errc::shape_mismatch,
+             "jobs of one denoise batch must share a latent size: " << job.latents->shape_str() << " vs "
+                                                                   << jobs[0].latents->shape_str());
+    if (job.guidance > 1.0f) {
+      SC_CHECK(job.uncond, Errc::invalid_argument, "denoise job " << j << " uses guidance but has no negative prompt");
+      guided.push_back(j);
+      lat.push_back(*job.latents);
+      emb.push_back(job.uncond->embeds);
+      mask.push_back(job.uncond->mask);
+      ts.push_back(job.scheduler->model_timestep(job.step));
+    }
+  }
+  for (const DenoiseJob& job : jobs) {
+    lat.push_back(*job.latents);
+    emb.push_back(job.cond->embeds);
+    mask.push_back(job.cond->mask);
+    ts.push_back(job.scheduler->model_timestep(job.step));
+  }
+  const Tensor x = lat.size() == 1 ? lat[0] : ops::cat(lat, 0);
+  const Tensor e = emb.size() == 1 ? emb[0] : ops::cat(emb, 0);
+  const Tensor m = mask.size() == 1 ? mask[0] : ops::cat(mask, 0);
+  const Tensor t = ops::to_device(Tensor::from_vector(ts, {static_cast<int64_t>(ts.size())}), device_);
+  Tensor pred = transformer_->forward(x, t, e, &m);
+  // Learned-sigma checkpoints predict 2·C channels; PixArt pipelines keep the first C.
+  const int64_t C = jobs[0].latents->size(1);
+  if (pred.size(1) != C) pred = ops::contiguous(pred.slice(1, 0, C));
+
+  const int64_t G = static_cast<int64_t>(guided.size());
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const DenoiseJob& job = jobs[j];
+    const int64_t row = G + static_cast<int64_t>(j);
+    Tensor out = pred.slice(0, row, row + 1);
+    if (job.guidance > 1.0f) {
+      const int64_t urow = std::find(guided.begin(), guided.end(), j) - guided.begin();
+      const Tensor uncond = pred.slice(0, urow, urow + 1);
+      // diffusers: uncond + g · (cond − uncond)
+      out = ops::axpby(uncond, 1.0f, ops::axpby(out, 1.0f, uncond, -1.0f), job.guidance);
+    }
+    *job.latents = job.scheduler->step(out, job.step, *job.latents);
+  }
+}
+
+Tensor TextToImagePipeline::decode(const Tensor& latents, const TilingOptions* tiling) const {
+  return vae_->decode(latents, tiling);
+}
+
+Tensor TextToImagePipeline::to_image(const Tensor& image) { return to_uint8(image); }
+
+GenerateResult TextToImagePipeline::generate(const GenerateOptions& in) const {
+  const auto t0 = std::chrono::steady_clock::now();
+  GenerateResult r;
+  r.resolved = resolve(in);
+  const GenerateOptions& o = r.resolved;
+  const bool cfg = o.guidance > 1.0f;
+
+  PromptEmbeds cond = encode_prompt(o.prompt);
+  PromptEmbeds uncond;
+  if (cfg) uncond = encode_prompt(o.negative_prompt);
+  wait_for(cfg ? uncond.embeds : cond.embeds);
+  const auto t1 = std::chrono::steady_clock::now();
+
+  auto sched = make_job_scheduler(o.scheduler, o.steps, o.width, o.height);
+  Tensor latents = prepare_latents(o.seed, o.width, o.height, &o.initial_latents);
+  for (int i = 0; i < sched->num_steps(); ++i) {
+    DenoiseJob job;
+    job.latents = &latents;
+    job.cond = &cond;
+    job.uncond = cfg ? &uncond : nullptr;
+    job.guidance = o.guidance;
+    job.scheduler = sched.get();
+    job.step = i;
+    denoise_step({job});
+  }
+  wait_for(latents);
+  const auto t2 = std::chrono::steady_clock::now();
+
+  const Tensor image = decode(latents, o.tiling ? &*o.tiling : nullptr);
+  wait_for(image);
+  const auto t3 = std::chrono::steady_clock::now();
+
+  r.image = to_image(image);
+  r.latents = latents;
+  const auto t4 = std::chrono::steady_clock::now();
+  r.times.encode_ms = Ms(t1 - t0).count();
+  r.times.denoise_ms = Ms(t2 - t1).count();
+  r.times.decode_ms = Ms(t3 - t2).count();
+  r.times.post_ms = Ms(t4 - t3).count();
+  r.times.total_ms = Ms(t4 - t0).count();
+  return r;
+}
+
+}  // namespace stagecraft
