@@ -144,23 +144,42 @@ std::string resolve_path(const std::string& base_dir, const std::string& p) {
   return path.lexically_normal().string();
 }
 
-/// The image size diffusers' PixArt pipeline uses when the caller gives none:
-/// transformer sample_size times the VAE's scale factor 2^(levels-1).
-std::optional<int> model_native_size(const std::string& model_dir) {
-  if (model_dir.empty()) return std::nullopt;
+std::optional<nlohmann::json> read_json(const fs::path& p) {
+  std::ifstream in(p);
+  if (!in) return std::nullopt;
   try {
-    std::ifstream tf(fs::path(model_dir) / "transformer" / "config.json");
-    std::ifstream vf(fs::path(model_dir) / "vae" / "config.json");
-    if (!tf || !vf) return std::nullopt;
-    const auto t = nlohmann::json::parse(tf);
-    const auto v = nlohmann::json::parse(vf);
-    const int sample = t.at("sample_size").get<int>();
-    const int levels = static_cast<int>(v.at("block_out_channels").size());
-    if (sample <= 0 || levels <= 0) return std::nullopt;
-    return sample * (1 << (levels - 1));
+    return nlohmann::json::parse(in);
   } catch (const std::exception&) {
-    return std::nullopt;  // a broken config is the model loader's to report, with its path
+    return std::nullopt;  // a broken file is the model loader's to report, with its path
   }
+}
+
+/// The request defaults a model folder implies, as the sequential pipeline reads
+/// them: its stagecraft.json {"defaults": {...}}, else the image size diffusers'
+/// PixArt pipeline uses (transformer sample_size x VAE scale 2^(levels-1)) and the
+/// scheduler named by scheduler/scheduler_config.json.
+nlohmann::json model_defaults(const std::string& model_dir) {
+  nlohmann::json d = nlohmann::json::object();
+  if (model_dir.empty()) return d;
+  const fs::path dir(model_dir);
+  const auto t = read_json(dir / "transformer" / "config.json");
+  const auto v = read_json(dir / "vae" / "config.json");
+  if (t && v && t->contains("sample_size") && (*t)["sample_size"].is_number_integer() &&
+      v->contains("block_out_channels") && (*v)["block_out_channels"].is_array() &&
+      !(*v)["block_out_channels"].empty()) {
+    const int size = (*t)["sample_size"].get<int>() << ((*v)["block_out_channels"].size() - 1);
+    d["width"] = d["height"] = size;
+  }
+  if (const auto sc = read_json(dir / "scheduler" / "scheduler_config.json"); sc && sc->contains("_class_name")) {
+    const std::string cls = sc->value("_class_name", std::string());
+    if (cls == "FlowMatchEulerDiscreteScheduler") d["scheduler"] = "flow_match_euler";
+    if (cls == "DDIMScheduler") d["scheduler"] = "ddim";
+    if (cls == "DPMSolverMultistepScheduler") d["scheduler"] = "dpm_2m";
+  }
+  if (const auto m = read_json(dir / "stagecraft.json"); m && m->contains("defaults") && (*m)["defaults"].is_object())
+    for (const auto& [k, val] : (*m)["defaults"].items())
+      if (std::find(kDefaultsKeys.begin(), kDefaultsKeys.end(), k) != kDefaultsKeys.end()) d[k] = val;
+  return d;
 }
 
 /// One map entry, kept with its nodes so problems can point at the key or the value.
@@ -325,15 +344,15 @@ PipelineSpec Parser::parse(const std::string& text) {
   if (top.count("limits")) parse_limits(top["limits"].value);
   if (top.count("nodes")) parse_nodes(top["nodes"].value);
 
-  // Fill the request defaults the file left out; the size follows the model like diffusers.
+  // Fill the request defaults the file left out: the model's own, then built-in ones.
   auto& d = spec_.defaults;
-  const int native = model_native_size(spec_.model_dir).value_or(64);
-  if (!d.contains("steps")) d["steps"] = 20;
-  if (!d.contains("guidance")) d["guidance"] = 4.5;
-  if (!d.contains("width")) d["width"] = native;
-  if (!d.contains("height")) d["height"] = native;
-  if (!d.contains("scheduler")) d["scheduler"] = "flow_match_euler";
-  if (!d.contains("negative_prompt")) d["negative_prompt"] = "";
+  const nlohmann::json from_model = model_defaults(spec_.model_dir);
+  for (const auto& [k, val] : from_model.items())
+    if (!d.contains(k)) d[k] = val;
+  const nlohmann::json builtin = {{"steps", 20}, {"guidance", 4.5}, {"width", 64}, {"height", 64},
+                                  {"scheduler", "flow_match_euler"}, {"negative_prompt", ""}};
+  for (const auto& [k, val] : builtin.items())
+    if (!d.contains(k)) d[k] = val;
 
   if (!top.count("stages")) {
     add(SourceLoc{1, 1}, "the file has no stages: list",

@@ -380,6 +380,17 @@ TEST_CASE("the model folder must exist and hold model_index.json; the size follo
   CHECK(spec.model_dir == (dir.path / "m").lexically_normal().string());
   CHECK(spec.defaults["width"] == 32);  // sample_size 8 x VAE scale 4, as diffusers computes it
   CHECK(spec.defaults["height"] == 32);
+  CHECK(spec.defaults["scheduler"] == "flow_match_euler");
+  CHECK(spec.defaults["steps"] == 20);
+
+  // The model's own defaults fill what the file leaves out; the file wins.
+  dir.write("m/scheduler/scheduler_config.json", R"({"_class_name": "DDIMScheduler"})");
+  dir.write("m/stagecraft.json", R"({"defaults": {"steps": 12, "guidance": 3.0}})");
+  spec = parse_pipeline_spec("model: m\ndefaults: {guidance: 2}\nstages:\n  - {name: a, type: sleep}\n", "m.yaml",
+                             dir.path.string());
+  CHECK(spec.defaults["scheduler"] == "ddim");
+  CHECK(spec.defaults["steps"] == 12);
+  CHECK(spec.defaults["guidance"] == 2);
 }
 
 TEST_CASE("plugin paths are resolved against the file and must exist") {
