@@ -1204,3 +1204,283 @@ def load_scheduler_config(model_dir):
         return {}
     with open(p) as f:
         return json.load(f)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pipeline (what PixArtAlphaPipeline does, with a CLIP text encoder; f32 on the CPU)
+# ----------------------------------------------------------------------------------------------
+
+class Pipeline:
+    """Text -> image with the three components of a diffusers folder.
+
+    Conditioning follows PixArt: the tokenizer's attention mask goes to the text encoder and, as
+    encoder_attention_mask, to the transformer; classifier-free guidance batches [uncond, cond]
+    and mixes uncond + g * (cond - uncond); a learned-sigma half is dropped before the scheduler."""
+
+    def __init__(self, model_dir: str):
+        self.model_dir = model_dir
+        self.tokenizer = CLIPTokenizer(os.path.join(model_dir, "tokenizer"))
+        self.text_encoder = load_component(os.path.join(model_dir, "text_encoder"), CLIPTextModel)
+        self.transformer = load_component(os.path.join(model_dir, "transformer"), PixArtTransformer2DModel)
+        self.vae = load_component(os.path.join(model_dir, "vae"), AutoencoderKL)
+        self.scheduler_config = load_scheduler_config(model_dir)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts):
+        toks = [self.tokenizer(p) for p in prompts]
+        ids = torch.tensor([t["input_ids"] for t in toks], dtype=torch.int64)
+        mask = torch.tensor([t["attention_mask"] for t in toks], dtype=torch.int64)
+        return self.text_encoder(ids, mask), mask
+
+    @torch.no_grad()
+    def denoise(self, latents, emb, mask, neg_emb, neg_mask, steps, guidance, scheduler):
+        sched = make_scheduler(scheduler, self.scheduler_config)
+        sched.set_timesteps(steps)
+        latents = latents * sched.init_noise_sigma
+        cfg = guidance > 1.0
+        ctx = torch.cat([neg_emb, emb]) if cfg else emb
+        cmask = torch.cat([neg_mask, mask]) if cfg else mask
+        lc = latents.shape[1]
+        for t in sched.timesteps:
+            inp = torch.cat([latents, latents]) if cfg else latents
+            inp = sched.scale_model_input(inp, t)
+            tt = t.reshape(1).to(torch.float32).expand(inp.shape[0])
+            out = self.transformer(inp, ctx, tt, encoder_attention_mask=cmask)
+            if self.transformer.out_channels // 2 == lc:
+                out = out.chunk(2, dim=1)[0]
+            if cfg:
+                u, c = out.chunk(2)
+                out = u + guidance * (c - u)
+            latents = sched.step(out, t, latents)
+        return latents
+
+    @torch.no_grad()
+    def __call__(self, prompt, latents, steps=20, guidance=4.0, scheduler="flow_match_euler",
+                 negative_prompt="", timings=None):
+        b = latents.shape[0]
+        t0 = time.perf_counter()
+        emb, mask = self.encode_prompt([prompt] * b)
+        neg_emb, neg_mask = self.encode_prompt([negative_prompt] * b)
+        t1 = time.perf_counter()
+        lat = self.denoise(latents.float(), emb, mask, neg_emb, neg_mask, steps, guidance, scheduler)
+        t2 = time.perf_counter()
+        image = self.vae.decode_latents(lat)
+        t3 = time.perf_counter()
+        u8 = ((image / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        t4 = time.perf_counter()
+        if timings is not None:
+            timings.append({"text_encoder": (t1 - t0) * 1e3, "denoise": (t2 - t1) * 1e3,
+                            "vae_decoder": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3,
+                            "total": (t4 - t0) * 1e3})
+        return image, u8
+
+
+def latent_shape(model_dir, height=None, width=None):
+    """[C, h, w] of the initial latents for an image of height x width (default: the VAE's sample_size)."""
+    vae_cfg = _load_config(os.path.join(model_dir, "vae"))
+    f = 2 ** (len(vae_cfg["block_out_channels"]) - 1)
+    h = height or vae_cfg.get("sample_size", 64)
+    w = width or vae_cfg.get("sample_size", 64)
+    return [vae_cfg.get("latent_channels", 4), h // f, w // f]
+
+
+# ----------------------------------------------------------------------------------------------
+# Random models for parity tests
+# ----------------------------------------------------------------------------------------------
+
+GRAMMAR_WORDS = ("a in the on background red green blue yellow white black purple orange circle square "
+                 "triangle center top left right bottom").split()
+
+
+def randomize(model: nn.Module, seed: int):
+    """Non-trivial random weights everywhere (also where diffusers zero-initialises), so that a
+    parity test exercises every parameter: weights ~ N(0, 1/fan_in), biases ~ N(0, 0.02^2),
+    norm scales ~ 1 + N(0, 0.1^2), embeddings and modulation tables ~ N(0, 0.1^2)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("scale_shift_table"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            elif isinstance(_owner(model, name), (nn.LayerNorm, nn.GroupNorm)):
+                if name.endswith("weight"):
+                    p.copy_(1 + torch.randn(p.shape, generator=g) * 0.1)
+                else:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            elif isinstance(_owner(model, name), nn.Embedding):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * (1.0 / math.sqrt(fan_in)))
+    return model
+
+
+def _owner(model, pname):
+    mod = model
+    for part in pname.split(".")[:-1]:
+        mod = getattr(mod, part) if not part.isdigit() else mod[int(part)]
+    return mod
+
+
+def write_random_model(preset: str, seed: int, out: str, dtype=torch.float32):
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(seed)
+    if preset == "tiny":
+        build_clip_vocab(GRAMMAR_WORDS, os.path.join(out, "tokenizer"), model_max_length=16)
+        tok = CLIPTokenizer(os.path.join(out, "tokenizer"))
+        eos = tok.encoder[tok.eos]
+        text = CLIPTextModel(dict(vocab_size=len(tok.encoder), hidden_size=32, intermediate_size=64,
+                                  projection_dim=32, num_hidden_layers=2, num_attention_heads=2,
+                                  max_position_embeddings=16, hidden_act="quick_gelu",
+                                  bos_token_id=tok.encoder[tok.bos], eos_token_id=eos, pad_token_id=eos))
+        dit = PixArtTransformer2DModel(dict(num_attention_heads=2, attention_head_dim=16, in_channels=4,
+                                            out_channels=8, num_layers=2, cross_attention_dim=32,
+                                            sample_size=8, patch_size=2, caption_channels=32,
+                                            use_additional_conditions=False))
+        vae = AutoencoderKL(dict(block_out_channels=[8, 16, 16], down_block_types=["DownEncoderBlock2D"] * 3,
+                                 up_block_types=["UpDecoderBlock2D"] * 3, layers_per_block=1, latent_channels=4,
+                                 norm_num_groups=4, sample_size=32, scaling_factor=0.5, shift_factor=0.1,
+                                 force_upcast=False))
+        for i, m in enumerate((text, dit, vae)):
+            randomize(m, seed * 10 + i)
+        save_component(text, os.path.join(out, "text_encoder"), dtype)
+        save_component(dit, os.path.join(out, "transformer"), dtype)
+        save_component(vae, os.path.join(out, "vae"), dtype)
+        _write_json(os.path.join(out, "scheduler", "scheduler_config.json"), {
+            "_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": DIFFUSERS_VERSION,
+            "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False,
+            "prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0})
+        write_model_index(out, ["text_encoder", "tokenizer", "transformer", "vae", "scheduler"])
+    elif preset == "real-pixart":
+        dit = PixArtTransformer2DModel(dict(num_attention_heads=16, attention_head_dim=72, in_channels=4,
+                                            out_channels=8, num_layers=2, cross_attention_dim=1152,
+                                            sample_size=16, patch_size=2, caption_channels=4096,
+                                            use_additional_conditions=False))
+        randomize(dit, seed)
+        save_component(dit, os.path.join(out, "transformer"), dtype)
+        write_model_index(out, ["transformer"])
+    elif preset == "real-vae":
+        vae = AutoencoderKL(dict(block_out_channels=[128, 256, 512, 512],
+                                 down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                                 layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=512,
+                                 scaling_factor=0.18215, shift_factor=None))
+        randomize(vae, seed)
+        save_component(vae, os.path.join(out, "vae"), dtype)
+        write_model_index(out, ["vae"])
+    else:
+        raise ValueError(f"unknown preset {preset!r}; use tiny, real-pixart or real-vae")
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
+def _cmd_random_model(a):
+    write_random_model(a.preset, a.seed, a.out, torch.float16 if a.dtype == "float16" else torch.float32)
+    print(json.dumps({"out": a.out, "preset": a.preset, "seed": a.seed}))
+
+
+@torch.no_grad()
+def run_component(model_dir, component, inputs):
+    if component == "text_encoder":
+        m = load_component(os.path.join(model_dir, "text_encoder"), CLIPTextModel)
+        mask = inputs.get("attention_mask")
+        return {"last_hidden_state": m(inputs["input_ids"].long(), mask)}
+    if component == "transformer":
+        m = load_component(os.path.join(model_dir, "transformer"), PixArtTransformer2DModel)
+        hs = inputs["hidden_states"].float()
+        t = inputs["timestep"].float().reshape(-1)
+        if t.numel() == 1:
+            t = t.expand(hs.shape[0])
+        out = m(hs, inputs["encoder_hidden_states"].float(), t,
+                encoder_attention_mask=inputs.get("encoder_attention_mask"))
+        if m.out_channels == 2 * hs.shape[1]:
+            out = out.chunk(2, dim=1)[0]
+        return {"sample": out.contiguous()}
+    if component == "vae_decoder":
+        m = load_component(os.path.join(model_dir, "vae"), AutoencoderKL)
+        return {"sample": m.decode_latents(inputs["latents"].float())}
+    raise ValueError(f"unknown component {component!r}; use text_encoder, transformer or vae_decoder")
+
+
+def _cmd_run(a):
+    out = run_component(a.model, a.component, load_safetensors(a.inputs))
+    save_safetensors({k: v.float().contiguous() for k, v in out.items()}, a.out)
+    print(json.dumps({k: list(v.shape) for k, v in out.items()}))
+
+
+def _cmd_tokenize(a):
+    tok = CLIPTokenizer(os.path.join(a.model, "tokenizer"))
+    print(json.dumps(tok(a.prompt, a.max_length)))
+
+
+def _cmd_scheduler(a):
+    s = make_scheduler(a.name, load_scheduler_config(a.model))
+    s.set_timesteps(a.steps)
+    print(json.dumps({"timesteps": s.timesteps.tolist(),
+                      "sigmas": [] if s.sigmas is None else s.sigmas.tolist()}))
+
+
+def _cmd_generate(a):
+    pipe = Pipeline(a.model)
+    latents = load_safetensors(a.latents)["latents"].float()
+    timings = []
+    reps = a.bench_reps if a.bench else 1
+    for _ in range(reps):
+        image, u8 = pipe(a.prompt, latents, a.steps, a.guidance, a.scheduler, a.negative_prompt, timings)
+    save_safetensors({"image": image.float().contiguous(), "image_u8": u8}, a.out)
+    if a.bench:
+        med = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
+        med["reps"] = reps
+        med["threads"] = torch.get_num_threads()
+        print(json.dumps(med))
+    else:
+        print(json.dumps({"image": list(image.shape)}))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 1; 2 with --bench)")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("random-model", help="write a diffusers folder with random weights")
+    p.add_argument("--preset", required=True, choices=["tiny", "real-pixart", "real-vae"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.set_defaults(fn=_cmd_random_model)
+    p = sub.add_parser("run", help="run one component on tensors from a safetensors file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--component", required=True, choices=["text_encoder", "transformer", "vae_decoder"])
+    p.add_argument("--inputs", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=_cmd_run)
+    p = sub.add_parser("tokenize", help="print the CLIP token ids and attention mask of a prompt")
+    p.add_argument("--model", required=True)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-length", type=int, default=None)
+    p.set_defaults(fn=_cmd_tokenize)
+    p = sub.add_parser("scheduler", help="print a scheduler's timesteps and sigmas")
+    p.add_argument("--model", required=True)
+    p.add_argument("--name", required=True, choices=sorted(SCHEDULERS))
+    p.add_argument("--steps", type=int, required=True)
+    p.set_defaults(fn=_cmd_scheduler)
+    p = sub.add_parser("generate", help="run the whole pipeline from given initial latents")
+    p.add_argument("--model", required=True)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=4.0)
+    p.add_argument("--scheduler", default="flow_match_euler", choices=sorted(SCHEDULERS))
+    p.add_argument("--latents", required=True, help="safetensors with tensor `latents` [B,C,h,w]")
+    p.add_argument("--out", required=True)
+    p.add_argument("--bench", action="store_true", help="print median per-stage milliseconds (JSON, last line)")
+    p.add_argument("--bench-reps", type=int, default=3)
+    p.set_defaults(fn=_cmd_generate)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads or (2 if getattr(a, "bench", False) else 1))
+    a.fn(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,7 @@
 """Trains the small text-to-image model that ships as models/tiny-shapes (the project default).
 
 Three parts, all in the diffusers/transformers layouts of tools/reference.py:
-  1. AutoencoderKL (f=8, 4 latent channels) on 64x64 shapes images: L1 + L2 reconstruction plus a
+  1. AutoencoderKL (f=4, 4 latent channels) on 32x32 shapes images: L1 + L2 reconstruction plus a
      small KL term. scaling_factor / shift_factor are then measured on the encoded training set
      (latents = (z - shift) * scale have mean 0, std 1).
   2. The training images are encoded once (posterior mean and std kept; a fresh sample is drawn
@@ -34,10 +34,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import reference as R  # noqa: E402
 import shapes_dataset as D  # noqa: E402
 
-IMAGE_SIZE = 64
+IMAGE_SIZE = 32
 MAX_LEN = 16
-VAE_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
-                  up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[16, 32, 64, 64],
+VAE_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 3,
+                  up_block_types=["UpDecoderBlock2D"] * 3, block_out_channels=[32, 64, 64],
                   layers_per_block=1, act_fn="silu", latent_channels=4, norm_num_groups=16,
                   sample_size=IMAGE_SIZE, scaling_factor=1.0, shift_factor=0.0, force_upcast=False,
                   use_quant_conv=True, use_post_quant_conv=True, mid_block_add_attention=True,
@@ -47,7 +47,7 @@ TEXT_CONFIG = dict(hidden_size=128, intermediate_size=512, projection_dim=128, n
                    layer_norm_eps=1e-5, initializer_range=0.02, initializer_factor=1.0)
 DIT_CONFIG = dict(num_attention_heads=4, attention_head_dim=48, in_channels=4, out_channels=4, num_layers=6,
                   dropout=0.0, norm_num_groups=32, cross_attention_dim=192, attention_bias=True,
-                  sample_size=IMAGE_SIZE // 8, patch_size=2, activation_fn="gelu-approximate",
+                  sample_size=IMAGE_SIZE // 4, patch_size=2, activation_fn="gelu-approximate",
                   num_embeds_ada_norm=1000, upcast_attention=False, norm_type="ada_norm_single",
                   norm_elementwise_affine=False, norm_eps=1e-6, interpolation_scale=None,
                   use_additional_conditions=False, caption_channels=128, attention_type="default")
@@ -283,7 +283,7 @@ def measure(device):
     dit = R.PixArtTransformer2DModel(DIT_CONFIG).to(device)
     ids = torch.randint(0, 600, (32, MAX_LEN))
     mask = torch.ones(32, MAX_LEN, dtype=torch.long)
-    xt = torch.randn(32, 4, IMAGE_SIZE // 8, IMAGE_SIZE // 8)
+    xt = torch.randn(32, 4, IMAGE_SIZE // 4, IMAGE_SIZE // 4)
     for i in range(4):
         if i == 1:
             t = time.time()
@@ -301,11 +301,11 @@ def main():
     ap.add_argument("--vae-share", type=float, default=0.27, help="fraction of the budget for the VAE")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--vae-lr", type=float, default=1.5e-3)
+    ap.add_argument("--vae-lr", type=float, default=2e-3)
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--kl-weight", type=float, default=1e-3)
     ap.add_argument("--num-latents", type=int, default=6000)
-    ap.add_argument("--dit-lr", type=float, default=8e-4)
+    ap.add_argument("--dit-lr", type=float, default=1e-3)
     ap.add_argument("--dit-batch", type=int, default=32)
     ap.add_argument("--cfg-dropout", type=float, default=0.1)
     ap.add_argument("--ema", type=float, default=0.998)
