@@ -1,9 +1,12 @@
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "core/dump.hpp"
+#include "core/error.hpp"
 #include "core/safetensors.hpp"
 
 using namespace stagecraft;
@@ -96,10 +99,19 @@ TEST_CASE("dumps written by another tool pair by stage name without a manifest")
   CHECK(c.only_in_a.size() == 3);  // the denoise stage's tensors
 }
 
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TEST_CASE("comparing a folder that is not a dump says what was expected") {
   const fs::path empty = fresh_dir("empty");
-  CHECK_THROWS_WITH_AS(compare_dumps(empty.string(), empty.string(), 0, 0),
-                       doctest::Contains("holds no .safetensors files"), Error);
-  CHECK_THROWS_WITH_AS(compare_dumps("/nonexistent-dump", empty.string(), 0, 0),
-                       doctest::Contains("does not exist"), Error);
+  CHECK(error_of([&] { compare_dumps(empty.string(), empty.string(), 0, 0); }).find("holds no .safetensors files") !=
+        std::string::npos);
+  CHECK(error_of([&] { compare_dumps("/nonexistent-dump", empty.string(), 0, 0); }).find("does not exist") !=
+        std::string::npos);
 }
