@@ -1,0 +1,207 @@
+// PixArtTransformer against tools/reference.py (an independent PyTorch PixArtTransformer2DModel)
+// on the same random weights, plus the load-time checks that name bad parameters.
+#define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+
+#include "core/error.hpp"
+#include "core/safetensors.hpp"
+#include "stages/dit/pixart.hpp"
+#include "stages/dit/pos_embed.hpp"
+#include "test_pixart_vae_support.hpp"
+
+using namespace stagecraft;
+using namespace sc_test;
+
+namespace {
+
+struct Case {
+  int64_t batch, height, width, text_len;
+  bool mask;
+};
+
+// Runs the C++ model and the reference on the same seeded inputs; returns the max abs error.
+double parity(const std::string& model_root, const PixArtTransformer& dit, const Case& c, const TempDir& tmp,
+              unsigned seed) {
+  const int64_t B = c.batch;
+  std::map<std::string, Tensor> in;
+  in["hidden_states"] = randn({B, dit.in_channels(), c.height, c.width}, seed);
+  std::vector<float> ts;
+  for (int64_t b = 0; b < B; ++b) ts.push_back(b == 0 ? 999.0f : 37.5f * static_cast<float>(b));
+  in["timestep"] = Tensor::from_vector(ts, {B});
+  in["encoder_hidden_states"] = randn({B, c.text_len, dit.caption_channels()}, seed + 1);
+  if (c.mask) {
+    // Batch item b keeps its first L - 3b tokens (at least one), like padded prompts of different lengths.
+    std::vector<float> m;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t l = 0; l < c.text_len; ++l) m.push_back(l < std::max<int64_t>(1, c.text_len - 3 * b) ? 1.0f : 0.0f);
+    in["encoder_attention_mask"] = Tensor::from_vector(m, {B, c.text_len});
+  }
+  const std::string in_path = tmp / ("in" + std::to_string(seed) + ".safetensors");
+  const std::string out_path = tmp / ("out" + std::to_string(seed) + ".safetensors");
+  save_safetensors(in_path, in);
+  run_reference("run --model " + model_root + " --component transformer --inputs " + in_path + " --out " + out_path,
+                tmp);
+  const Tensor expected = SafetensorsFile::open(out_path).get("sample");
+
+  const Tensor* mask = c.mask ? &in["encoder_attention_mask"] : nullptr;
+  const Tensor got = dit.forward(in["hidden_states"], in["timestep"], in["encoder_hidden_states"], mask);
+  REQUIRE(got.shape() == Shape{B, dit.in_channels(), c.height, c.width});
+  REQUIRE(expected.shape() == got.shape());
+  CHECK(all_finite(got));
+  const double err = max_abs_diff(got, expected);
+  MESSAGE("PixArt " << B << "x" << c.height << "x" << c.width << " text " << c.text_len
+                    << ": max |C++ - PyTorch| = " << err << " (output max " << max_abs(expected) << ")");
+  return err;
+}
+
+void write_json(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+// A small PixArt config; the tests below give it deliberately incomplete weights.
+const char* kTinyConfig = R"({
+  "_class_name": "PixArtTransformer2DModel", "num_attention_heads": 2, "attention_head_dim": 8,
+  "in_channels": 4, "out_channels": 8, "num_layers": 1, "cross_attention_dim": 16, "caption_channels": 12,
+  "sample_size": 8, "patch_size": 2, "norm_type": "ada_norm_single", "norm_eps": 1e-6,
+  "norm_elementwise_affine": false, "activation_fn": "gelu-approximate", "attention_bias": true
+})";
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST_CASE("PixArt forward matches the PyTorch reference on the tiny preset") {
+  if (!torch_missing_reason().empty()) {
+    MESSAGE("skipped: " << torch_missing_reason());
+    return;
+  }
+  TempDir tmp;
+  run_reference("random-model --preset tiny --seed 3 --out " + (tmp / "model"), tmp);
+  const std::string dir = tmp / "model/transformer";
+  const auto dit = PixArtTransformer::load(dir, DType::f32, Device::cpu());
+  const int p = dit.patch_size();
+  const int s = dit.config().at("sample_size").get<int>();
+  // The training size (positions from the stored grid), a non-square size (positions rescaled
+  // per axis), with and without the caption mask.
+  CHECK(parity(tmp / "model", dit, {2, s, s, 7, true}, tmp, 11) <= 1e-3);
+  CHECK(parity(tmp / "model", dit, {2, 2 * p, 3 * p, 5, false}, tmp, 12) <= 1e-3);
+  CHECK(parity(tmp / "model", dit, {1, s + 2 * p, s, 9, true}, tmp, 13) <= 1e-3);
+}
+
+TEST_CASE("PixArt forward matches the PyTorch reference at PixArt-alpha widths") {
+  if (!torch_missing_reason().empty()) {
+    MESSAGE("skipped: " << torch_missing_reason());
+    return;
+  }
+  TempDir tmp;
+  run_reference("random-model --preset real-pixart --seed 5 --out " + (tmp / "model"), tmp);
+  const std::string dir = tmp / "model/transformer";
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto dit = PixArtTransformer::load(dir, DType::f32, Device::cpu());
+  const auto t1 = std::chrono::steady_clock::now();
+  CHECK(dit.hidden_size() == 1152);
+  CHECK(dit.caption_channels() == 4096);
+  MESSAGE("real-width PixArt load: " << std::chrono::duration<double>(t1 - t0).count() << " s");
+  CHECK(parity(tmp / "model", dit, {2, 8, 8, 16, true}, tmp, 21) <= 1e-3);
+}
+
+TEST_CASE("PixArt keeps batch items independent and broadcasts a single timestep") {
+  if (!torch_missing_reason().empty()) {
+    MESSAGE("skipped: " << torch_missing_reason());
+    return;
+  }
+  TempDir tmp;
+  run_reference("random-model --preset tiny --seed 4 --out " + (tmp / "model"), tmp);
+  const auto dit = PixArtTransformer::load(tmp / "model/transformer", DType::f32, Device::cpu());
+  const int64_t C = dit.in_channels(), p = dit.patch_size(), Dc = dit.caption_channels();
+  const Tensor x = randn({2, C, 2 * p, 2 * p}, 7);
+  const Tensor t = Tensor::from_vector({500.0f, 20.0f}, {2});
+  const Tensor text = randn({2, 6, Dc}, 8);
+  const Tensor y = dit.forward(x, t, text, nullptr);
+  CHECK(y.shape() == Shape{2, C, 2 * p, 2 * p});
+  // Item 1 alone must give the same numbers as inside the batch.
+  const Tensor y1 = dit.forward(x.slice(0, 1, 2).contiguous(), t.slice(0, 1, 2).contiguous(),
+                                text.slice(0, 1, 2).contiguous(), nullptr);
+  CHECK(max_abs_diff(y1, y.slice(0, 1, 2)) <= 1e-5);
+  // A [1] timestep is broadcast over the batch.
+  const Tensor yb = dit.forward(x, Tensor::from_vector({500.0f}, {1}), text, nullptr);
+  CHECK(max_abs_diff(yb.slice(0, 0, 1), y.slice(0, 0, 1)) <= 1e-6);
+}
+
+TEST_CASE("the 2-D position table matches diffusers' layout on a hand-checked entry") {
+  // D = 8: per axis sin/cos of pos * [1, 1/100]; column first, then row.
+  const auto t = sincos_pos_embed_2d(8, 2, 3, 2, 1.0);
+  REQUIRE(t.size() == 2u * 3u * 8u);
+  // token (row 1, col 2): pos_col = 2 / (3/2) = 4/3, pos_row = 1 / (2/2) = 1
+  const float* e = t.data() + (1 * 3 + 2) * 8;
+  const double pc = 2.0 / 1.5, pr = 1.0;
+  CHECK(e[0] == doctest::Approx(std::sin(pc)).epsilon(1e-6));
+  CHECK(e[1] == doctest::Approx(std::sin(pc / 100)).epsilon(1e-6));
+  CHECK(e[2] == doctest::Approx(std::cos(pc)).epsilon(1e-6));
+  CHECK(e[3] == doctest::Approx(std::cos(pc / 100)).epsilon(1e-6));
+  CHECK(e[4] == doctest::Approx(std::sin(pr)).epsilon(1e-6));
+  CHECK(e[6] == doctest::Approx(std::cos(pr)).epsilon(1e-6));
+  CHECK_THROWS_AS(sincos_pos_embed_2d(6, 2, 2, 2, 1.0), Error);
+}
+
+TEST_CASE("a missing PixArt parameter is an error that names it") {
+  TempDir tmp;
+  write_json(tmp / "config.json", kTinyConfig);
+  // The patch conv is present and right; its bias is not.
+  save_safetensors(tmp / "diffusion_pytorch_model.safetensors", {{"pos_embed.proj.weight", randn({16, 4, 2, 2}, 1)}});
+  const std::string msg = error_of([&] { PixArtTransformer::load(tmp.path.string(), DType::f32, Device::cpu()); });
+  CHECK(msg.find("pos_embed.proj.bias") != std::string::npos);
+  CHECK(msg.find("[16]") != std::string::npos);
+}
+
+TEST_CASE("a wrongly shaped PixArt parameter is an error that names it and both shapes") {
+  TempDir tmp;
+  write_json(tmp / "config.json", kTinyConfig);
+  save_safetensors(tmp / "diffusion_pytorch_model.safetensors", {{"pos_embed.proj.weight", randn({16, 3, 2, 2}, 1)}});
+  const std::string msg = error_of([&] { PixArtTransformer::load(tmp.path.string(), DType::f32, Device::cpu()); });
+  CHECK(msg.find("pos_embed.proj.weight") != std::string::npos);
+  CHECK(msg.find("[16, 3, 2, 2]") != std::string::npos);
+  CHECK(msg.find("[16, 4, 2, 2]") != std::string::npos);
+}
+
+TEST_CASE("a parameter PixArt does not use is an error that names it") {
+  if (!torch_missing_reason().empty()) {
+    MESSAGE("skipped: " << torch_missing_reason());
+    return;
+  }
+  TempDir tmp;
+  run_reference("random-model --preset tiny --seed 6 --out " + (tmp / "model"), tmp);
+  const std::string dir = tmp / "model/transformer";
+  const std::string file = dir + "/diffusion_pytorch_model.safetensors";
+  std::map<std::string, Tensor> params;
+  {
+    const auto st = SafetensorsFile::open(file);
+    for (const auto& name : st.names()) params[name] = st.get(name).clone();
+  }
+  params["transformer_blocks.0.attn1.extra_gate"] = randn({3}, 2);
+  save_safetensors(file, params);
+  const std::string msg = error_of([&] { PixArtTransformer::load(dir, DType::f32, Device::cpu()); });
+  CHECK(msg.find("transformer_blocks.0.attn1.extra_gate") != std::string::npos);
+}
+
+TEST_CASE("PixArt-alpha 1024's extra resolution conditioning is refused clearly") {
+  TempDir tmp;
+  std::string cfg = kTinyConfig;
+  cfg.replace(cfg.find("\"sample_size\": 8"), 16, "\"sample_size\": 128");
+  write_json(tmp / "config.json", cfg);
+  save_safetensors(tmp / "diffusion_pytorch_model.safetensors", {{"pos_embed.proj.weight", randn({16, 4, 2, 2}, 1)}});
+  const std::string msg = error_of([&] { PixArtTransformer::load(tmp.path.string(), DType::f32, Device::cpu()); });
+  CHECK(msg.find("use_additional_conditions") != std::string::npos);
+}

@@ -1,0 +1,98 @@
+#pragma once
+// Shared by the PixArt and VAE parity tests: a temp folder per run, running
+// tools/reference.py (the independent PyTorch reference) with /usr/bin/python3,
+// seeded inputs and error measures.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.hpp"
+#include "core/tensor.hpp"
+
+namespace sc_test {
+
+namespace fs = std::filesystem;
+using stagecraft::Shape;
+using stagecraft::Tensor;
+
+inline const char* kPython = "/usr/bin/python3";
+
+inline std::string reference_script() { return std::string(STAGECRAFT_SOURCE_DIR) + "/tools/reference.py"; }
+
+/// "" when /usr/bin/python3 imports torch, else why not (the parity tests skip with it).
+inline const std::string& torch_missing_reason() {
+  static const std::string reason = [] {
+    const std::string cmd = std::string(kPython) + " -c 'import torch' >/dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return std::string();
+    return std::string(kPython) + " cannot import torch (install Debian's python3-torch)";
+  }();
+  return reason;
+}
+
+/// A fresh folder under the system temp dir, removed with everything in it at scope exit.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "stagecraft-e2-XXXXXX").string();
+    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+/// Runs tools/reference.py with `args`; on failure the test fails with the script's output.
+inline void run_reference(const std::string& args, const TempDir& tmp) {
+  const std::string log = tmp / "reference.log";
+  const std::string cmd = std::string(kPython) + " " + reference_script() + " " + args + " >" + log + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  if (rc != 0) {
+    std::ifstream in(log);
+    std::stringstream out;
+    out << in.rdbuf();
+    FAIL("reference.py failed (" << rc << "): " << cmd << "\n" << out.str());
+  }
+}
+
+/// Seeded standard-normal tensor scaled by `scale` (f32, CPU).
+inline Tensor randn(const Shape& shape, unsigned seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(stagecraft::shape_numel(shape)));
+  for (auto& x : v) x = nd(rng) * scale;
+  return Tensor::from_vector(v, shape);
+}
+
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const auto va = a.to_vector(), vb = b.to_vector();
+  double m = 0;
+  for (size_t i = 0; i < va.size(); ++i) m = std::max(m, std::fabs(static_cast<double>(va[i]) - vb[i]));
+  return m;
+}
+
+inline double max_abs(const Tensor& a) {
+  double m = 0;
+  for (float x : a.to_vector()) m = std::max(m, std::fabs(static_cast<double>(x)));
+  return m;
+}
+
+inline bool all_finite(const Tensor& a) {
+  for (float x : a.to_vector())
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+}  // namespace sc_test
