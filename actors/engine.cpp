@@ -1,0 +1,345 @@
+#include "actors/engine.hpp"
+
+#include <algorithm>
+#include <map>
+#include <thread>
+
+#include "actors/engine_core.hpp"
+#include "actors/messages.hpp"
+#include "actors/stage_actor.hpp"
+#include "actors/trace.hpp"
+#include "stages/builtin_stages.hpp"
+
+namespace stagecraft {
+
+using actors::EngineCore;
+using actors::Envelope;
+using actors::JobState;
+
+const char* health_name(Health h) { return h == Health::ok ? "ok" : "degraded"; }
+
+const Tensor& JobResult::tensor(const std::string& name) const {
+  throw_if_error();
+  auto it = tensors.find(name);
+  if (it == tensors.end()) {
+    std::string have;
+    for (const auto& [k, v] : tensors) have += (have.empty() ? "" : ", ") + k;
+    SC_FAIL(Errc::not_found, "job " << job_id << " produced no tensor '" << name << "' (it has: "
+                                    << (have.empty() ? "none" : have) << "); check the pipeline's last stage");
+  }
+  return it->second;
+}
+
+void JobResult::throw_if_error() const {
+  if (error) throw Error(*error, message);
+}
+
+namespace {
+
+/// The stages in the order packets visit them. The engine runs chains: each stage
+/// has at most one successor and one predecessor (fan-out needs a join policy it lacks).
+std::vector<const StageSpec*> chain_order(const PipelineSpec& spec) {
+  SC_CHECK(!spec.stages.empty(), Errc::invalid_argument,
+           "pipeline '" << spec.path << "' has no stages; add at least one under `stages:`");
+  std::vector<const StageSpec*> out;
+  if (spec.edges.empty()) {
+    for (const auto& s : spec.stages) out.push_back(&s);
+    return out;
+  }
+  std::map<std::string, const StageSpec*> by_name;
+  for (const auto& s : spec.stages) by_name[s.name] = &s;
+  std::map<std::string, std::string> next, prev;
+  for (const auto& e : spec.edges) {
+    SC_CHECK(by_name.count(e.from) && by_name.count(e.to), Errc::invalid_argument,
+             "edge " << e.from << " -> " << e.to << " names an unknown stage");
+    SC_CHECK(!next.count(e.from) && !prev.count(e.to), Errc::unsupported,
+             "stage '" << (next.count(e.from) ? e.from : e.to)
+                       << "' has two edges on one side; the engine runs chains (each stage one "
+                          "predecessor and one successor)");
+    next[e.from] = e.to;
+    prev[e.to] = e.from;
+  }
+  const StageSpec* head = nullptr;
+  for (const auto& s : spec.stages)
+    if (!prev.count(s.name)) {
+      SC_CHECK(!head, Errc::unsupported,
+               "stages '" << head->name << "' and '" << s.name
+                          << "' both have no predecessor; connect every stage into one chain");
+      head = &s;
+    }
+  SC_CHECK(head, Errc::invalid_argument, "the edges form a cycle; a pipeline must be a chain");
+  for (const StageSpec* s = head; s;) {
+    out.push_back(s);
+    auto it = next.find(s->name);
+    s = it == next.end() ? nullptr : by_name[it->second];
+    SC_CHECK(out.size() <= spec.stages.size(), Errc::invalid_argument, "the edges form a cycle");
+  }
+  SC_CHECK(out.size() == spec.stages.size(), Errc::unsupported,
+           "only " << out.size() << " of " << spec.stages.size()
+                   << " stages are on the chain from '" << head->name << "'; connect them all");
+  return out;
+}
+
+void apply_defaults(Request& r, const nlohmann::json& d) {
+  auto num = [&](const char* k, double fallback) {
+    return d.contains(k) && d[k].is_number() ? d[k].get<double>() : fallback;
+  };
+  if (r.steps <= 0) r.steps = static_cast<int>(num("steps", r.steps));
+  if (r.guidance < 0) r.guidance = static_cast<float>(num("guidance", r.guidance));
+  if (r.width <= 0) r.width = static_cast<int>(num("width", r.width));
+  if (r.height <= 0) r.height = static_cast<int>(num("height", r.height));
+  if (r.scheduler.empty() && d.contains("scheduler") && d["scheduler"].is_string())
+    r.scheduler = d["scheduler"].get<std::string>();
+  if (r.negative_prompt.empty() && d.contains("negative_prompt") && d["negative_prompt"].is_string())
+    r.negative_prompt = d["negative_prompt"].get<std::string>();
+}
+
+std::future<JobResult> ready_error(uint64_t id, Errc code, std::string message) {
+  std::promise<JobResult> p;
+  JobResult r;
+  r.job_id = id;
+  r.error = code;
+  r.message = std::move(message);
+  p.set_value(std::move(r));
+  return p.get_future();
+}
+
+/// Runs `fn` on `lane` and waits: load() must happen on the stage's lane thread.
+void run_on(Lane& lane, std::function<void()> fn) {
+  std::promise<void> p;
+  auto f = p.get_future();
+  lane.submit(std::move(fn), [&p](std::exception_ptr err) {
+    if (err)
+      p.set_exception(err);
+    else
+      p.set_value();
+  });
+  f.get();
+}
+
+}  // namespace
+
+std::unique_ptr<Engine> Engine::create(const PipelineSpec& spec) {
+  register_builtin_stages();
+  for (const auto& p : spec.plugins) load_stage_plugin(p);
+  for (const auto& s : spec.stages)
+    if (!s.plugin.empty()) load_stage_plugin(s.plugin);
+
+  auto core = std::make_shared<EngineCore>();
+  core->spec = spec;
+  SC_CHECK(spec.limits.max_pending_jobs > 0, Errc::invalid_argument,
+           "limits.max_pending_jobs must be at least 1, got " << spec.limits.max_pending_jobs);
+  core->chain = chain_order(core->spec);
+
+  struct Built {
+    std::vector<Stage*> stages;
+    std::vector<Lane*> lanes;
+    StageTraits traits;
+  };
+  std::vector<Built> built(core->chain.size());
+  for (size_t i = 0; i < core->chain.size(); ++i) {
+    const StageSpec& s = *core->chain[i];
+    SC_CHECK(s.replicas >= 1, Errc::invalid_argument, "stage '" << s.name << "' needs replicas >= 1");
+    const int credits = core->spec.credits_for(s);
+    SC_CHECK(credits >= 1, Errc::invalid_argument,
+             "stage '" << s.name << "' has " << credits << " credits; set queue_limit or limits.credits >= 1");
+    core->gates.push_back(std::make_unique<actors::StageGate>(s.name, credits, s.replicas));
+    core->counters.push_back(std::make_unique<actors::StageCounters>());
+    std::shared_ptr<actors::PromptCache> cache;
+    if (s.params.contains("cache") && s.params["cache"].is_object() && s.params["cache"].contains("entries")) {
+      const auto entries = s.params["cache"]["entries"].get<int64_t>();
+      if (entries > 0) cache = std::make_shared<actors::PromptCache>(static_cast<size_t>(entries));
+    }
+    core->caches.push_back(cache);
+
+    StageContext ctx;
+    ctx.name = s.name;
+    ctx.type = s.type;
+    ctx.device = s.device;
+    ctx.model_dir = core->spec.model_dir;
+    ctx.params = s.params;
+    ctx.defaults = core->spec.defaults;
+    for (int r = 0; r < s.replicas; ++r) {
+      auto lane = Lane::create(s.device, s.replicas > 1 ? s.name + "/" + std::to_string(r) : s.name);
+      auto stage = create_stage(s.type);
+      Stage* sp = stage.get();
+      try {
+        run_on(*lane, [sp, &ctx] { sp->load(ctx); });
+      } catch (const std::exception& e) {
+        SC_FAIL(Errc::stage_failed, "stage '" << s.name << "' (" << s.type << ") failed to load: " << e.what());
+      }
+      if (r == 0) built[i].traits = sp->traits();
+      built[i].stages.push_back(sp);
+      built[i].lanes.push_back(lane.get());
+      core->lanes.push_back(std::move(lane));
+      core->lane_stage.push_back(static_cast<int>(i));
+      core->stages.push_back(std::move(stage));
+    }
+  }
+
+  core->cfg = std::make_unique<caf::actor_system_config>();
+  core->system = std::make_unique<caf::actor_system>(*core->cfg);
+  for (size_t i = 0; i < core->chain.size(); ++i) {
+    const StageSpec& s = *core->chain[i];
+    for (int r = 0; r < s.replicas; ++r) {
+      actors::ReplicaConfig rc;
+      rc.core = core.get();
+      rc.name = s.name;
+      rc.replica = r;
+      rc.stage = built[i].stages[static_cast<size_t>(r)];
+      rc.lane = built[i].lanes[static_cast<size_t>(r)];
+      rc.gate = core->gates[i].get();
+      rc.next = i + 1 < core->chain.size() ? core->gates[i + 1].get() : nullptr;
+      rc.counters = core->counters[i].get();
+      rc.cache = core->caches[i];
+      rc.cache_model = core->spec.model_dir + "|" + s.type + "|" + s.name;
+      // The pipeline file sets the batch size; a stage whose traits declare a smaller
+      // capability (> 1) caps it. Traits of 1 are the default and mean "not declared".
+      rc.max_batch = std::max(1, s.batching.max_batch);
+      if (built[i].traits.max_batch > 1) rc.max_batch = std::min(rc.max_batch, built[i].traits.max_batch);
+      rc.max_wait = std::chrono::microseconds(static_cast<int64_t>(s.batching.max_wait_ms * 1000.0));
+      rc.iterative = built[i].traits.iterative;
+      auto a = actors::spawn_replica(*core->system, std::move(rc));
+      core->gates[i]->replicas.push_back(a);
+      core->all_actors.push_back(a);
+    }
+  }
+  core->ingress = actors::spawn_ingress(*core->system, core.get(), core->gates[0].get());
+  core->all_actors.push_back(core->ingress);
+
+  std::unique_ptr<Engine> engine(new Engine());
+  engine->core_ = std::move(core);
+  return engine;
+}
+
+Engine::~Engine() { shutdown(); }
+
+std::future<JobResult> Engine::submit(Request request, Progress progress) {
+  auto& c = *core_;
+  c.submitted.fetch_add(1);
+  if (c.pending.fetch_add(1) >= c.spec.limits.max_pending_jobs) {
+    c.pending.fetch_sub(1);
+    c.refused.fetch_add(1);
+    return ready_error(0, Errc::overloaded,
+                       "engine overloaded: " + std::to_string(c.spec.limits.max_pending_jobs) +
+                           " jobs already pending (limits.max_pending_jobs); retry later or raise the limit");
+  }
+  auto job = std::make_shared<JobState>();
+  job->progress = std::move(progress);
+  job->deadline = request.deadline;
+  auto packet = std::make_shared<Packet>();
+  apply_defaults(request, c.spec.defaults);
+  packet->request = std::move(request);
+  auto fut = job->promise.get_future();
+  {
+    // Registration and the closed check share the lock, so shutdown() sees every accepted job.
+    std::lock_guard<std::mutex> lock(c.jobs_mutex);
+    if (c.closed.load()) {
+      c.pending.fetch_sub(1);
+      c.refused.fetch_add(1);
+      return ready_error(0, Errc::cancelled, "engine is shut down; create a new one to submit jobs");
+    }
+    job->id = c.next_id.fetch_add(1);
+    packet->job_id = job->id;
+    c.jobs[job->id] = job;
+  }
+  c.accepted.fetch_add(1);
+  caf::anon_send(c.ingress, Envelope{packet, job, Clock::now(), 0});
+  return fut;
+}
+
+bool Engine::cancel(uint64_t job_id) {
+  auto& c = *core_;
+  {
+    std::lock_guard<std::mutex> lock(c.jobs_mutex);
+    auto it = c.jobs.find(job_id);
+    if (it == c.jobs.end() || c.closed.load()) return false;
+    it->second->cancelled.store(true);
+  }
+  for (const auto& a : c.all_actors) caf::anon_send(a, actors::cancel_atom::value);
+  return true;
+}
+
+uint64_t Engine::next_job_id() const { return core_->next_id.load(); }
+
+EngineStats Engine::stats() const {
+  const auto& c = *core_;
+  EngineStats s;
+  s.submitted = c.submitted.load();
+  s.accepted = c.accepted.load();
+  s.refused = c.refused.load();
+  s.completed = c.completed.load();
+  s.failed = c.failed.load();
+  s.cancelled = c.n_cancelled.load();
+  s.deadline_exceeded = c.n_deadline.load();
+  s.stage_failed = c.n_stage_failed.load();
+  s.pending = c.pending.load();
+  s.max_pending = c.spec.limits.max_pending_jobs;
+  for (size_t i = 0; i < c.chain.size(); ++i) {
+    StageStats st;
+    st.name = c.chain[i]->name;
+    st.type = c.chain[i]->type;
+    st.replicas = c.chain[i]->replicas;
+    st.credits = c.gates[i]->credits();
+    st.in_flight = c.gates[i]->in_flight();
+    const auto& k = *c.counters[i];
+    st.batches = k.batches.load();
+    st.packets = k.packets.load();
+    st.failures = k.failures.load();
+    st.consecutive_failures = k.consecutive_failures.load();
+    st.cache_hits = k.cache_hits.load();
+    st.cache_misses = k.cache_misses.load();
+    st.health = st.consecutive_failures >= 3 ? Health::degraded : Health::ok;
+    for (size_t l = 0; l < c.lanes.size(); ++l)
+      if (c.lane_stage[l] == static_cast<int>(i) && c.lanes[l]) st.busy += c.lanes[l]->busy_time();
+    s.cache_hits += st.cache_hits;
+    s.cache_misses += st.cache_misses;
+    if (st.health == Health::degraded) s.health = Health::degraded;
+    s.stages.push_back(std::move(st));
+  }
+  return s;
+}
+
+void Engine::write_chrome_trace(const std::string& path) const {
+  std::vector<JobResult> jobs;
+  {
+    std::lock_guard<std::mutex> lock(core_->trace_mutex);
+    jobs.assign(core_->recent.begin(), core_->recent.end());
+  }
+  actors::write_chrome_trace(path, jobs, core_->t0);
+}
+
+void Engine::shutdown(std::chrono::milliseconds drain) {
+  if (!core_) return;
+  auto& c = *core_;
+  {
+    std::lock_guard<std::mutex> lock(c.jobs_mutex);
+    if (c.closed.exchange(true) && !c.system) return;
+  }
+  if (!c.system) return;
+  const auto until = Clock::now() + drain;
+  while (c.pending.load() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  std::vector<std::shared_ptr<JobState>> left;
+  {
+    std::lock_guard<std::mutex> lock(c.jobs_mutex);
+    for (auto& [id, j] : c.jobs) left.push_back(j);
+  }
+  for (auto& j : left) {
+    j->cancelled.store(true);
+    c.fail(Envelope{nullptr, j, {}, 0}, Errc::cancelled, "",
+           "job " + std::to_string(j->id) + " was cancelled: the engine shut down before it finished");
+  }
+  for (const auto& a : c.all_actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  // Lanes go before the actor system: their queued callbacks hold actor handles.
+  for (auto& l : c.lanes) l->synchronize();
+  for (auto& l : c.lanes) l.reset();
+  c.all_actors.clear();
+  c.ingress = nullptr;
+  for (auto& g : c.gates) g->replicas.clear();
+  c.system.reset();
+  c.cfg.reset();
+  c.stages.clear();
+}
+
+}  // namespace stagecraft

@@ -1,0 +1,125 @@
+#include "actors/engine_core.hpp"
+
+#include "actors/messages.hpp"
+
+namespace stagecraft::actors {
+
+std::optional<Errc> stop_reason(const JobState& job, Clock::time_point now) {
+  if (job.cancelled.load(std::memory_order_relaxed)) return Errc::cancelled;
+  if (job.deadline && now >= *job.deadline) return Errc::deadline_exceeded;
+  return std::nullopt;
+}
+
+StageGate::StageGate(std::string name, int credits, int replicas)
+    : name_(std::move(name)),
+      credits_(credits),
+      outstanding_(new std::atomic<int>[static_cast<size_t>(replicas)]),
+      n_replicas_(replicas) {
+  for (int i = 0; i < replicas; ++i) outstanding_[i].store(0);
+}
+
+bool StageGate::try_acquire() {
+  int cur = in_flight_.load();
+  while (cur < credits_) {
+    if (in_flight_.compare_exchange_weak(cur, cur + 1)) return true;
+  }
+  return false;
+}
+
+bool StageGate::acquire_or_wait(const caf::actor& waiter) {
+  if (try_acquire()) return true;
+  {
+    std::lock_guard<std::mutex> lock(waiters_mutex_);
+    bool known = false;
+    for (const auto& w : waiters_) known = known || (w == waiter);
+    if (!known) waiters_.push_back(waiter);
+    has_waiters_.store(true);
+  }
+  // A release between the failed try and the registration above would have found
+  // no waiter; trying again closes that window. A spurious wake-up later is harmless.
+  return try_acquire();
+}
+
+int StageGate::pick_replica() {
+  int best = 0;
+  int best_load = outstanding_[0].load();
+  for (int i = 1; i < n_replicas_; ++i) {
+    int l = outstanding_[i].load();
+    if (l < best_load) best = i, best_load = l;
+  }
+  outstanding_[best].fetch_add(1);
+  return best;
+}
+
+void StageGate::release(int replica) {
+  outstanding_[replica].fetch_sub(1);
+  in_flight_.fetch_sub(1);
+  if (!has_waiters_.load()) return;
+  std::vector<caf::actor> wake;
+  {
+    std::lock_guard<std::mutex> lock(waiters_mutex_);
+    wake.swap(waiters_);
+    has_waiters_.store(false);
+  }
+  for (const auto& w : wake) caf::anon_send(w, credit_atom::value);
+}
+
+void EngineCore::finish(const Envelope& e, JobResult result) {
+  if (e.job->finished.exchange(true)) return;
+  result.job_id = e.job->id;
+  if (e.packet) {
+    result.trace = e.packet->trace;
+    result.steps = e.packet->step;
+  }
+  if (result.ok()) {
+    completed.fetch_add(1);
+  } else {
+    failed.fetch_add(1);
+    if (*result.error == Errc::cancelled) n_cancelled.fetch_add(1);
+    if (*result.error == Errc::deadline_exceeded) n_deadline.fetch_add(1);
+    if (*result.error == Errc::stage_failed) n_stage_failed.fetch_add(1);
+  }
+  {
+    JobResult kept;
+    kept.job_id = result.job_id;
+    kept.error = result.error;
+    kept.stage = result.stage;
+    kept.trace = result.trace;
+    std::lock_guard<std::mutex> lock(trace_mutex);
+    recent.push_back(std::move(kept));
+    while (recent.size() > kTraceKeep) recent.pop_front();
+  }
+  {
+    std::lock_guard<std::mutex> lock(jobs_mutex);
+    jobs.erase(e.job->id);
+  }
+  // Decrement before fulfilling, so a caller woken by the future sees the slot free.
+  pending.fetch_sub(1);
+  e.job->promise.set_value(std::move(result));
+}
+
+void EngineCore::succeed(const Envelope& e) {
+  JobResult r;
+  r.tensors = e.packet->tensors;
+  finish(e, std::move(r));
+}
+
+void EngineCore::fail(const Envelope& e, Errc code, const std::string& stage, const std::string& message) {
+  JobResult r;
+  r.error = code;
+  r.stage = stage;
+  r.message = message;
+  finish(e, std::move(r));
+}
+
+void EngineCore::stop(const Envelope& e, Errc why, const std::string& stage) {
+  std::string where = stage.empty() ? std::string("before its first stage") : "at stage '" + stage + "'";
+  if (why == Errc::cancelled)
+    fail(e, why, stage, "job " + std::to_string(e.job->id) + " was cancelled " + where);
+  else
+    fail(e, why, stage,
+         "job " + std::to_string(e.job->id) + " passed its deadline " + where +
+             "; give it a later deadline or fewer steps");
+}
+
+}  // namespace stagecraft::actors
