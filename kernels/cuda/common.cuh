@@ -54,6 +54,19 @@ void dispatch_float(DType t, const char* op, F&& f) {
   }
 }
 
+/// Calls f(E{}) with E an unsigned integer of the dtype's size: for ops that only move
+/// elements (patchify, upsampling), which then work for every dtype.
+template <class F>
+void dispatch_bytes(DType t, F&& f) {
+  switch (dtype_size(t)) {
+    case 1: f(uint8_t{}); break;
+    case 2: f(uint16_t{}); break;
+    case 4: f(uint32_t{}); break;
+    case 8: f(uint64_t{}); break;
+    default: SC_FAIL(Errc::internal, "no element type of " << dtype_size(t) << " bytes");
+  }
+}
+
 /// Enough blocks for n elements with grid-stride loops, capped so huge tensors do not
 /// launch millions of tiny blocks.
 inline unsigned grid_for(int64_t n, int threads = 256) {

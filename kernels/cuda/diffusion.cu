@@ -1,5 +1,7 @@
 // Public wrappers for timestep_embedding, patchify, unpatchify and
 // upsample_nearest2x (kernels/cuda/cuda_ops.hpp).
+#include <cmath>
+
 #include "kernels/cuda/cuda_ops.hpp"
 #include "kernels/cuda/diffusion.cuh"
 
@@ -15,9 +17,11 @@ Tensor timestep_embedding(const Tensor& t_in, int dim, bool flip_sin_to_cos, flo
   Tensor out = Tensor::empty({t.size(0), dim}, DType::f32, t.device());
   const int64_t n = out.numel();
   if (n == 0) return out;
+  const float neg_log = static_cast<float>(-std::log(static_cast<double>(max_period)));
   timestep_embedding_kernel<<<grid_for(n), 256, 0, stream()>>>(out.data_as<float>(), t.data(),
                                                                dtype_code(t.dtype()), t.size(0), dim,
-                                                               flip_sin_to_cos, downscale_freq_shift, max_period);
+                                                               flip_sin_to_cos, neg_log,
+                                                               static_cast<float>(dim / 2) - downscale_freq_shift);
   SC_CUDA_CHECK_LAUNCH();
   return out;
 }
@@ -30,7 +34,7 @@ Tensor patchify(const Tensor& x_in, int p) {
   const Tensor x = contig(x_in);
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Tensor out = Tensor::empty({B, (H / p) * (W / p), C * p * p}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), "patchify", [&](auto tag) {
+  dispatch_bytes(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     patchify<T>(out.data_as<T>(), x.data_as<const T>(), B, C, H, W, p, stream());
   });
@@ -48,7 +52,7 @@ Tensor unpatchify(const Tensor& x_in, int p, int channels, int height, int width
   const Tensor x = contig(x_in);
   const int64_t B = x.size(0);
   Tensor out = Tensor::empty({B, channels, height, width}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), "unpatchify", [&](auto tag) {
+  dispatch_bytes(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     unpatchify<T>(out.data_as<T>(), x.data_as<const T>(), B, channels, height, width, p, stream());
   });
@@ -62,7 +66,7 @@ Tensor upsample_nearest2x(const Tensor& x_in) {
   const Tensor x = contig(x_in);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Tensor out = Tensor::empty({N, C, 2 * H, 2 * W}, x.dtype(), x.device());
-  dispatch_float(x.dtype(), "upsample_nearest2x", [&](auto tag) {
+  dispatch_bytes(x.dtype(), [&](auto tag) {
     using T = decltype(tag);
     upsample_nearest2x<T>(out.data_as<T>(), x.data_as<const T>(), N * C, H, W, stream());
   });

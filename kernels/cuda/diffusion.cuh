@@ -1,7 +1,8 @@
 #pragma once
 // Diffusion helpers: sinusoidal timestep embedding (diffusers'
 // get_timestep_embedding), patchify / unpatchify in the layouts of kernels/ops.hpp,
-// and nearest-neighbour 2× upsampling. Pure index maps, one thread per output.
+// and nearest-neighbour 2× upsampling. Pure index maps, one thread per output; the
+// movers are instantiated per element size, so they take any dtype.
 #include "kernels/cuda/common.cuh"
 
 namespace stagecraft::kernels::cuda {
@@ -9,8 +10,11 @@ namespace stagecraft::kernels::cuda {
 /// out [B, dim] f32. Computed in f32 like diffusers: freq_j = exp(-ln(max_period)·j /
 /// (half - shift)), arg = t·freq_j, [sin | cos] (or [cos | sin] when flipped), zero pad
 /// for odd dim. Uses precise sinf/cosf: arguments reach ~1000 rad.
+/// `neg_log` is -ln(max_period) rounded from double on the host and `denom` is half - shift,
+/// both as the CPU backend computes them, so the two backends agree to the last bit of
+/// the frequency.
 __global__ void timestep_embedding_kernel(float* __restrict__ out, const void* t, int t_code, int64_t B, int dim,
-                                          bool flip, float shift, float max_period) {
+                                          bool flip, float neg_log, float denom) {
   const int half = dim / 2;
   const int64_t n = B * dim;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
@@ -20,7 +24,7 @@ __global__ void timestep_embedding_kernel(float* __restrict__ out, const void* t
     if (j < 2 * half) {
       const int f = j % half;
       const bool first_half = j < half;
-      const float exponent = -logf(max_period) * static_cast<float>(f) / (static_cast<float>(half) - shift);
+      const float exponent = neg_log * static_cast<float>(f) / denom;
       const float arg = load_any(t, b, t_code) * expf(exponent);
       const bool use_sin = flip ? !first_half : first_half;
       v = use_sin ? sinf(arg) : cosf(arg);
