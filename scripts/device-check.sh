@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU checks for a machine with an NVIDIA GPU, in under ~8 minutes:
-#   nvidia-smi, install deps, configure build/release with CUDA, build the CUDA test
-#   and the kernel benchmarks, run `ctest -R cuda`, bench_kernels_gpu and
-#   bench_kernels --quick, then print one summary line per step.
+#   nvidia-smi, install deps, configure build/release with CUDA, build the CUDA kernel
+#   test and the kernel benchmarks (then the rest of the tree, best effort), run
+#   `ctest -R cuda`, bench_kernels_gpu and bench_kernels --quick, then print one
+#   summary line per step. Step time limits add up to under 8 minutes of normal runs.
 # Setup steps stop the script when they fail; after the build every check runs, so
 # one run shows everything. The summary prints on any exit; the status is non-zero
 # when a step failed.
@@ -46,18 +47,21 @@ jobs=$(nproc)
 archs=${SC_CUDA_ARCHS:-native}
 build=build/release
 
-step "install-deps" 120 scripts/install-deps.sh
-step "configure (${build}, CUDA archs ${archs})" 120 \
+step "install-deps" 90 scripts/install-deps.sh
+step "configure (${build}, CUDA archs ${archs})" 90 \
   cmake --preset release -DSTAGECRAFT_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${archs}"
 targets=(test_kernels_cuda bench_kernels_gpu)
 if ninja -C "${build}" -t targets all 2>/dev/null | grep -q '^bench_kernels:'; then targets+=(bench_kernels); fi
-step "build ${targets[*]}" 300 cmake --build "${build}" -j "${jobs}" --target "${targets[@]}"
+step "build ${targets[*]}" 240 cmake --build "${build}" -j "${jobs}" --target "${targets[@]}"
 
 set +e  # from here on, run every check and report them all
-step "ctest -R cuda" 120 ctest --test-dir "${build}" -R cuda --output-on-failure
-step "bench_kernels_gpu" 120 "${build}/bench/kernels_gpu/bench_kernels_gpu"
+# The rest of the tree holds the other CUDA tests (lanes, transports); a failure there
+# must not hide the kernel results, and unbuilt test executables are left out below.
+step "build everything else" 150 cmake --build "${build}" -j "${jobs}"
+step "ctest -R cuda" 90 ctest --test-dir "${build}" -R cuda -E _NOT_BUILT --output-on-failure
+step "bench_kernels_gpu" 90 "${build}/bench/kernels_gpu/bench_kernels_gpu"
 if [ -x "${build}/bench/kernels/bench_kernels" ]; then
-  step "bench_kernels --quick" 90 "${build}/bench/kernels/bench_kernels" --quick
+  step "bench_kernels --quick" 60 "${build}/bench/kernels/bench_kernels" --quick
 else
   summary+=("SKIP  bench_kernels --quick (no bench_kernels target in this tree)")
 fi
