@@ -51,7 +51,11 @@ step "install-deps" 90 scripts/install-deps.sh
 step "configure (${build}, CUDA archs ${archs})" 90 \
   cmake --preset release -DSTAGECRAFT_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=${archs}"
 targets=(test_kernels_cuda bench_kernels_gpu)
-if ninja -C "${build}" -t targets all 2>/dev/null | grep -q '^bench_kernels:'; then targets+=(bench_kernels); fi
+# grep without -q reads all input: with -q, ninja could die of SIGPIPE and pipefail
+# would report the target as missing.
+if ninja -C "${build}" -t targets all 2>/dev/null | grep '^bench_kernels:' >/dev/null; then
+  targets+=(bench_kernels)
+fi
 step "build ${targets[*]}" 240 cmake --build "${build}" -j "${jobs}" --target "${targets[@]}"
 
 set +e  # from here on, run every check and report them all
