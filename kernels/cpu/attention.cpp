@@ -1,13 +1,22 @@
-// Attention one (batch, head, query block) at a time: S = Q_blk·Kᵀ and O = P·V are
-// sgemm calls, the softmax runs in between on the block only, so memory stays at
-// block·Lk floats however long the sequence is.
-#include <cblas.h>
-
+// Attention one (batch, head, block of 64 queries) at a time: S = Q_blk·Kᵀ, a masked
+// softmax over the block, O = P·V. Memory stays at 64·Lk floats per worker however
+// long the sequence is. Each task runs single-threaded register-blocked AVX2 kernels
+// and the tasks are spread over the pool with one parallel_for per call: on two
+// shared cores, one synchronisation per attention beats one per GEMM (a multithreaded
+// sgemm per block stalls whenever its helper thread is descheduled).
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define SC_ATTN_AVX2 1
+#else
+#define SC_ATTN_AVX2 0
+#endif
 
 #include "core/error.hpp"
 #include "kernels/cpu/common.hpp"
@@ -16,8 +25,10 @@
 namespace stagecraft::kernels::cpu {
 namespace {
 
-// An operand of the attention as rows of D floats: used in place when it is f32 with
-// unit stride along D (e.g. a permuted [B, L, H, D] projection), else gathered.
+constexpr int64_t kRowsPerTask = 64;
+
+// An operand as rows of D floats: used in place when it is f32 with unit stride along
+// D (e.g. a permuted [B, L, H, D] projection), else gathered once.
 struct Rows {
   std::unique_ptr<float[]> buf;
   const float* base = nullptr;
@@ -26,24 +37,125 @@ struct Rows {
   explicit Rows(const Tensor& t) {
     const int64_t D = t.size(3);
     if (t.dtype() == DType::f32 && (t.strides()[3] == 1 || D == 1)) {
-      const int64_t token_stride = t.size(2) == 1 ? std::max<int64_t>(1, D) : t.strides()[2];
-      if (token_stride >= std::max<int64_t>(1, D)) {
-        base = t.data_as<float>();
-        sb = t.strides()[0];
-        sh = t.strides()[1];
-        ld = token_stride;
-        return;
-      }
+      base = t.data_as<float>();
+      sb = t.strides()[0];
+      sh = t.strides()[1];
+      ld = t.strides()[2];
+      return;
     }
     buf.reset(new float[std::max<int64_t>(1, t.numel())]);
     gather_f32(strided(t), buf.get());
     base = buf.get();
+    ld = D;
     sh = t.size(2) * D;
     sb = t.size(1) * sh;
-    ld = std::max<int64_t>(1, D);
   }
-  const float* at(int64_t b, int64_t h) const { return base + b * sb + h * sh; }
+  const float* row(int64_t b, int64_t h, int64_t i) const { return base + b * sb + h * sh + i * ld; }
 };
+
+int64_t round8(int64_t n) { return (n + 7) / 8 * 8; }
+
+// S[r][0..n) = scale · Q[r]·KT for R query rows; KT is [D][ldk] (keys transposed, zero
+// padded to a multiple of 8), n a multiple of 8.
+template <int R>
+void qk_rows(const float* const* q, const float* KT, int64_t ldk, int64_t D, int64_t n, float scale, float* S,
+             int64_t lds) {
+#if SC_ATTN_AVX2
+  const __m256 vs = _mm256_set1_ps(scale);
+  int64_t j = 0;
+  for (; j + 24 <= n; j += 24) {
+    __m256 acc[R][3];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = acc[r][2] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const float* kt = KT + d * ldk + j;
+      const __m256 k0 = _mm256_loadu_ps(kt), k1 = _mm256_loadu_ps(kt + 8), k2 = _mm256_loadu_ps(kt + 16);
+      for (int r = 0; r < R; ++r) {
+        const __m256 qv = _mm256_broadcast_ss(q[r] + d);
+        acc[r][0] = _mm256_fmadd_ps(qv, k0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(qv, k1, acc[r][1]);
+        acc[r][2] = _mm256_fmadd_ps(qv, k2, acc[r][2]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int c = 0; c < 3; ++c) _mm256_storeu_ps(S + r * lds + j + 8 * c, _mm256_mul_ps(acc[r][c], vs));
+  }
+  for (; j < n; j += 8) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t d = 0; d < D; ++d) {
+      const __m256 k0 = _mm256_loadu_ps(KT + d * ldk + j);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(q[r] + d), k0, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(S + r * lds + j, _mm256_mul_ps(acc[r], vs));
+  }
+#else
+  for (int r = 0; r < R; ++r) {
+    float* s = S + r * lds;
+    std::fill(s, s + n, 0.0f);
+    for (int64_t d = 0; d < D; ++d) {
+      const float qd = q[r][d];
+      const float* kt = KT + d * ldk;
+      for (int64_t j = 0; j < n; ++j) s[j] += qd * kt[j];
+    }
+    for (int64_t j = 0; j < n; ++j) s[j] *= scale;
+  }
+#endif
+}
+
+// O[r][0..ldo) = Σ_j P[r][j] · Vp[j] for R rows over j < limit; Vp is [Lk][ldo], ldo a multiple of 8.
+template <int R>
+void pv_rows(const float* P, int64_t lds, const float* Vp, int64_t ldo, int64_t limit, float* O) {
+#if SC_ATTN_AVX2
+  int64_t d0 = 0;
+  for (; d0 + 16 <= ldo; d0 += 16) {
+    __m256 acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < limit; ++j) {
+      const __m256 v0 = _mm256_loadu_ps(Vp + j * ldo + d0), v1 = _mm256_loadu_ps(Vp + j * ldo + d0 + 8);
+      for (int r = 0; r < R; ++r) {
+        const __m256 p = _mm256_broadcast_ss(P + r * lds + j);
+        acc[r][0] = _mm256_fmadd_ps(p, v0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(p, v1, acc[r][1]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_ps(O + r * ldo + d0, acc[r][0]);
+      _mm256_storeu_ps(O + r * ldo + d0 + 8, acc[r][1]);
+    }
+  }
+  for (; d0 < ldo; d0 += 8) {
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < limit; ++j) {
+      const __m256 v0 = _mm256_loadu_ps(Vp + j * ldo + d0);
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(P + r * lds + j), v0, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(O + r * ldo + d0, acc[r]);
+  }
+#else
+  for (int r = 0; r < R; ++r) {
+    float* o = O + r * ldo;
+    std::fill(o, o + ldo, 0.0f);
+    for (int64_t j = 0; j < limit; ++j) {
+      const float p = P[r * lds + j];
+      const float* v = Vp + j * ldo;
+      for (int64_t d = 0; d < ldo; ++d) o[d] += p * v[d];
+    }
+  }
+#endif
+}
+
+template <typename Fn>
+void by_rows(int64_t rows, Fn&& fn) {  // fn.template operator()<R>(first_row) in groups of 4, then the tail
+  int64_t i = 0;
+  for (; i + 4 <= rows; i += 4) fn(std::integral_constant<int, 4>{}, i);
+  switch (rows - i) {
+    case 3: fn(std::integral_constant<int, 3>{}, i); break;
+    case 2: fn(std::integral_constant<int, 2>{}, i); break;
+    case 1: fn(std::integral_constant<int, 1>{}, i); break;
+    default: break;
+  }
+}
 
 }  // namespace
 
@@ -61,65 +173,73 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::A
   // Additive key bias per batch: 0 where attended, -inf where masked.
   std::vector<float> key_bias;
   if (opt.key_padding_mask) {
-    const Tensor& m = *opt.key_padding_mask;
     key_bias.resize(static_cast<size_t>(B * Lk));
-    std::vector<float> mf(static_cast<size_t>(B * Lk));
-    gather_f32(strided(m), mf.data());
-    for (size_t i = 0; i < mf.size(); ++i)
-      key_bias[i] = mf[i] != 0.0f ? 0.0f : -std::numeric_limits<float>::infinity();
+    gather_f32(strided(*opt.key_padding_mask), key_bias.data());
+    for (float& m : key_bias) m = m != 0.0f ? 0.0f : -std::numeric_limits<float>::infinity();
   }
 
-  Rows qr(q), kr(k), vr(v);
-  // Keep a score block near L2 size (256 KiB) but at least 16 rows for GEMM efficiency.
-  const int64_t block = std::clamp<int64_t>(65536 / Lk, 16, 256);
-  const int64_t rows_cap = std::min(block, Lq);
-  std::unique_ptr<float[]> S(new float[rows_cap * Lk]);
-  std::vector<float> inv_sum(static_cast<size_t>(rows_cap));
+  const Rows qr(q), kr(k), vr(v);
+  const int64_t Lkp = round8(Lk), Dp = round8(D);
+  const int64_t blocks = (Lq + kRowsPerTask - 1) / kRowsPerTask;
   const int64_t causal_offset = Lk - Lq;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-  for (int64_t b = 0; b < B; ++b) {
-    const float* kb_bias = key_bias.empty() ? nullptr : key_bias.data() + b * Lk;
-    for (int64_t h = 0; h < H; ++h) {
-      const float* Q = qr.at(b, h);
-      const float* K = kr.at(b, h);
-      const float* V = vr.at(b, h);
-      float* O = po + (b * H + h) * Lq * D;
-      for (int64_t r0 = 0; r0 < Lq; r0 += block) {
-        const int64_t rows = std::min(block, Lq - r0);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(Lk),
-                    static_cast<int>(D), scale, Q + r0 * qr.ld, static_cast<int>(qr.ld), K,
-                    static_cast<int>(kr.ld), 0.0f, S.get(), static_cast<int>(Lk));
-        parallel_for(rows, 16, [&](int64_t i0, int64_t i1) {
-          for (int64_t i = i0; i < i1; ++i) {
-            float* s = S.get() + i * Lk;
-            int64_t limit = Lk;
-            if (opt.causal) limit = std::clamp<int64_t>(r0 + i + causal_offset + 1, 0, Lk);
-            if (kb_bias)
-              for (int64_t j = 0; j < limit; ++j) s[j] += kb_bias[j];
-            float mx = -std::numeric_limits<float>::infinity();
-            for (int64_t j = 0; j < limit; ++j) mx = std::max(mx, s[j]);
-            if (limit == 0 || mx == -std::numeric_limits<float>::infinity()) {
-              std::fill(s, s + Lk, 0.0f);
-              inv_sum[i] = 0.0f;
-              continue;
-            }
-            for (int64_t j = 0; j < limit; ++j) s[j] -= mx;
-            exp_inplace(s, limit);
-            float sum = 0.0f;
-            for (int64_t j = 0; j < limit; ++j) sum += s[j];
-            std::fill(s + limit, s + Lk, 0.0f);
-            inv_sum[i] = 1.0f / sum;
-          }
-        });
-        float* Ob = O + r0 * D;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), static_cast<int>(D),
-                    static_cast<int>(Lk), 1.0f, S.get(), static_cast<int>(Lk), V, static_cast<int>(vr.ld), 0.0f,
-                    Ob, static_cast<int>(D));
-        for (int64_t i = 0; i < rows; ++i)
-          for (int64_t d = 0; d < D; ++d) Ob[i * D + d] *= inv_sum[i];
+  parallel_for(B * H * blocks, 1, [&](int64_t t0, int64_t t1) {
+    // Per-worker scratch; K and V are packed once per head this worker visits.
+    std::vector<float> KT(static_cast<size_t>(D * Lkp), 0.0f), Vp(static_cast<size_t>(Lk * Dp), 0.0f);
+    std::vector<float> S(static_cast<size_t>(kRowsPerTask * Lkp)), Ot(static_cast<size_t>(4 * Dp));
+    std::vector<float> inv_sum(static_cast<size_t>(kRowsPerTask));
+    int64_t packed = -1;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t bh = t / blocks, b = bh / H, h = bh % H, r0 = (t % blocks) * kRowsPerTask;
+      const int64_t rows = std::min(kRowsPerTask, Lq - r0);
+      if (packed != bh) {
+        for (int64_t j = 0; j < Lk; ++j) {
+          const float* kj = kr.row(b, h, j);
+          for (int64_t d = 0; d < D; ++d) KT[d * Lkp + j] = kj[d];
+          std::memcpy(&Vp[j * Dp], vr.row(b, h, j), static_cast<size_t>(D) * 4);
+        }
+        packed = bh;
       }
+      // Keys past the causal limit of the block's last row are never needed.
+      int64_t block_limit = Lk;
+      if (opt.causal) block_limit = std::clamp<int64_t>(r0 + rows + causal_offset, 0, Lk);
+      const int64_t n = round8(block_limit);
+      const float* kb_bias = key_bias.empty() ? nullptr : key_bias.data() + b * Lk;
+
+      by_rows(rows, [&](auto R, int64_t i) {
+        const float* qp[4];
+        for (int r = 0; r < R; ++r) qp[r] = qr.row(b, h, r0 + i + r);
+        if (n > 0) qk_rows<R>(qp, KT.data(), Lkp, D, n, scale, S.data() + i * Lkp, Lkp);
+      });
+      for (int64_t i = 0; i < rows; ++i) {
+        float* s = S.data() + i * Lkp;
+        int64_t limit = block_limit;
+        if (opt.causal) limit = std::clamp<int64_t>(r0 + i + causal_offset + 1, 0, Lk);
+        if (kb_bias)
+          for (int64_t j = 0; j < limit; ++j) s[j] += kb_bias[j];
+        float mx = kNegInf;
+        for (int64_t j = 0; j < limit; ++j) mx = std::max(mx, s[j]);
+        std::fill(s + limit, s + Lkp, 0.0f);
+        if (mx == kNegInf) {  // nothing to attend to: the row's output is 0
+          std::fill(s, s + limit, 0.0f);
+          inv_sum[i] = 0.0f;
+          continue;
+        }
+        for (int64_t j = 0; j < limit; ++j) s[j] -= mx;
+        exp_inplace(s, limit);
+        float sum = 0.0f;
+        for (int64_t j = 0; j < limit; ++j) sum += s[j];
+        inv_sum[i] = 1.0f / sum;
+      }
+      float* O = po + ((b * H + h) * Lq + r0) * D;
+      by_rows(rows, [&](auto R, int64_t i) {
+        pv_rows<R>(S.data() + i * Lkp, Lkp, Vp.data(), Dp, block_limit, Ot.data());
+        for (int r = 0; r < R; ++r)
+          for (int64_t d = 0; d < D; ++d) O[(i + r) * D + d] = Ot[r * Dp + d] * inv_sum[i + r];
+      });
     }
-  }
+  });
   return out.finish();
 }
 

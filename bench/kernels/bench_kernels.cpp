@@ -1,0 +1,241 @@
+// bench_kernels: throughput of the kernels at diffusion shapes on every available
+// device (GFLOP/s for GEMM-like ops, GB/s for memory-bound ones; medians over
+// repeats), then the same-run ratio targets with PASS/MISS:
+//   CPU linear vs direct cblas_sgemm at the same shape      (target >= 0.90)
+//   CPU attention 1024 tok d64 vs linear throughput         (target >= 0.40)
+// Usage: bench_kernels [--quick]   (--quick: a sub-minute subset)
+#include <cblas.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#if STAGECRAFT_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
+#include "core/device.hpp"
+#include "kernels/ops.hpp"
+#include "kernels/selftest.hpp"
+
+using namespace stagecraft;
+
+namespace {
+
+void sync(Device d) {
+#if STAGECRAFT_HAVE_CUDA
+  if (d.is_cuda()) cudaDeviceSynchronize();
+#endif
+}
+
+Tensor rnd(const Shape& s, Device d, float amp = 1.0f) {
+  static std::mt19937 g(42);
+  std::uniform_real_distribution<float> u(-amp, amp);
+  std::vector<float> v(static_cast<size_t>(shape_numel(s)));
+  for (float& e : v) e = u(g);
+  return ops::to_device(Tensor::from_vector(v, s), d);
+}
+
+/// Median wall time of `reps` runs after one warm-up.
+double median_s(int reps, Device d, const std::function<void()>& fn) {
+  fn();
+  sync(d);
+  std::vector<double> t;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    sync(d);
+    t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+void row(const std::string& op, const std::string& shape, Device d, double secs, double amount, const char* unit) {
+  std::printf("%-16s %-34s %-7s %9.3f ms %9.1f %s\n", op.c_str(), shape.c_str(), d.str().c_str(), secs * 1e3,
+              amount / secs / 1e9, unit);
+  std::fflush(stdout);
+}
+
+std::string dims(std::initializer_list<int64_t> v) {
+  std::ostringstream os;
+  bool first = true;
+  for (int64_t x : v) {
+    os << (first ? "" : "x") << x;
+    first = false;
+  }
+  return os.str();
+}
+
+struct Results {
+  double cpu_linear_1024_384 = 0, cpu_attention_1024 = 0;
+  std::vector<std::pair<std::string, double>> linear_vs_sgemm;  // shape, ratio
+};
+
+void bench_linear(Device d, bool quick, Results& r) {
+  const std::vector<int64_t> tokens = quick ? std::vector<int64_t>{256, 1024} : std::vector<int64_t>{256, 1024, 4096};
+  for (int64_t T : tokens)
+    for (int64_t C : {384, 1152}) {
+      Tensor x = rnd({T, C}, d), w = rnd({C, C}, d, 0.05f), b = rnd({C}, d);
+      const double flops = 2.0 * T * C * C;
+      const int reps = flops > 5e9 ? 3 : (quick ? 5 : 9);
+      if (d.is_cpu()) {
+        // Interleave the op and the raw GEMM so both see the same machine load.
+        std::vector<float> out(static_cast<size_t>(T * C));
+        const float* px = x.data_as<float>();
+        const float* pw = w.data_as<float>();
+        std::vector<double> tl, ts;
+        for (int i = 0; i < reps + 1; ++i) {
+          auto t0 = std::chrono::steady_clock::now();
+          Tensor y = ops::linear(x, w, &b);
+          auto t1 = std::chrono::steady_clock::now();
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(C),
+                      static_cast<int>(C), 1.0f, px, static_cast<int>(C), pw, static_cast<int>(C), 0.0f, out.data(),
+                      static_cast<int>(C));
+          auto t2 = std::chrono::steady_clock::now();
+          if (i == 0) continue;  // warm-up
+          tl.push_back(std::chrono::duration<double>(t1 - t0).count());
+          ts.push_back(std::chrono::duration<double>(t2 - t1).count());
+        }
+        std::sort(tl.begin(), tl.end());
+        std::sort(ts.begin(), ts.end());
+        const double sl = tl[tl.size() / 2], ss = ts[ts.size() / 2];
+        row("linear+bias", dims({T, C}) + " -> " + std::to_string(C), d, sl, flops, "GFLOP/s");
+        row("cblas_sgemm", dims({T, C}) + " -> " + std::to_string(C), d, ss, flops, "GFLOP/s");
+        r.linear_vs_sgemm.push_back({dims({T, C, C}), ss / sl});
+        if (T == 1024 && C == 384) r.cpu_linear_1024_384 = flops / sl;
+      } else {
+        const double s = median_s(reps * 3, d, [&] { ops::linear(x, w, &b); });
+        row("linear+bias", dims({T, C}) + " -> " + std::to_string(C), d, s, flops, "GFLOP/s");
+      }
+    }
+}
+
+void bench_attention(Device d, bool quick, Results& r) {
+  struct S { int64_t L, D; };
+  std::vector<S> shapes = {{1024, 64}, {256, 64}};
+  if (!quick) shapes.push_back({4096, 64});
+  for (const S& s : shapes)
+    for (bool causal : {false, true}) {
+      if (quick && causal) continue;
+      const int64_t H = 384 / s.D;
+      Tensor q = rnd({1, H, s.L, s.D}, d), k = rnd({1, H, s.L, s.D}, d), v = rnd({1, H, s.L, s.D}, d);
+      ops::AttentionOptions o;
+      o.causal = causal;
+      const double flops = 4.0 * H * s.L * s.L * s.D;  // QKᵀ and PV, causal counted as full
+      const int reps = s.L >= 4096 ? 2 : (s.L >= 1024 ? 5 : 9);
+      const double secs = median_s(d.is_cuda() ? reps * 4 : reps, d, [&] { ops::attention(q, k, v, o); });
+      row(causal ? "attention causal" : "attention", dims({1, H, s.L, s.D}), d, secs, flops, "GFLOP/s");
+      if (d.is_cpu() && s.L == 1024 && !causal) r.cpu_attention_1024 = flops / secs;
+    }
+}
+
+void bench_conv(Device d, bool quick) {
+  struct S { int64_t hw, c; };
+  std::vector<S> shapes = {{64, 128}, {64, 256}};
+  if (!quick) shapes.insert(shapes.end(), {{64, 512}, {128, 128}, {128, 256}});
+  for (const S& s : shapes) {
+    Tensor x = rnd({1, s.c, s.hw, s.hw}, d), w3 = rnd({s.c, s.c, 3, 3}, d, 0.05f), w1 = rnd({s.c, s.c, 1, 1}, d, 0.05f),
+           b = rnd({s.c}, d);
+    const double f3 = 2.0 * s.c * s.c * 9 * s.hw * s.hw, f1 = 2.0 * s.c * s.c * s.hw * s.hw;
+    const int reps = f3 > 2e10 ? 2 : 3;
+    const int dr = d.is_cuda() ? 10 : 1;
+    row("conv2d 3x3", dims({1, s.c, s.hw, s.hw}) + " -> " + std::to_string(s.c), d,
+        median_s(reps * dr, d, [&] { ops::conv2d(x, w3, &b, 1, 1); }), f3, "GFLOP/s");
+    row("conv2d 1x1", dims({1, s.c, s.hw, s.hw}) + " -> " + std::to_string(s.c), d,
+        median_s(reps * dr, d, [&] { ops::conv2d(x, w1, &b, 1, 0); }), f1, "GFLOP/s");
+    if (s.hw == 64 && s.c == 256)
+      row("conv2d 3x3 s2", dims({1, s.c, s.hw, s.hw}) + " -> " + std::to_string(s.c), d,
+          median_s(reps * dr, d, [&] { ops::conv2d(x, w3, &b, 2, 1); }), f3 / 4, "GFLOP/s");
+  }
+}
+
+void bench_memory_bound(Device d, bool quick) {
+  const int reps = d.is_cuda() ? 20 : (quick ? 3 : 7);
+  const int64_t C = quick ? 128 : 256;
+  {
+    Tensor x = rnd({1, C, 128, 128}, d), w = rnd({C}, d), b = rnd({C}, d);
+    const double bytes = 2.0 * x.nbytes();
+    row("group_norm+silu", dims({1, C, 128, 128}) + " g32", d,
+        median_s(reps, d, [&] { ops::group_norm(x, 32, &w, &b, 1e-6f, true); }), bytes, "GB/s");
+    row("upsample 2x", dims({1, C, 128, 128}), d, median_s(reps, d, [&] { ops::upsample_nearest2x(x); }),
+        5.0 * x.nbytes(), "GB/s");
+  }
+  {
+    Tensor x = rnd({4096, 1152}, d), w = rnd({1152}, d), b = rnd({1152}, d), y = rnd({4096, 1152}, d);
+    Tensor sh = rnd({1, 1152}, d), sc = rnd({1, 1152}, d);
+    const double n = static_cast<double>(x.nbytes());
+    row("layer_norm", "4096x1152", d, median_s(reps, d, [&] { ops::layer_norm(x, &w, &b, 1e-6f); }), 2 * n, "GB/s");
+    row("rms_norm", "4096x1152", d, median_s(reps, d, [&] { ops::rms_norm(x, &w, 1e-6f); }), 2 * n, "GB/s");
+    row("softmax", "4096x1152", d, median_s(reps, d, [&] { ops::softmax(x); }), 2 * n, "GB/s");
+    row("add", "4096x1152", d, median_s(reps, d, [&] { ops::add(x, y); }), 3 * n, "GB/s");
+    row("add bias bcast", "4096x1152 + 1152", d, median_s(reps, d, [&] { ops::add(x, b); }), 2 * n, "GB/s");
+    row("axpby", "4096x1152", d, median_s(reps, d, [&] { ops::axpby(x, 0.5f, y, 0.5f); }), 3 * n, "GB/s");
+    row("modulate", "1x4096x1152", d,
+        median_s(reps, d, [&] { ops::modulate(x.reshape({1, 4096, 1152}), sh, sc); }), 2 * n, "GB/s");
+    row("silu", "4096x1152", d, median_s(reps, d, [&] { ops::silu(x); }), 2 * n, "GB/s");
+    row("gelu tanh", "4096x1152", d, median_s(reps, d, [&] { ops::gelu(x, true); }), 2 * n, "GB/s");
+    row("gelu erf", "4096x1152", d, median_s(reps, d, [&] { ops::gelu(x); }), 2 * n, "GB/s");
+    row("cast f32->bf16", "4096x1152", d, median_s(reps, d, [&] { ops::cast(x, DType::bf16); }), 1.5 * n, "GB/s");
+    Tensor img = rnd({1, 4, 128, 128}, d);
+    row("patchify p2", "1x4x128x128", d, median_s(reps, d, [&] { ops::patchify(img, 2); }), 2.0 * img.nbytes(), "GB/s");
+  }
+}
+
+const char* verdict(bool ok) { return ok ? "PASS" : "MISS"; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else {
+      std::fprintf(stderr, "usage: bench_kernels [--quick]\n");
+      return 2;
+    }
+  }
+  // Validate before timing: every op once per device against the naive reference.
+  std::ostringstream log;
+  const int failed = kernels::run_selftest(log);
+  std::printf("validation: %s", failed ? log.str().c_str() : "");
+  std::printf("validation: every op matches its reference on every device (%d failed)\n", failed);
+  if (failed) return 1;
+
+  std::vector<Device> devices{Device::cpu()};
+  for (int i = 0; i < cuda_device_count(); ++i) devices.push_back(Device::cuda(i));
+  if (!cuda_available()) std::printf("no CUDA device: CPU only (%s)\n", cuda_unavailable_reason().c_str());
+  std::printf("%-16s %-34s %-7s %12s %14s\n", "op", "shape", "device", "median", "throughput");
+  Results r;
+  for (const Device& d : devices) {
+    bench_linear(d, quick, r);
+    bench_attention(d, quick, r);
+    bench_conv(d, quick);
+    bench_memory_bound(d, quick);
+  }
+
+  std::printf("\nratios (same run)\n");
+  double log_sum = 0;
+  double at_1024_1152 = 0;
+  for (const auto& [shape, ratio] : r.linear_vs_sgemm) {
+    std::printf("  linear vs cblas_sgemm %-16s %.3f\n", shape.c_str(), ratio);
+    log_sum += std::log(ratio);
+    if (shape == "1024x1152x1152") at_1024_1152 = ratio;
+  }
+  const double geo = std::exp(log_sum / std::max<size_t>(1, r.linear_vs_sgemm.size()));
+  std::printf("CPU linear vs direct cblas_sgemm at the same shape (1024x1152x1152): %.3f (geomean over shapes %.3f), "
+              "target >= 0.90: %s\n",
+              at_1024_1152, geo, verdict(at_1024_1152 >= 0.90));
+  const double att_ratio = r.cpu_attention_1024 / std::max(1e-9, r.cpu_linear_1024_384);
+  std::printf("CPU attention 1024 tok d64 (%.1f GFLOP/s) vs linear 1024x384 (%.1f GFLOP/s): %.3f, target >= 0.40: %s\n",
+              r.cpu_attention_1024 / 1e9, r.cpu_linear_1024_384 / 1e9, att_ratio, verdict(att_ratio >= 0.40));
+  return 0;
+}
