@@ -76,6 +76,7 @@ std::string dims(std::initializer_list<int64_t> v) {
 
 struct Results {
   double cpu_linear_1024_384 = 0, cpu_attention_1024 = 0;
+  double attention_vs_linear_paired = 0;  // median over interleaved pairs
   std::vector<std::pair<std::string, double>> linear_vs_sgemm;  // shape, ratio
 };
 
@@ -104,12 +105,16 @@ void bench_linear(Device d, bool quick, Results& r) {
           tl.push_back(std::chrono::duration<double>(t1 - t0).count());
           ts.push_back(std::chrono::duration<double>(t2 - t1).count());
         }
+        // Ratio of each interleaved pair, then the median: robust to load bursts on shared cores.
+        std::vector<double> pr;
+        for (size_t i = 0; i < tl.size(); ++i) pr.push_back(ts[i] / tl[i]);
+        std::sort(pr.begin(), pr.end());
         std::sort(tl.begin(), tl.end());
         std::sort(ts.begin(), ts.end());
         const double sl = tl[tl.size() / 2], ss = ts[ts.size() / 2];
         row("linear+bias", dims({T, C}) + " -> " + std::to_string(C), d, sl, flops, "GFLOP/s");
         row("cblas_sgemm", dims({T, C}) + " -> " + std::to_string(C), d, ss, flops, "GFLOP/s");
-        r.linear_vs_sgemm.push_back({dims({T, C, C}), ss / sl});
+        r.linear_vs_sgemm.push_back({dims({T, C, C}), pr[pr.size() / 2]});
         if (T == 1024 && C == 384) r.cpu_linear_1024_384 = flops / sl;
       } else {
         const double s = median_s(reps * 3, d, [&] { ops::linear(x, w, &b); });
@@ -133,7 +138,25 @@ void bench_attention(Device d, bool quick, Results& r) {
       const int reps = s.L >= 4096 ? 2 : (s.L >= 1024 ? 5 : 9);
       const double secs = median_s(d.is_cuda() ? reps * 4 : reps, d, [&] { ops::attention(q, k, v, o); });
       row(causal ? "attention causal" : "attention", dims({1, H, s.L, s.D}), d, secs, flops, "GFLOP/s");
-      if (d.is_cpu() && s.L == 1024 && !causal) r.cpu_attention_1024 = flops / secs;
+      if (d.is_cpu() && s.L == 1024 && !causal) {
+        r.cpu_attention_1024 = flops / secs;
+        // Interleave attention with linear 1024x384 -> 384 (same tokens, same model width).
+        Tensor x = rnd({1024, 384}, d), w = rnd({384, 384}, d, 0.05f), b = rnd({384}, d);
+        const double lin_flops = 2.0 * 1024 * 384 * 384;
+        std::vector<double> pr;
+        for (int i = 0; i < (quick ? 5 : 9); ++i) {
+          auto t0 = std::chrono::steady_clock::now();
+          ops::attention(q, k, v, o);
+          auto t1 = std::chrono::steady_clock::now();
+          ops::linear(x, w, &b);
+          auto t2 = std::chrono::steady_clock::now();
+          const double ta = std::chrono::duration<double>(t1 - t0).count();
+          const double tl = std::chrono::duration<double>(t2 - t1).count();
+          pr.push_back((flops / ta) / (lin_flops / tl));
+        }
+        std::sort(pr.begin(), pr.end());
+        r.attention_vs_linear_paired = pr[pr.size() / 2];
+      }
     }
 }
 
@@ -206,7 +229,7 @@ int main(int argc, char** argv) {
   // Validate before timing: every op once per device against the naive reference.
   std::ostringstream log;
   const int failed = kernels::run_selftest(log);
-  std::printf("validation: %s", failed ? log.str().c_str() : "");
+  if (failed) std::printf("%s", log.str().c_str());
   std::printf("validation: every op matches its reference on every device (%d failed)\n", failed);
   if (failed) return 1;
 
@@ -231,11 +254,13 @@ int main(int argc, char** argv) {
     if (shape == "1024x1152x1152") at_1024_1152 = ratio;
   }
   const double geo = std::exp(log_sum / std::max<size_t>(1, r.linear_vs_sgemm.size()));
-  std::printf("CPU linear vs direct cblas_sgemm at the same shape (1024x1152x1152): %.3f (geomean over shapes %.3f), "
+  std::printf("CPU linear vs direct cblas_sgemm at the same shape (1024x1152x1152, median of interleaved pairs): "
+              "%.3f (geomean over shapes %.3f), "
               "target >= 0.90: %s\n",
               at_1024_1152, geo, verdict(at_1024_1152 >= 0.90));
-  const double att_ratio = r.cpu_attention_1024 / std::max(1e-9, r.cpu_linear_1024_384);
-  std::printf("CPU attention 1024 tok d64 (%.1f GFLOP/s) vs linear 1024x384 (%.1f GFLOP/s): %.3f, target >= 0.40: %s\n",
-              r.cpu_attention_1024 / 1e9, r.cpu_linear_1024_384 / 1e9, att_ratio, verdict(att_ratio >= 0.40));
+  const double att_ratio = r.attention_vs_linear_paired;
+  std::printf("CPU attention 1024 tok d64 vs linear 1024x384 throughput: %.3f (median of interleaved pairs; "
+              "separate medians %.1f vs %.1f GFLOP/s), target >= 0.40: %s\n",
+              att_ratio, r.cpu_attention_1024 / 1e9, r.cpu_linear_1024_384 / 1e9, verdict(att_ratio >= 0.40));
   return 0;
 }
