@@ -101,7 +101,11 @@ Tensor attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, con
     p.q_sb = q.strides()[0], p.q_sh = q.strides()[1], p.q_sl = q.strides()[2];
     p.k_sb = k.strides()[0], p.k_sh = k.strides()[1], p.k_sl = k.strides()[2];
     p.v_sb = v.strides()[0], p.v_sh = v.strides()[1], p.v_sl = v.strides()[2];
-    auto mult8 = [](const Tensor& t) { return t.strides()[0] % 8 == 0 && t.strides()[1] % 8 == 0 && t.strides()[2] % 8 == 0; };
+    auto mult8 = [](const Tensor& t) {  // strides of size-1 dims are never used
+      for (int d = 0; d < 3; ++d)
+        if (t.size(d) > 1 && t.strides()[d] % 8 != 0) return false;
+      return true;
+    };
     const bool vec = aligned16(k.data()) && aligned16(v.data()) && mult8(k) && mult8(v);
     dispatch_float(q.dtype(), "attention", [&](auto tag) {
       using T = decltype(tag);
