@@ -117,6 +117,14 @@ void run_on(Lane& lane, std::function<void()> fn) {
   f.get();
 }
 
+/// CAF's work-stealing workers poll with 50 us sleeps before blocking ("moderate"
+/// polling); a message from a lane thread then waits out that sleep, which
+/// dominated the per-hop latency. Going from a short spin straight to the condition
+/// variable makes a lane's completion wake its actor at once.
+void configure_scheduler(caf::actor_system_config& cfg) {
+  cfg.set("work-stealing.moderate-poll-attempts", size_t{0});
+}
+
 }  // namespace
 
 std::unique_ptr<Engine> Engine::create(const PipelineSpec& spec) {
@@ -178,6 +186,7 @@ std::unique_ptr<Engine> Engine::create(const PipelineSpec& spec) {
   }
 
   core->cfg = std::make_unique<caf::actor_system_config>();
+  configure_scheduler(*core->cfg);
   core->system = std::make_unique<caf::actor_system>(*core->cfg);
   for (size_t i = 0; i < core->chain.size(); ++i) {
     const StageSpec& s = *core->chain[i];
