@@ -8,6 +8,9 @@
 
 #include "core/error.hpp"
 
+// kernels/cuda/cuda_check.cuh defines the same check for kernel code; whichever
+// comes first wins, so a file may include both.
+#ifndef SC_CUDA_CHECK
 #define SC_CUDA_CHECK(call)                                                                     \
   do {                                                                                          \
     const cudaError_t sc_cuda_err_ = (call);                                                    \
@@ -17,3 +20,4 @@
                                 << cudaGetErrorString(sc_cuda_err_) << ")");                    \
     }                                                                                           \
   } while (0)
+#endif
