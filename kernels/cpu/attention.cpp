@@ -26,6 +26,9 @@ namespace stagecraft::kernels::cpu {
 namespace {
 
 constexpr int64_t kRowsPerTask = 64;
+// Keys per inner chunk: a 64 x 384 slice of Kᵀ and a 384-row slice of V (96 KiB each)
+// stay in L2 while every row group of the task uses them. A multiple of 24 and 8.
+constexpr int64_t kKeyChunk = 384;
 
 // An operand as rows of D floats: used in place when it is f32 with unit stride along
 // D (e.g. a permuted [B, L, H, D] projection), else gathered once.
@@ -104,12 +107,15 @@ void qk_rows(const float* const* q, const float* KT, int64_t ldk, int64_t D, int
 
 // O[r][0..ldo) = Σ_j P[r][j] · Vp[j] for R rows over j < limit; Vp is [Lk][ldo], ldo a multiple of 8.
 template <int R>
-void pv_rows(const float* P, int64_t lds, const float* Vp, int64_t ldo, int64_t limit, float* O) {
+void pv_rows(const float* P, int64_t lds, const float* Vp, int64_t ldo, int64_t limit, float* O, bool accumulate) {
 #if SC_ATTN_AVX2
   int64_t d0 = 0;
   for (; d0 + 16 <= ldo; d0 += 16) {
     __m256 acc[R][2];
-    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int r = 0; r < R; ++r) {
+      acc[r][0] = accumulate ? _mm256_loadu_ps(O + r * ldo + d0) : _mm256_setzero_ps();
+      acc[r][1] = accumulate ? _mm256_loadu_ps(O + r * ldo + d0 + 8) : _mm256_setzero_ps();
+    }
     for (int64_t j = 0; j < limit; ++j) {
       const __m256 v0 = _mm256_loadu_ps(Vp + j * ldo + d0), v1 = _mm256_loadu_ps(Vp + j * ldo + d0 + 8);
       for (int r = 0; r < R; ++r) {
@@ -125,7 +131,7 @@ void pv_rows(const float* P, int64_t lds, const float* Vp, int64_t ldo, int64_t 
   }
   for (; d0 < ldo; d0 += 8) {
     __m256 acc[R];
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    for (int r = 0; r < R; ++r) acc[r] = accumulate ? _mm256_loadu_ps(O + r * ldo + d0) : _mm256_setzero_ps();
     for (int64_t j = 0; j < limit; ++j) {
       const __m256 v0 = _mm256_loadu_ps(Vp + j * ldo + d0);
       for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(P + r * lds + j), v0, acc[r]);
@@ -135,7 +141,7 @@ void pv_rows(const float* P, int64_t lds, const float* Vp, int64_t ldo, int64_t 
 #else
   for (int r = 0; r < R; ++r) {
     float* o = O + r * ldo;
-    std::fill(o, o + ldo, 0.0f);
+    if (!accumulate) std::fill(o, o + ldo, 0.0f);
     for (int64_t j = 0; j < limit; ++j) {
       const float p = P[r * lds + j];
       const float* v = Vp + j * ldo;
@@ -187,7 +193,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::A
   parallel_for(B * H * blocks, 1, [&](int64_t t0, int64_t t1) {
     // Per-worker scratch; K and V are packed once per head this worker visits.
     std::vector<float> KT(static_cast<size_t>(D * Lkp), 0.0f), Vp(static_cast<size_t>(Lk * Dp), 0.0f);
-    std::vector<float> S(static_cast<size_t>(kRowsPerTask * Lkp)), Ot(static_cast<size_t>(4 * Dp));
+    std::vector<float> S(static_cast<size_t>(kRowsPerTask * Lkp)), Ot(static_cast<size_t>(kRowsPerTask * Dp));
     std::vector<float> inv_sum(static_cast<size_t>(kRowsPerTask));
     int64_t packed = -1;
     for (int64_t t = t0; t < t1; ++t) {
@@ -207,11 +213,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::A
       const int64_t n = round8(block_limit);
       const float* kb_bias = key_bias.empty() ? nullptr : key_bias.data() + b * Lk;
 
-      by_rows(rows, [&](auto R, int64_t i) {
-        const float* qp[4];
-        for (int r = 0; r < R; ++r) qp[r] = qr.row(b, h, r0 + i + r);
-        if (n > 0) qk_rows<R>(qp, KT.data(), Lkp, D, n, scale, S.data() + i * Lkp, Lkp);
-      });
+      for (int64_t j0 = 0; j0 < n; j0 += kKeyChunk) {
+        const int64_t nn = std::min(kKeyChunk, n - j0);
+        by_rows(rows, [&](auto R, int64_t i) {
+          const float* qp[4];
+          for (int r = 0; r < R; ++r) qp[r] = qr.row(b, h, r0 + i + r);
+          qk_rows<R>(qp, KT.data() + j0, Lkp, D, nn, scale, S.data() + i * Lkp + j0, Lkp);
+        });
+      }
       for (int64_t i = 0; i < rows; ++i) {
         float* s = S.data() + i * Lkp;
         int64_t limit = block_limit;
@@ -233,11 +242,15 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::A
         inv_sum[i] = 1.0f / sum;
       }
       float* O = po + ((b * H + h) * Lq + r0) * D;
-      by_rows(rows, [&](auto R, int64_t i) {
-        pv_rows<R>(S.data() + i * Lkp, Lkp, Vp.data(), Dp, block_limit, Ot.data());
-        for (int r = 0; r < R; ++r)
-          for (int64_t d = 0; d < D; ++d) O[(i + r) * D + d] = Ot[r * Dp + d] * inv_sum[i + r];
-      });
+      if (block_limit == 0) std::fill(Ot.begin(), Ot.end(), 0.0f);
+      for (int64_t j0 = 0; j0 < block_limit; j0 += kKeyChunk) {
+        const int64_t nn = std::min(kKeyChunk, block_limit - j0);
+        by_rows(rows, [&](auto R, int64_t i) {
+          pv_rows<R>(S.data() + i * Lkp + j0, Lkp, Vp.data() + j0 * Dp, Dp, nn, Ot.data() + i * Dp, j0 > 0);
+        });
+      }
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t d = 0; d < D; ++d) O[i * D + d] = Ot[i * Dp + d] * inv_sum[i];
     }
   });
   return out.finish();

@@ -132,7 +132,8 @@ inline void attention(Device dev) {
   const S shapes[] = {{1, 1, 1, 1, 1, false, false, 0.0f},     {2, 3, 17, 17, 8, false, false, 0.0f},
                       {1, 2, 5, 33, 16, true, false, 0.0f},     {2, 2, 17, 17, 64, true, true, 0.0f},
                       {2, 1, 3, 9, 72, false, true, 0.3f},      {1, 2, 300, 300, 16, true, false, 0.0f},
-                      {1, 1, 33, 3, 128, true, false, 0.0f}};
+                      {1, 1, 33, 3, 128, true, false, 0.0f},    {1, 1, 70, 801, 24, true, true, 0.0f},
+                      {1, 1, 9, 777, 64, false, true, 0.0f}};
   for (DType dt : kFloatTypes)
     for (const S& s : shapes) {
       // Batch 0 attends to a prefix; the last batch has every key masked (its output must be 0).
