@@ -1,0 +1,32 @@
+#include "stages/spec_check.hpp"
+
+#include "stages/builtin_stages.hpp"
+#include "stages/stage.hpp"
+
+namespace stagecraft {
+
+std::vector<SpecProblem> check_stage_types(const PipelineSpec& spec) {
+  register_builtin_stages();
+  std::vector<SpecProblem> problems;
+  auto load = [&](const std::string& path, SourceLoc at) {
+    try {
+      load_stage_plugin(path);
+      return true;
+    } catch (const Error& e) {
+      problems.push_back({spec.path, at, e.what(), "a shared library exporting stagecraft_register_stages"});
+      return false;
+    }
+  };
+  for (const auto& p : spec.plugins) load(p, {});
+  for (const auto& s : spec.stages) {
+    if (!s.plugin.empty() && !load(s.plugin, s.loc)) continue;  // its type cannot be judged
+    if (s.type.empty() || stage_type_known(s.type)) continue;
+    std::string known;
+    for (const auto& t : stage_types()) known += (known.empty() ? "" : ", ") + t;
+    problems.push_back({spec.path, s.loc, "unknown stage type '" + s.type + "' for stage '" + s.name + "'",
+                        "one of: " + known + " (or a type from a plugin: PATH)"});
+  }
+  return problems;
+}
+
+}  // namespace stagecraft
