@@ -66,6 +66,24 @@ inline void run_reference(const std::string& args, const TempDir& tmp) {
   }
 }
 
+/// The `tiny` preset of reference.py (a diffusers folder), written once per test process and
+/// shared read-only by the cases that only read it; a case that edits weights copies it first.
+inline std::string tiny_model_root() {
+  static TempDir dir;
+  static const std::string root = [] {
+    run_reference("random-model --preset tiny --seed 3 --out " + (dir / "model"), dir);
+    return dir / "model";
+  }();
+  return root;
+}
+
+/// A private copy of the tiny preset's `component` folder under `tmp`.
+inline std::string copy_tiny_component(const std::string& component, const TempDir& tmp) {
+  const std::string dst = tmp / component;
+  fs::copy(fs::path(tiny_model_root()) / component, dst, fs::copy_options::recursive);
+  return dst;
+}
+
 /// Seeded standard-normal tensor scaled by `scale` (f32, CPU).
 inline Tensor randn(const Shape& shape, unsigned seed, float scale = 1.0f) {
   std::mt19937 rng(seed);
