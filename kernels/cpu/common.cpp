@@ -9,6 +9,7 @@
 #include <limits>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
@@ -416,6 +417,49 @@ void swish_inplace(float* x, int64_t n, float a) {
   }
 #endif
   for (; i < n; ++i) x[i] = x[i] / (1.0f + std::exp(-a * x[i]));
+}
+
+// ---------------------------------------------------------------- reductions
+
+template <typename Term>
+static double blocked_sum(const float* x, int64_t n, Term term) {
+  constexpr int64_t kBlock = 512;
+  double total = 0.0;
+  for (int64_t b = 0; b < n; b += kBlock) {
+    const int64_t e = std::min(n, b + kBlock);
+    int64_t i = b;
+#if SC_CPU_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= e; i += 8) acc = _mm256_add_ps(acc, term(_mm256_loadu_ps(x + i)));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, acc);
+    for (float l : lanes) total += l;
+#endif
+    for (; i < e; ++i) total += term(x[i]);
+  }
+  return total;
+}
+
+double sum_f32(const float* x, int64_t n) {
+  return blocked_sum(x, n, [](auto v) { return v; });
+}
+
+double sum_sq_dev_f32(const float* x, int64_t n, float mean) {
+#if SC_CPU_AVX2
+  const __m256 vm = _mm256_set1_ps(mean);
+#endif
+  return blocked_sum(x, n, [&](auto v) {
+#if SC_CPU_AVX2
+    if constexpr (std::is_same_v<decltype(v), __m256>) {
+      const __m256 d = _mm256_sub_ps(v, vm);
+      return _mm256_mul_ps(d, d);
+    } else
+#endif
+    {
+      const double d = static_cast<double>(v) - mean;
+      return d * d;
+    }
+  });
 }
 
 }  // namespace stagecraft::kernels::cpu

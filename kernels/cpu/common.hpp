@@ -75,6 +75,11 @@ void exp_inplace(float* x, int64_t n);
 /// In-place x * sigmoid(a * x) (SiLU for a = 1, quick GELU for a = 1.702).
 void swish_inplace(float* x, int64_t n, float a);
 
+/// Σ x and Σ (x - mean)² over n floats: 8-lane f32 partial sums flushed to double every
+/// 512 elements, so the loop vectorises and long rows keep double-level accuracy.
+double sum_f32(const float* x, int64_t n);
+double sum_sq_dev_f32(const float* x, int64_t n, float mean);
+
 /// Reads one element of any dtype as float (masks, integer casts; not for hot loops).
 double load_scalar(const void* base, int64_t index, DType dtype);
 void store_scalar(void* base, int64_t index, DType dtype, double v);

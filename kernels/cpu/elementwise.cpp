@@ -9,9 +9,38 @@
 
 namespace stagecraft::kernels::cpu {
 
+// Elements of `t` repeat every `inner` output elements when t is contiguous and only
+// broadcast over leading dims (a bias [C] over [N, L, C], an embedding [B, 1, C] ...).
+// Returns inner, or 0 when t does not have that form.
+static int64_t row_repeat(const Tensor& t, const Shape& out) {
+  if (!t.is_contiguous() || t.numel() == 0) return 0;
+  const Shape& s = t.shape();
+  size_t k = 0;  // first dim of t that is not 1
+  while (k < s.size() && s[k] == 1) ++k;
+  const size_t lead = out.size() - s.size();
+  for (size_t i = k; i < s.size(); ++i)
+    if (s[i] != out[lead + i]) return 0;
+  return t.numel();
+}
+
 template <typename Fn>
 static Tensor binary(const Tensor& a, const Tensor& b, const char* op, Fn&& fn) {
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+  const int64_t n = shape_numel(shape);
+  if (a.shape() == shape && b.shape() != shape) {
+    if (const int64_t inner = row_repeat(b, shape)) {
+      F32In fa(a), fb(b);
+      F32Out out(shape, a.dtype());
+      const float* pa = fa.data();
+      const float* pb = fb.data();
+      float* py = out.data();
+      parallel_for(n / inner, std::max<int64_t>(1, 65536 / inner), [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t j = 0; j < inner; ++j) py[r * inner + j] = fn(pa[r * inner + j], pb[j]);
+      });
+      return out.finish();
+    }
+  }
   F32In fa(broadcast_view(a, shape)), fb(broadcast_view(b, shape));
   F32Out out(shape, a.dtype());
   const float* pa = fa.data();

@@ -40,18 +40,12 @@ Tensor softmax(const Tensor& x) {
   return out.finish();
 }
 
-// Mean and 1/std of n floats, two passes in double.
+// Mean and 1/std of n floats (two passes; partial sums vectorised, totals in double).
 static void moments(const float* x, int64_t n, float eps, float& mean, float& rstd) {
-  double s = 0.0;
-  for (int64_t i = 0; i < n; ++i) s += x[i];
-  const double m = s / static_cast<double>(n);
-  double v = 0.0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = x[i] - m;
-    v += d * d;
-  }
+  const double m = sum_f32(x, n) / static_cast<double>(n);
   mean = static_cast<float>(m);
-  rstd = static_cast<float>(1.0 / std::sqrt(v / static_cast<double>(n) + eps));
+  const double v = sum_sq_dev_f32(x, n, mean) / static_cast<double>(n);
+  rstd = static_cast<float>(1.0 / std::sqrt(v + eps));
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps) {
@@ -97,8 +91,7 @@ Tensor rms_norm(const Tensor& x, const Tensor* weight, float eps) {
     for (int64_t r = r0; r < r1; ++r) {
       const float* s = px + r * C;
       float* y = py + r * C;
-      double ss = 0.0;
-      for (int64_t j = 0; j < C; ++j) ss += static_cast<double>(s[j]) * s[j];
+      const double ss = sum_sq_dev_f32(s, C, 0.0f);
       const float rstd = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(C) + eps));
       for (int64_t j = 0; j < C; ++j) y[j] = w ? s[j] * rstd * w[j] : s[j] * rstd;
     }
