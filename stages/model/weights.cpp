@@ -100,6 +100,10 @@ ModelComponent ModelComponent::open(const std::string& dir, const std::string& c
 
 bool ModelComponent::has(const std::string& name) const { return params_.count(name) != 0; }
 
+void ModelComponent::ignore(const std::string& name) {
+  if (has(name)) used_.insert(name);
+}
+
 Shape ModelComponent::stored_shape(const std::string& name) const {
   auto it = params_.find(name);
   SC_CHECK(it != params_.end(), Errc::not_found, "missing parameter " << name << " in " << dir_);

@@ -46,6 +46,9 @@ class ModelComponent {
   /// Like param() but returns an undefined Tensor when the checkpoint lacks `name` (optional biases).
   Tensor param_if(const std::string& name, const Shape& expected, DType dtype, Device device);
   bool has(const std::string& name) const;
+  /// Marks `name` (if present) as deliberately not loaded, e.g. a buffer such as position_ids
+  /// that the architecture recomputes, so check_all_used() does not report it.
+  void ignore(const std::string& name);
   /// The stored shape of `name`; Error(not_found) when absent.
   Shape stored_shape(const std::string& name) const;
   /// Every parameter name in the weight files, sorted.

@@ -79,9 +79,7 @@ ClipTextEncoder ClipTextEncoder::load(const std::string& dir, DType dtype, Devic
   e.final_ln_w_ = P("text_model.final_layer_norm.weight", {d});
   e.final_ln_b_ = P("text_model.final_layer_norm.bias", {d});
   // Older transformers versions saved the position_ids buffer; it is arange(max_positions), nothing to load.
-  if (mc.has("text_model.embeddings.position_ids")) mc.param("text_model.embeddings.position_ids",
-                                                             mc.stored_shape("text_model.embeddings.position_ids"),
-                                                             DType::f32, Device::cpu());
+  mc.ignore("text_model.embeddings.position_ids");
   mc.check_all_used();
   return e;
 }
