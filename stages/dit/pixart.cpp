@@ -98,12 +98,10 @@ PixArtTransformer PixArtTransformer::load(const std::string& dir, DType compute,
 
   // diffusers switches the resolution/aspect-ratio embedding on by itself for sample_size 128 (PixArt-α 1024).
   const auto* extra = cfg(c, "use_additional_conditions");
-  const bool additional = extra ? extra->get<bool>() : m.sample_size_ == 128;
-  SC_CHECK(!additional, Errc::unsupported,
-           dir << "/config.json asks for PixArt-α's resolution and aspect-ratio conditioning "
-                  "(use_additional_conditions, implied by sample_size 128), which this stage does not implement; "
-                  "use a PixArt-Σ or 512-px checkpoint, or set use_additional_conditions to false if it was trained "
-                  "without it");
+  m.size_conditioning_ = extra ? extra->get<bool>() : m.sample_size_ == 128;
+  SC_CHECK(!m.size_conditioning_ || m.dim_ % 3 == 0, Errc::invalid_argument,
+           dir << "/config.json: use_additional_conditions needs a hidden size divisible by 3 (two resolution "
+                  "embeddings and one aspect-ratio embedding of D/3 each), got " << m.dim_);
 
   const std::string act = cfg_str(c, "activation_fn", "gelu-approximate");
   if (act == "gelu-approximate") m.act_ = Act::gelu_tanh;
@@ -130,6 +128,12 @@ PixArtTransformer PixArtTransformer::load(const std::string& dir, DType compute,
   m.t_linear_1_ = L("adaln_single.emb.timestep_embedder.linear_1", D, 256);
   m.t_linear_2_ = L("adaln_single.emb.timestep_embedder.linear_2", D, D);
   m.adaln_linear_ = L("adaln_single.linear", 6 * D, D);
+  if (m.size_conditioning_) {
+    m.res_linear_1_ = L("adaln_single.emb.resolution_embedder.linear_1", D / 3, 256);
+    m.res_linear_2_ = L("adaln_single.emb.resolution_embedder.linear_2", D / 3, D / 3);
+    m.ar_linear_1_ = L("adaln_single.emb.aspect_ratio_embedder.linear_1", D / 3, 256);
+    m.ar_linear_2_ = L("adaln_single.emb.aspect_ratio_embedder.linear_2", D / 3, D / 3);
+  }
 
   int64_t context_dim = D;
   if (m.caption_channels_ > 0) {
@@ -184,6 +188,27 @@ Tensor PixArtTransformer::position_table(int grid_h, int grid_w) const {
   return slot;
 }
 
+Tensor PixArtTransformer::size_embedding(int64_t B, const PixArtImageSize& size) const {
+  SC_CHECK(size.height > 0 && size.width > 0, Errc::invalid_argument,
+           "PixArt image size " << size.height << "x" << size.width << " must be positive");
+  // diffusers embeds resolution.flatten() = (h, w) per item as two "timesteps", each through the
+  // resolution embedder to D/3, and h / w through the aspect-ratio embedder: [B, 2D/3] ++ [B, D/3].
+  std::vector<float> res, ar;
+  for (int64_t b = 0; b < B; ++b) {
+    res.push_back(static_cast<float>(size.height));
+    res.push_back(static_cast<float>(size.width));
+    ar.push_back(static_cast<float>(static_cast<double>(size.height) / size.width));
+  }
+  auto embed = [&](const std::vector<float>& v, const Linear& l1, const Linear& l2) {
+    Tensor t = to_model(Tensor::from_vector(v, {static_cast<int64_t>(v.size())}), DType::f32, device_);
+    Tensor f = to_model(ops::timestep_embedding(t, 256, true, 0.0f), dtype_, device_);
+    return apply(l2, ops::silu(apply(l1, f)));
+  };
+  Tensor r = embed(res, res_linear_1_, res_linear_2_).reshape({B, 2 * (dim_ / 3)});
+  Tensor a = embed(ar, ar_linear_1_, ar_linear_2_);
+  return ops::cat({r, a}, 1);  // [B, D]
+}
+
 Tensor PixArtTransformer::attention(const Linear& q, const Linear& k, const Linear& v, const Linear& o,
                                     const Tensor& x, const Tensor& context, const Tensor* key_mask) const {
   const int64_t B = x.size(0), Lq = x.size(1), Lk = context.size(1);
@@ -220,7 +245,7 @@ Tensor PixArtTransformer::feed_forward(const Block& blk, const Tensor& x) const 
 }
 
 Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep, const Tensor& text,
-                                  const Tensor* text_mask) const {
+                                  const Tensor* text_mask, const PixArtImageSize* image_size) const {
   SC_CHECK(latents.ndim() == 4 && latents.size(1) == in_channels_, Errc::shape_mismatch,
            "PixArt latents must be [B, " << in_channels_ << ", H, W], got " << latents.shape_str());
   const int64_t B = latents.size(0), H = latents.size(2), W = latents.size(3);
@@ -249,6 +274,10 @@ Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep,
   if (t.size(0) != B) t = ops::contiguous(t.expand({B}));
   Tensor t_freq = to_model(ops::timestep_embedding(t, 256, true, 0.0f), dtype_, device_);
   Tensor embedded_t = apply(t_linear_2_, ops::silu(apply(t_linear_1_, t_freq)));
+  if (size_conditioning_) {
+    const PixArtImageSize fallback{static_cast<int>(H * 8), static_cast<int>(W * 8)};
+    embedded_t = ops::add(embedded_t, size_embedding(B, image_size ? *image_size : fallback));
+  }
   Tensor t6 = apply(adaln_linear_, ops::silu(embedded_t)).reshape({B, 6, D});
 
   // 3. Caption projection.

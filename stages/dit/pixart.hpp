@@ -29,22 +29,34 @@
 
 namespace stagecraft {
 
+/// The pixel size of the image being generated. PixArt-α's 1024-px model (sample_size 128,
+/// use_additional_conditions) is conditioned on it (resolution (h, w) and aspect ratio h / w);
+/// other PixArt models ignore it.
+struct PixArtImageSize {
+  int height = 0;
+  int width = 0;
+};
+
 class PixArtTransformer {
  public:
   /// Reads `dir`/config.json and the weights (any of f32/f16/bf16, cast to `compute`)
   /// onto `device`. Every parameter's shape is checked against the config, and a
   /// parameter the architecture does not use is an error: both name the parameter.
   /// Error(unsupported) for configs this class does not implement (norm_type other than
-  /// ada_norm_single, only_cross_attention, use_additional_conditions, unknown activation).
+  /// ada_norm_single, only_cross_attention, double_self_attention, unknown activation).
   static PixArtTransformer load(const std::string& dir, DType compute, Device device);
 
   /// latents [B, in_channels, H, W] (H, W multiples of patch_size); timestep [B] or [1]
   /// (f32, the scheduler's model-input timestep, e.g. 0..999); text [B, L, caption_channels];
   /// text_mask [B, L] (nonzero = real token) or nullptr. Inputs may live on the host or on
-  /// the model's device and have any float dtype. Returns [B, in_channels, H, W] in the
-  /// compute dtype on the model's device.
-  Tensor forward(const Tensor& latents, const Tensor& timestep, const Tensor& text,
-                 const Tensor* text_mask) const;
+  /// the model's device and have any float dtype. `image_size` feeds the size conditioning of
+  /// models that have it; when null they get latent size × 8 (what diffusers' PixArt pipeline
+  /// passes: its VAE scale factor is 8). Returns [B, in_channels, H, W] in the compute dtype on
+  /// the model's device.
+  Tensor forward(const Tensor& latents, const Tensor& timestep, const Tensor& text, const Tensor* text_mask,
+                 const PixArtImageSize* image_size = nullptr) const;
+  /// True for checkpoints with resolution/aspect-ratio conditioning (PixArt-α 1024).
+  bool uses_size_conditioning() const { return size_conditioning_; }
 
   const nlohmann::json& config() const { return config_; }
   int in_channels() const { return in_channels_; }
@@ -71,6 +83,7 @@ class PixArtTransformer {
                    const Tensor& context, const Tensor* key_mask) const;
   Tensor feed_forward(const Block& blk, const Tensor& x) const;
   Tensor position_table(int grid_h, int grid_w) const;
+  Tensor size_embedding(int64_t batch, const PixArtImageSize& size) const;
 
   nlohmann::json config_;
   DType dtype_ = DType::f32;
@@ -83,6 +96,8 @@ class PixArtTransformer {
 
   Linear patch_embed_;  // conv weight [D, C, p, p] reshaped to [D, C·p·p]
   Linear t_linear_1_, t_linear_2_, adaln_linear_;
+  bool size_conditioning_ = false;
+  Linear res_linear_1_, res_linear_2_, ar_linear_1_, ar_linear_2_;  // only with size conditioning
   Linear caption_1_, caption_2_;  // undefined when caption_channels is null
   std::vector<Block> blocks_;
   Tensor final_scale_shift_;  // [2, D]
