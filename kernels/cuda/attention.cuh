@@ -4,7 +4,8 @@
 //    dims 64, 72, 128. Each block owns 64 query rows (4 warps × 16); K/V tiles of 64
 //    keys go through shared memory; S = Q·Kᵀ and O += P·V run on tensor cores
 //    (mma.sync m16n8k16, f32 accumulate) with an online softmax held in registers,
-//    so the Lq×Lk score matrix never exists. Q/K/V may be strided views (e.g. the
+//    so the Lq×Lk score matrix never exists. K/V tiles are double-buffered: the next
+//    one arrives by cp.async while the current one is multiplied. Q/K/V may be strided views (e.g. the
 //    [B, L, H, D] -> [B, H, L, D] permute) as long as the last dim is contiguous.
 //  - attention_reference: materialises S in f32 with cuBLAS, applies the masks in a
 //    softmax kernel and multiplies by V; used for f32 and other head dims.
@@ -82,6 +83,23 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t& b0, uint32_t& b1, co
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n" : "=r"(b0), "=r"(b1) : "r"(addr));
 }
 
+/// 16-byte global -> shared copy that bypasses registers; `full` false writes zeros
+/// (src-size 0: nothing is read from `src`, which must still be a valid address).
+__device__ __forceinline__ void cp_async16(void* smem, const void* src, bool full) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(full ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+/// Waits for every committed group but the most recent one.
+__device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+/// Bytes of dynamic shared memory the kernel for head dim D and element type T needs.
+template <class T, int D>
+constexpr size_t flash_smem_bytes() {
+  constexpr int DK = (D + 15) / 16 * 16;
+  return size_t{2} * kCols * (2 * (DK + 8)) * sizeof(T);
+}
+
 template <class T, int D>
 __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(AttentionParams p, bool vec) {
   constexpr int DK = (D + 15) / 16 * 16;  // head dim padded for the k16 steps of Q·Kᵀ
@@ -93,9 +111,13 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(AttentionP
   constexpr int KSTR = DK + 8;
   constexpr int VSTR = DK + 8;
   static_assert(D % 8 == 0, "head dim must be a multiple of 8");
-  __shared__ alignas(16) T Ks[kCols * KSTR];
-  __shared__ alignas(16) T Vs[kCols * VSTR];
-  __shared__ bool valid[kCols];
+  // Two stages of K and V (dynamic shared memory, flash_smem_bytes): the next tile is
+  // fetched with cp.async while the current one is multiplied.
+  extern __shared__ __align__(16) unsigned char flash_smem[];
+  T* const Ks0 = reinterpret_cast<T*>(flash_smem);
+  T* const Vs0 = Ks0 + kCols * KSTR;
+  constexpr int kStage = kCols * (KSTR + VSTR);  // elements per stage
+  __shared__ bool valid_buf[2][kCols];
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
   const int b = blockIdx.z, h = blockIdx.y;
@@ -133,22 +155,23 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(AttentionP
     tiles = last_key < 0 ? 0 : min(tiles, last_key / kCols + 1);
   }
 
-  for (int tile = 0; tile < tiles; ++tile) {
-    const int key_base = tile * kCols;
-    __syncthreads();  // the previous tile is no longer read
+  // Stages tile `tl` into buffer `st`: 16-byte cp.async (zero-filled past Lk and in the
+  // K padding columns) when `vec`, element copies otherwise; plus its key-validity flags.
+  auto load_tile = [&](int tl, int st) {
+    const int key_base = tl * kCols;
+    T* const Ks = Ks0 + st * kStage;
+    T* const Vs = Vs0 + st * kStage;
     if (vec) {
       constexpr int KC = DK / 8, VC = D / 8;  // 16-byte chunks per row
       for (int i = tid; i < kCols * KC; i += kWarps * 32) {
         const int r = i / KC, c = (i % KC) * 8, key = key_base + r;
-        uint4 val = make_uint4(0, 0, 0, 0);
-        if (key < p.Lk && c < D) val = *reinterpret_cast<const uint4*>(k + static_cast<int64_t>(key) * p.k_sl + c);
-        *reinterpret_cast<uint4*>(&Ks[r * KSTR + c]) = val;
+        const bool in = key < p.Lk && c < D;
+        cp_async16(&Ks[r * KSTR + c], in ? k + static_cast<int64_t>(key) * p.k_sl + c : k, in);
       }
       for (int i = tid; i < kCols * VC; i += kWarps * 32) {
         const int r = i / VC, c = (i % VC) * 8, key = key_base + r;
-        uint4 val = make_uint4(0, 0, 0, 0);
-        if (key < p.Lk) val = *reinterpret_cast<const uint4*>(v + static_cast<int64_t>(key) * p.v_sl + c);
-        *reinterpret_cast<uint4*>(&Vs[r * VSTR + c]) = val;
+        const bool in = key < p.Lk;
+        cp_async16(&Vs[r * VSTR + c], in ? v + static_cast<int64_t>(key) * p.v_sl + c : v, in);
       }
     } else {
       for (int i = tid; i < kCols * DK; i += kWarps * 32) {
@@ -162,9 +185,23 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(AttentionP
     }
     for (int i = tid; i < kCols; i += kWarps * 32) {
       const int key = key_base + i;
-      valid[i] = key < p.Lk && (!p.mask || load_any(p.mask, static_cast<int64_t>(b) * p.Lk + key, p.mask_code) != 0.0f);
+      valid_buf[st][i] =
+          key < p.Lk && (!p.mask || load_any(p.mask, static_cast<int64_t>(b) * p.Lk + key, p.mask_code) != 0.0f);
     }
-    __syncthreads();
+    cp_async_commit();  // an empty group when nothing was issued; keeps the counting uniform
+  };
+
+  if (tiles > 0) load_tile(0, 0);
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int key_base = tile * kCols, st = tile & 1;
+    // Buffer st ^ 1 was last read in the previous iteration, which ended with a barrier.
+    if (tile + 1 < tiles) load_tile(tile + 1, st ^ 1);
+    else cp_async_commit();
+    cp_async_wait_all_but_newest();  // this tile's group has landed (for this thread)
+    __syncthreads();                 // ... and for every thread
+    const T* const Ks = Ks0 + st * kStage;
+    const T* const Vs = Vs0 + st * kStage;
+    const bool* const valid = valid_buf[st];
 
     // S = Q·Kᵀ for this warp's 16 rows × 64 keys: 8 n-tiles of 8 keys.
     float s[8][4];
@@ -238,6 +275,7 @@ __global__ void __launch_bounds__(kWarps * 32) flash_attention_kernel(AttentionP
         mma16816<T>(o[nd], pa, b0, b1);
       }
     }
+    __syncthreads();  // stage st is refilled by the next iteration's prefetch
   }
 
   l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
@@ -271,13 +309,18 @@ void flash_attention(const AttentionParams& p, int D, bool vec, cudaStream_t s) 
   const dim3 grid((p.Lq + flash::kRows - 1) / flash::kRows, p.H, p.B);
   SC_CHECK(p.H <= 65535 && p.B <= 65535, Errc::unsupported,
            "attention: batch " << p.B << " or heads " << p.H << " beyond 65535; split the batch");
+  auto launch = [&](auto kernel, size_t smem) {
+    // Above 48 KiB a kernel must opt in to its dynamic shared memory (per device; cheap to repeat).
+    SC_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    kernel<<<grid, flash::kWarps * 32, smem, s>>>(p, vec);
+    SC_CUDA_CHECK_LAUNCH();
+  };
   switch (D) {
-    case 64: flash::flash_attention_kernel<T, 64><<<grid, flash::kWarps * 32, 0, s>>>(p, vec); break;
-    case 72: flash::flash_attention_kernel<T, 72><<<grid, flash::kWarps * 32, 0, s>>>(p, vec); break;
-    case 128: flash::flash_attention_kernel<T, 128><<<grid, flash::kWarps * 32, 0, s>>>(p, vec); break;
+    case 64: launch(flash::flash_attention_kernel<T, 64>, flash::flash_smem_bytes<T, 64>()); break;
+    case 72: launch(flash::flash_attention_kernel<T, 72>, flash::flash_smem_bytes<T, 72>()); break;
+    case 128: launch(flash::flash_attention_kernel<T, 128>, flash::flash_smem_bytes<T, 128>()); break;
     default: SC_FAIL(Errc::internal, "flash_attention: head dim " << D);
   }
-  SC_CUDA_CHECK_LAUNCH();
 }
 
 /// P[row, :] = masked softmax of S[row, :] (f32 scores already scaled), written as T.
