@@ -84,7 +84,7 @@ Tensor modulate(const Tensor& x_in, const Tensor& shift_in, const Tensor& scale_
   const Tensor x = contig(x_in), shift = contig(shift_in), sc = contig(scale_in);
   const int64_t B = x.size(0), C = x.size(-1), L = B * C == 0 ? 0 : x.numel() / (B * C);
   auto per_batch = [&](const Tensor& p, const char* what) {
-    if (p.numel() == C && (p.ndim() == 1 || B == 1)) return false;
+    if (p.numel() == C) return false;  // [C], [1, C], [1, 1, C]: shared by every batch (as on the CPU)
     SC_CHECK(p.numel() == B * C && p.size(-1) == C && p.size(0) == B, Errc::shape_mismatch,
              "modulate: " << what << " must be [B, C], [B, 1, C] or [C] for x " << x.shape_str() << ", got "
                           << p.shape_str());
