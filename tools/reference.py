@@ -1258,8 +1258,11 @@ class Pipeline:
     def __call__(self, prompt, latents, steps=20, guidance=4.0, scheduler="flow_match_euler",
                  negative_prompt="", timings=None):
         b = latents.shape[0]
+        prompts = [prompt] * b if isinstance(prompt, str) else list(prompt)
+        if len(prompts) != b:
+            raise ValueError(f"{len(prompts)} prompts for {b} latents; give one prompt or one per latent")
         t0 = time.perf_counter()
-        emb, mask = self.encode_prompt([prompt] * b)
+        emb, mask = self.encode_prompt(prompts)
         neg_emb, neg_mask = self.encode_prompt([negative_prompt] * b)
         t1 = time.perf_counter()
         lat = self.denoise(latents.float(), emb, mask, neg_emb, neg_mask, steps, guidance, scheduler)

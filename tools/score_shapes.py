@@ -114,7 +114,7 @@ def check_dataset(n, size, seed=0):
     return summarize(results), results
 
 
-def evaluate_model(model, captions, steps, guidance, scheduler, seed, threads=1):
+def evaluate_model(model, captions, steps, guidance, scheduler, seed, threads=1, batch=28):
     import torch
     import reference as R
     torch.set_num_threads(threads)
@@ -122,15 +122,18 @@ def evaluate_model(model, captions, steps, guidance, scheduler, seed, threads=1)
     shape = R.latent_shape(model)
     results, images = [], []
     t0 = time.time()
-    for i, cap in enumerate(captions):
-        g = torch.Generator().manual_seed(seed + i)
-        lat = torch.randn([1] + shape, generator=g)
-        _, u8 = pipe(cap, lat, steps, guidance, scheduler)
-        img = u8[0].numpy()
-        images.append(img)
-        r = score(img, cap)
-        r["caption"] = cap
-        results.append(r)
+    # Batched to amortise per-op overhead; caption i always gets the noise of seed + i.
+    for start in range(0, len(captions), batch):
+        caps = captions[start:start + batch]
+        lat = torch.cat([torch.randn([1] + shape, generator=torch.Generator().manual_seed(seed + start + j))
+                         for j in range(len(caps))])
+        _, u8 = pipe(caps, lat, steps, guidance, scheduler)
+        for j, cap in enumerate(caps):
+            img = u8[j].numpy()
+            images.append(img)
+            r = score(img, cap)
+            r["caption"] = cap
+            results.append(r)
     return summarize(results) | {"seconds": round(time.time() - t0, 1)}, results, np.stack(images)
 
 
