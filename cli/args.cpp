@@ -4,6 +4,15 @@
 
 namespace stagecraft::cli {
 
+// Flags may be named with or without their leading dashes ("seed" or "--seed").
+static std::string bare(const std::string& flag) { return flag.rfind("--", 0) == 0 ? flag.substr(2) : flag; }
+
+static std::set<std::string> bare_set(const std::set<std::string>& flags) {
+  std::set<std::string> out;
+  for (const auto& f : flags) out.insert(bare(f));
+  return out;
+}
+
 static std::string accepted(const std::set<std::string>& a, const std::set<std::string>& b) {
   std::string s;
   for (const auto& f : a) s += (s.empty() ? "" : ", ") + std::string("--") + f + " VALUE";
@@ -13,6 +22,8 @@ static std::string accepted(const std::set<std::string>& a, const std::set<std::
 
 Args::Args(const std::vector<std::string>& argv, std::set<std::string> value_flags,
            std::set<std::string> bool_flags) {
+  value_flags = bare_set(value_flags);
+  bool_flags = bare_set(bool_flags);
   for (size_t i = 0; i < argv.size(); ++i) {
     const std::string& a = argv[i];
     if (a.rfind("--", 0) != 0 || a == "--") {
@@ -41,10 +52,10 @@ Args::Args(const std::vector<std::string>& argv, std::set<std::string> value_fla
   }
 }
 
-bool Args::has(const std::string& flag) const { return values_.count(flag) || bools_.count(flag); }
+bool Args::has(const std::string& flag) const { return values_.count(bare(flag)) || bools_.count(bare(flag)); }
 
 std::optional<std::string> Args::get(const std::string& flag) const {
-  auto it = values_.find(flag);
+  auto it = values_.find(bare(flag));
   if (it == values_.end()) return std::nullopt;
   return it->second;
 }

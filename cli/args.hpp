@@ -12,6 +12,7 @@ namespace stagecraft::cli {
 class Args {
  public:
   /// `value_flags` take a value, `bool_flags` do not; everything else positional.
+  /// Flag names may be given with or without the leading "--".
   Args(const std::vector<std::string>& argv, std::set<std::string> value_flags,
        std::set<std::string> bool_flags = {});
   bool has(const std::string& flag) const;
