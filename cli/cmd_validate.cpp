@@ -1,6 +1,7 @@
 // stagecraft validate FILE: checks a pipeline file the way the engine would read
 // it (shape, ranges, graph, and that every stage type exists, loading plugins)
 // and prints the resolved graph, or every problem as FILE:LINE:COL: what — allowed.
+#include <algorithm>
 #include <iostream>
 
 #include "cli/args.hpp"
@@ -27,7 +28,13 @@ int run_validate(const std::vector<std::string>& argv) {
   try {
     spec = stagecraft::load_pipeline_spec(path);
   } catch (const stagecraft::SpecError& e) {
-    return print_problems(e.problems);
+    // Report the stage types of what did parse too, so one run shows every problem.
+    auto problems = e.problems;
+    for (auto& p : stagecraft::check_stage_types(e.partial)) problems.push_back(std::move(p));
+    std::stable_sort(problems.begin(), problems.end(), [](const auto& a, const auto& b) {
+      return std::pair(a.loc.line, a.loc.col) < std::pair(b.loc.line, b.loc.col);
+    });
+    return print_problems(problems);
   }
   if (auto problems = stagecraft::check_stage_types(spec); !problems.empty()) return print_problems(problems);
   std::cout << stagecraft::describe_pipeline(spec);

@@ -53,21 +53,9 @@ size_t edit_distance(const std::string& a, const std::string& b) {
   return d[a.size()][b.size()];
 }
 
-/// The closest allowed word when it is a plausible typo of `got`, else "".
-std::string closest(const std::string& got, const std::vector<std::string>& allowed) {
-  std::string best;
-  size_t best_d = SIZE_MAX;
-  for (const auto& a : allowed) {
-    const size_t d = edit_distance(got, a);
-    const size_t limit = std::max<size_t>(1, a.size() / 4);
-    if (d <= limit && d < a.size() && d < got.size() && d < best_d) best_d = d, best = a;
-  }
-  return best;
-}
-
 std::string one_of(const std::vector<std::string>& allowed, const std::string& got = "") {
   std::string s = "one of: " + join(allowed);
-  const std::string guess = got.empty() ? "" : closest(got, allowed);
+  const std::string guess = got.empty() ? "" : closest_word(got, allowed);
   if (!guess.empty()) s = "did you mean '" + guess + "'? " + s;
   return s;
 }
@@ -307,6 +295,7 @@ class Parser {
   std::map<std::string, SourceLoc> stage_loc_;  ///< every stage name written, even a duplicate's first
   bool stages_listed_ = false;  ///< stages: was a non-empty list, so edges can be checked against it
   bool graph_ok_ = false;       ///< every stage entry became a StageSpec, so the graph can be checked
+  std::set<std::string> plugin_failed_;  ///< stages whose plugin: is bad; "" for a top-level one
 };
 
 PipelineSpec Parser::parse(const std::string& text) {
@@ -371,7 +360,12 @@ PipelineSpec Parser::parse(const std::string& text) {
   }
   if (graph_ok_) check_graph(edges_loc, top.count("edges") > 0);
 
-  if (!problems_.empty()) throw SpecError(problems_);
+  if (!problems_.empty()) {
+    PipelineSpec partial = spec_;
+    if (plugin_failed_.count("")) partial.stages.clear();  // any type may have come from it
+    std::erase_if(partial.stages, [&](const StageSpec& st) { return plugin_failed_.count(st.name) > 0; });
+    throw SpecError(problems_, std::move(partial));
+  }
   return std::move(spec_);
 }
 
@@ -392,8 +386,12 @@ void Parser::parse_model(const YAML::Node& v) {
 void Parser::parse_plugins(const YAML::Node& v) {
   const std::string allowed = "paths of shared libraries exporting stagecraft_register_stages, relative to this file";
   if (!expect_list(v, "plugins", allowed)) return;
-  for (const auto& p : v)
-    if (auto path = get_existing_file(p, "plugin", allowed)) spec_.plugins.push_back(*path);
+  for (const auto& p : v) {
+    if (auto path = get_existing_file(p, "plugin", allowed))
+      spec_.plugins.push_back(*path);
+    else
+      plugin_failed_.insert("");
+  }
 }
 
 void Parser::parse_defaults(const YAML::Node& v) {
@@ -565,10 +563,12 @@ void Parser::parse_stage(const YAML::Node& v, size_t index) {
       if (auto p = get_existing_file(e.value, who + " plugin",
                                      "a shared library exporting stagecraft_register_stages, relative to this file"))
         s.plugin = *p;
+      else
+        plugin_failed_.insert(named ? s.name : "?");
     } else {
       // Everything else belongs to the stage; a near miss of an engine key is
       // far likelier a typo than a parameter, and would otherwise be ignored.
-      const std::string guess = e.key.size() >= 5 ? closest(e.key, kStageKeys) : "";
+      const std::string guess = e.key.size() >= 5 ? closest_word(e.key, kStageKeys) : "";
       if (!guess.empty() && edit_distance(guess, e.key) == 1) {
         add(e.key_node, "unknown key '" + e.key + "' in " + who, "did you mean '" + guess + "'?");
         continue;
@@ -740,6 +740,17 @@ void Parser::check_graph(SourceLoc edges_loc, bool explicit_edges) {
 
 }  // namespace
 
+std::string closest_word(const std::string& got, const std::vector<std::string>& allowed) {
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const auto& a : allowed) {
+    const size_t d = edit_distance(got, a);
+    const size_t limit = std::max<size_t>(1, a.size() / 4);
+    if (d <= limit && d < a.size() && d < got.size() && d < best_d) best_d = d, best = a;
+  }
+  return best;
+}
+
 const StageSpec* PipelineSpec::find_stage(const std::string& name) const {
   for (const auto& s : stages)
     if (s.name == name) return &s;
@@ -766,8 +777,8 @@ std::string problems_message(std::vector<SpecProblem>& problems) {
 }
 }  // namespace
 
-SpecError::SpecError(std::vector<SpecProblem> ps)
-    : Error(Errc::parse, problems_message(ps)), problems(std::move(ps)) {}
+SpecError::SpecError(std::vector<SpecProblem> ps, PipelineSpec partial_spec)
+    : Error(Errc::parse, problems_message(ps)), problems(std::move(ps)), partial(std::move(partial_spec)) {}
 
 PipelineSpec parse_pipeline_spec(const std::string& yaml, const std::string& name, const std::string& base_dir) {
   return Parser(name, base_dir).parse(yaml);

@@ -93,9 +93,17 @@ struct SpecProblem {
 /// Thrown by load/parse with every problem found; what() lists them one per line.
 class SpecError : public Error {
  public:
-  explicit SpecError(std::vector<SpecProblem> problems);
+  explicit SpecError(std::vector<SpecProblem> problems, PipelineSpec partial = {});
   std::vector<SpecProblem> problems;
+  /// What could be read despite the problems, so later checks (stage types) can
+  /// report theirs too: stages that parsed with a name, minus any whose type
+  /// depends on a plugin that failed.
+  PipelineSpec partial;
 };
+
+/// The word of `allowed` that `got` is a plausible typo of (edit distance, adjacent
+/// swaps count as one), or "" if none is close.
+std::string closest_word(const std::string& got, const std::vector<std::string>& allowed);
 
 /// Reads and validates a pipeline file. Throws SpecError (Errc::parse) listing every problem,
 /// or Error(not_found / io) if the file cannot be read.

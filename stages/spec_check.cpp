@@ -21,10 +21,13 @@ std::vector<SpecProblem> check_stage_types(const PipelineSpec& spec) {
   for (const auto& s : spec.stages) {
     if (!s.plugin.empty() && !load(s.plugin, s.loc)) continue;  // its type cannot be judged
     if (s.type.empty() || stage_type_known(s.type)) continue;
+    const auto types = stage_types();
     std::string known;
-    for (const auto& t : stage_types()) known += (known.empty() ? "" : ", ") + t;
+    for (const auto& t : types) known += (known.empty() ? "" : ", ") + t;
+    const std::string guess = closest_word(s.type, types);
     problems.push_back({spec.path, s.loc, "unknown stage type '" + s.type + "' for stage '" + s.name + "'",
-                        "one of: " + known + " (or a type from a plugin: PATH)"});
+                        (guess.empty() ? "" : "did you mean '" + guess + "'? ") + "one of: " + known +
+                            " (or a type from a plugin: PATH)"});
   }
   return problems;
 }

@@ -439,6 +439,33 @@ TEST_CASE("a file with several problems reports every one, sorted by position") 
   }
 }
 
+TEST_CASE("the error keeps what parsed, without stages whose plugin is missing") {
+  try {
+    parse_pipeline_spec("limits: {credits: 0}\nstages:\n  - {name: a, type: sleep}\n  - {name: b, type: x, plugin: no.so}\n",
+                        "p.yaml", ".");
+    FAIL("expected SpecError");
+  } catch (const SpecError& e) {
+    CHECK(e.problems.size() == 2);
+    REQUIRE(e.partial.stages.size() == 1);
+    CHECK(e.partial.stages[0].name == "a");
+  }
+  try {
+    parse_pipeline_spec("plugins: [no.so]\nstages:\n  - {name: a, type: sleep}\n", "p.yaml", ".");
+    FAIL("expected SpecError");
+  } catch (const SpecError& e) {
+    CHECK(e.partial.stages.empty());  // any stage's type may have come from that plugin
+  }
+}
+
+TEST_CASE("closest_word suggests near misses only") {
+  const std::vector<std::string> words = {"steps", "guidance", "width", "a"};
+  CHECK(closest_word("stpes", words) == "steps");
+  CHECK(closest_word("guidence", words) == "guidance");
+  CHECK(closest_word("widht", words) == "width");
+  CHECK(closest_word("z", words) == "");
+  CHECK(closest_word("scheduler", words) == "");
+}
+
 TEST_CASE("a missing pipeline file is a not_found error naming it") {
   try {
     load_pipeline_spec("/no/such/pipeline.yaml");

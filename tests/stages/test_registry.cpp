@@ -167,7 +167,25 @@ TEST_CASE("check_stage_types reports unknown types at their stage with the known
   CHECK(problems[0].loc.col == 5);
   CHECK(contains(problems[0].what, "unknown stage type 'sleeep' for stage 'b'"));
   CHECK(contains(problems[0].allowed, "synthetic_denoiser"));
+  CHECK(contains(problems[0].allowed, "did you mean 'sleep'?"));
   CHECK(contains(problems[0].str(), "t.yaml:3:5: unknown stage type 'sleeep'"));
+}
+
+TEST_CASE("stage types are checked on what parsed of a file with other problems") {
+  try {
+    parse_pipeline_spec(
+        "stages:\n  - {name: a, type: slep, replicas: 0}\n  - {name: b, type: sleep}\n"
+        "  - {name: c, type: affine, plugin: missing.so}\n",
+        "t.yaml", ".");
+    FAIL("expected SpecError");
+  } catch (const SpecError& e) {
+    REQUIRE(e.problems.size() == 2);  // replicas, and the plugin file
+    REQUIRE(e.partial.stages.size() == 2);  // c left out: its type hangs on the missing plugin
+    const auto types = check_stage_types(e.partial);
+    REQUIRE(types.size() == 1);
+    CHECK(types[0].loc.line == 2);
+    CHECK(contains(types[0].what, "unknown stage type 'slep'"));
+  }
 }
 
 TEST_CASE("check_stage_types loads a stage's plugin, and reports one that fails") {
