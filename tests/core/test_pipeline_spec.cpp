@@ -514,6 +514,13 @@ TEST_CASE("the default pipeline validates") {
   CHECK(spec.stages[3].type == "postprocess");
   CHECK(spec.stages[0].params["cache"]["entries"] == 1024);
   CHECK(spec.edges.size() == 3);
+  // The file leaves the defaults to the model, so run and generate agree.
+  std::ifstream meta(std::string(STAGECRAFT_SOURCE_DIR) + "/models/tiny-shapes/stagecraft.json");
+  if (meta) {
+    const auto m = nlohmann::json::parse(meta);
+    for (const char* k : {"steps", "guidance", "width", "height", "scheduler"})
+      if (m["defaults"].contains(k)) CHECK(spec.defaults[k] == m["defaults"][k]);
+  }
 }
 
 TEST_CASE("describe_pipeline shows stages, edges, defaults and limits") {
