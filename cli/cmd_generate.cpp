@@ -38,6 +38,11 @@ int run_generate(const std::vector<std::string>& argv) {
   const auto prompt = args.get("--prompt");
   SC_CHECK(prompt.has_value(), Errc::invalid_argument, "generate needs --prompt TEXT");
   const std::string out = args.get_or("--out", "out.png");
+  {
+    // Fail before minutes of compute, not after.
+    const fs::path parent = fs::absolute(out).parent_path();
+    SC_CHECK(fs::is_directory(parent), Errc::io, "--out " << out << ": folder " << parent.string() << " does not exist");
+  }
   const std::string model = args.get_or("--model", default_model());
   const Device device = Device::parse(args.get_or("--device", "cpu"));
   const DType dtype = parse_dtype(args.get_or("--dtype", "f32"));

@@ -45,7 +45,7 @@ TEST_CASE("generate matches the PyTorch reference pipeline on a random tiny mode
   const std::string model = tiny_model_dir();
   TempDir tmp;
   const auto pipe = TextToImagePipeline::load(model, Device::cpu());
-  for (const char* sched : {"flow_match_euler", "dpm_2m"}) {
+  for (const std::string sched : {"flow_match_euler", "dpm_2m"}) {
     CAPTURE(sched);
     GenerateOptions o;
     o.prompt = "a red circle in the top left";
