@@ -16,6 +16,8 @@
 
 namespace stagecraft {
 
+class DumpWriter;  // core/dump.hpp
+
 using Clock = std::chrono::steady_clock;
 
 /// What a caller asks for. Zero / empty fields take the pipeline's defaults.
@@ -31,6 +33,9 @@ struct Request {
   std::optional<Clock::time_point> deadline;
   /// Optional initial noise (see docs/numerics.md); undefined = seeded noise.
   Tensor initial_latents;
+  /// Optional: every stage writes this job's outputs here (docs/numerics.md). In-process
+  /// only: a request that crosses a process boundary arrives without it.
+  std::shared_ptr<DumpWriter> dump;
 };
 
 /// One interval of a job's life, for traces (Chrome trace JSON).

@@ -9,6 +9,7 @@
 #include "stages/model/model_index.hpp"
 #include "stages/model/weights.hpp"
 #include "stages/pipeline/noise.hpp"
+#include "stages/pipeline/stage_dump.hpp"
 #include "stages/post/image.hpp"
 
 namespace fs = std::filesystem;
@@ -102,6 +103,7 @@ PromptEmbeds TextToImagePipeline::encode_prompt(const std::string& text) const {
   // mask changes only the padded positions, which the denoiser masks out anyway.
   out.embeds = text_encoder_->forward(ids, &mask);
   out.mask = ops::to_device(mask, device_);
+  out.ids = ids;
   return out;
 }
 
@@ -158,6 +160,7 @@ void TextToImagePipeline::denoise_step(const std::vector<DenoiseJob>& jobs) cons
   const Tensor m = mask.size() == 1 ? mask[0] : ops::cat(mask, 0);
   const Tensor t = ops::to_device(Tensor::from_vector(ts, {static_cast<int64_t>(ts.size())}), device_);
   Tensor pred = transformer_->forward(x, t, e, &m);
+  const Tensor raw_pred = pred;  // all out_channels, for dumps
   // Learned-sigma checkpoints predict 2·C channels; PixArt pipelines keep the first C.
   const int64_t C = jobs[0].latents->size(1);
   if (pred.size(1) != C) pred = ops::contiguous(pred.slice(1, 0, C));
@@ -173,7 +176,20 @@ void TextToImagePipeline::denoise_step(const std::vector<DenoiseJob>& jobs) cons
       // diffusers: uncond + g · (cond − uncond)
       out = ops::axpby(uncond, 1.0f, ops::axpby(out, 1.0f, uncond, -1.0f), job.guidance);
     }
+    if (job.dump && job.step == 0) {
+      dump_tensor(job.dump, dump_stage::denoise, "latents.initial", *job.latents);
+      // This job's rows of the transformer call, in the batch order it used: [uncond, cond].
+      Tensor rows = raw_pred.slice(0, row, row + 1);
+      if (job.guidance > 1.0f) {
+        const int64_t urow = std::find(guided.begin(), guided.end(), j) - guided.begin();
+        rows = ops::cat({raw_pred.slice(0, urow, urow + 1), rows}, 0);
+      }
+      dump_tensor(job.dump, dump_stage::denoise, dump_step_name("model_output", 0), rows);
+      dump_tensor(job.dump, dump_stage::denoise, dump_step_name("noise_pred", 0), out);
+      job.dump->set_manifest(scheduler_manifest(*job.scheduler, scheduler_config_));
+    }
     *job.latents = job.scheduler->step(out, job.step, *job.latents);
+    if (job.dump) dump_tensor(job.dump, dump_stage::denoise, dump_step_name("latents", job.step), *job.latents);
   }
 }
 
@@ -190,9 +206,14 @@ GenerateResult TextToImagePipeline::generate(const GenerateOptions& in) const {
   const GenerateOptions& o = r.resolved;
   const bool cfg = o.guidance > 1.0f;
 
+  DumpWriter* dump = o.dump.get();
   PromptEmbeds cond = encode_prompt(o.prompt);
+  dump_prompt(dump, cond.ids, cond.mask, cond.embeds, false);
   PromptEmbeds uncond;
-  if (cfg) uncond = encode_prompt(o.negative_prompt);
+  if (cfg) {
+    uncond = encode_prompt(o.negative_prompt);
+    dump_prompt(dump, uncond.ids, uncond.mask, uncond.embeds, true);
+  }
   wait_for(cfg ? uncond.embeds : cond.embeds);
   const auto t1 = std::chrono::steady_clock::now();
 
@@ -206,6 +227,7 @@ GenerateResult TextToImagePipeline::generate(const GenerateOptions& in) const {
     job.guidance = o.guidance;
     job.scheduler = sched.get();
     job.step = i;
+    job.dump = dump;
     denoise_step({job});
   }
   wait_for(latents);
@@ -214,8 +236,11 @@ GenerateResult TextToImagePipeline::generate(const GenerateOptions& in) const {
   const Tensor image = decode(latents, o.tiling ? &*o.tiling : nullptr);
   wait_for(image);
   const auto t3 = std::chrono::steady_clock::now();
+  dump_tensor(dump, dump_stage::decode, "image", image);
 
   r.image = to_image(image);
+  dump_tensor(dump, dump_stage::postprocess, "image_u8", r.image);
+  if (dump) dump->set_manifest({{"request", request_manifest(o)}});
   r.latents = latents;
   const auto t4 = std::chrono::steady_clock::now();
   r.times.encode_ms = Ms(t1 - t0).count();

@@ -34,6 +34,8 @@
 
 namespace stagecraft {
 
+class DumpWriter;
+
 struct GenerateOptions {
   std::string prompt;
   std::string negative_prompt;      ///< the unconditional prompt of guidance ("" as PixArt)
@@ -44,6 +46,8 @@ struct GenerateOptions {
   std::string scheduler;            ///< "flow_match_euler" | "ddim" | "dpm_2m"; "": model default
   Tensor initial_latents;           ///< optional [1, C, H/s, W/s] replacing the seeded noise
   std::optional<TilingOptions> tiling;  ///< tiled VAE decoding
+  /// Optional: every stage writes its outputs here (names: stages/pipeline/stage_dump.hpp).
+  std::shared_ptr<DumpWriter> dump;
 };
 
 /// Milliseconds per stage of one generate() (device work included: CUDA stages are synchronised).
@@ -62,6 +66,7 @@ struct GenerateResult {
 struct PromptEmbeds {
   Tensor embeds;  ///< [1, L, D] compute dtype, on the pipeline's device
   Tensor mask;    ///< [1, L] i32 (1 = token), on the pipeline's device
+  Tensor ids;     ///< [1, L] i32 token ids on the CPU (for dumps; the denoiser does not read them)
 };
 
 /// One job's share of a batched denoising step.
@@ -72,6 +77,9 @@ struct DenoiseJob {
   float guidance = 1.0f;
   Scheduler* scheduler = nullptr;     ///< this job's own scheduler, set_timesteps already called
   int step = 0;                       ///< index of the step to run
+  /// Optional: receives this job's denoise tensors (latents.initial and the first step's
+  /// model_output/noise_pred at step 0, latents.step_NNN after every step; stage_dump.hpp).
+  DumpWriter* dump = nullptr;
 };
 
 class TextToImagePipeline {
