@@ -117,11 +117,9 @@ TEST_CASE("PixArt forward matches the PyTorch reference at PixArt-alpha widths")
 }
 
 TEST_CASE("PixArt keeps batch items independent and broadcasts a single timestep") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
-  const auto dit = PixArtTransformer::load(tiny_model_root() + "/transformer", DType::f32, Device::cpu());
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const auto dit = PixArtTransformer::load(root + "/transformer", DType::f32, Device::cpu());
   const int64_t C = dit.in_channels(), p = dit.patch_size(), Dc = dit.caption_channels();
   const Tensor x = randn({2, C, 2 * p, 2 * p}, 7);
   const Tensor t = Tensor::from_vector({500.0f, 20.0f}, {2});
@@ -174,10 +172,8 @@ TEST_CASE("a wrongly shaped PixArt parameter is an error that names it and both 
 }
 
 TEST_CASE("a parameter PixArt does not use is an error that names it") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
   TempDir tmp;
   const std::string dir = copy_tiny_component("transformer", tmp);
   const std::string file = dir + "/diffusion_pytorch_model.safetensors";
@@ -260,11 +256,9 @@ TEST_CASE("PixArt loads f16 weights into f32 compute and still matches the refer
 }
 
 TEST_CASE("PixArt in f16 and bf16 compute stays close to f32") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
-  const std::string dir = tiny_model_root() + "/transformer";
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const std::string dir = root + "/transformer";
   const auto ref = PixArtTransformer::load(dir, DType::f32, Device::cpu());
   const int64_t C = ref.in_channels(), Dc = ref.caption_channels();
   const Tensor x = randn({2, C, 8, 8}, 101);

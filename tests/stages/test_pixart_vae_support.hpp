@@ -8,12 +8,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 #include "core/safetensors.hpp"
 #include "core/tensor.hpp"
@@ -66,15 +69,44 @@ inline void run_reference(const std::string& args, const TempDir& tmp) {
   }
 }
 
-/// The `tiny` preset of reference.py (a diffusers folder), written once per test process and
-/// shared read-only by the cases that only read it; a case that edits weights copies it first.
+/// The `tiny` preset of reference.py (a diffusers folder), shared read-only by every case that
+/// only reads it; a case that edits weights copies it first. ctest runs each case in its own
+/// process, so the folder is cached in the build tree under a hash of reference.py (a changed
+/// script gets a fresh model) and published by an atomic rename (parallel runs are safe).
+inline fs::path tiny_model_cache() {
+  std::ifstream script(reference_script(), std::ios::binary);
+  std::stringstream text;
+  text << script.rdbuf();
+  std::ostringstream name;
+  name << "reference-tiny-" << std::hex << std::hash<std::string>{}(text.str());
+  return fs::path(STAGECRAFT_BINARY_DIR) / "tests" / "stages" / name.str();
+}
+
 inline std::string tiny_model_root() {
-  static TempDir dir;
   static const std::string root = [] {
-    run_reference("random-model --preset tiny --seed 3 --out " + (dir / "model"), dir);
-    return dir / "model";
+    const fs::path cache = tiny_model_cache();
+    if (fs::is_directory(cache)) return cache.string();
+    TempDir logs;
+    const fs::path staging = cache.string() + ".tmp-" + std::to_string(::getpid());
+    run_reference("random-model --preset tiny --seed 3 --out " + staging.string(), logs);
+    std::error_code ec;
+    fs::rename(staging, cache, ec);
+    if (ec) fs::remove_all(staging, ec);  // another process published it first
+    REQUIRE(fs::is_directory(cache));
+    return cache.string();
   }();
   return root;
+}
+
+/// For cases that need the tiny model but no live reference run: true with the model at hand
+/// (already cached, or generated now), false after a skip message when torch is missing.
+inline bool tiny_model_or_skip(std::string& root) {
+  if (!fs::is_directory(tiny_model_cache()) && !torch_missing_reason().empty()) {
+    MESSAGE("skipped: " << torch_missing_reason());
+    return false;
+  }
+  root = tiny_model_root();
+  return true;
 }
 
 /// A private copy of the tiny preset's `component` folder under `tmp`.

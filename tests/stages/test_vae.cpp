@@ -153,11 +153,9 @@ TEST_CASE("VAE decode matches the PyTorch reference at Stable Diffusion widths")
 }
 
 TEST_CASE("tiled decode of a latent that fits one tile equals the plain decode") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
-  const auto vae = VaeDecoder::load(tiny_model_root() + "/vae", DType::f32, Device::cpu());
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const auto vae = VaeDecoder::load(root + "/vae", DType::f32, Device::cpu());
   const int s = vae.scale_factor();
   const TilingOptions t{8 * s, 2 * s};
   for (const Shape& shape : {Shape{1, vae.latent_channels(), 8, 8}, Shape{2, vae.latent_channels(), 5, 8}}) {
@@ -167,11 +165,9 @@ TEST_CASE("tiled decode of a latent that fits one tile equals the plain decode")
 }
 
 TEST_CASE("tiled decode blends seams exactly as diffusers' tiled_decode") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
-  const auto vae = VaeDecoder::load(tiny_model_root() + "/vae", DType::f32, Device::cpu());
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const auto vae = VaeDecoder::load(root + "/vae", DType::f32, Device::cpu());
   const int s = vae.scale_factor();
   const Tensor z = randn({2, vae.latent_channels(), 11, 9}, 61);
   // Several rows and columns of tiles, a last tile narrower than the overlap, diffusers' 1/4 overlap.
@@ -186,11 +182,9 @@ TEST_CASE("tiled decode blends seams exactly as diffusers' tiled_decode") {
 }
 
 TEST_CASE("tiled decode stays close to the plain decode") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
-  const auto vae = VaeDecoder::load(tiny_model_root() + "/vae", DType::f32, Device::cpu());
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const auto vae = VaeDecoder::load(root + "/vae", DType::f32, Device::cpu());
   const int s = vae.scale_factor();
   const Tensor z = randn({1, vae.latent_channels(), 24, 24}, 71);
   const TilingOptions t{16 * s, 4 * s};
@@ -211,11 +205,9 @@ TEST_CASE("tiled decode stays close to the plain decode") {
 }
 
 TEST_CASE("bad tiling options are refused with the rule") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
-  const auto vae = VaeDecoder::load(tiny_model_root() + "/vae", DType::f32, Device::cpu());
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const auto vae = VaeDecoder::load(root + "/vae", DType::f32, Device::cpu());
   const int s = vae.scale_factor();
   const Tensor z = randn({1, vae.latent_channels(), 12, 12}, 81);
   const TilingOptions overlap_too_big{4 * s, 4 * s};
@@ -243,10 +235,8 @@ TEST_CASE("a missing or wrongly shaped VAE parameter is an error that names it")
 }
 
 TEST_CASE("the VAE decoder ignores the encoder but names any other stray parameter") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
   TempDir tmp;
   const std::string dir = copy_tiny_component("vae", tmp);
   const std::string file = dir + "/diffusion_pytorch_model.safetensors";
@@ -279,11 +269,9 @@ TEST_CASE("the VAE loads f16 weights into f32 compute and still matches the refe
 }
 
 TEST_CASE("the VAE in bf16 compute stays close to f32") {
-  if (!torch_missing_reason().empty()) {
-    MESSAGE("skipped: " << torch_missing_reason());
-    return;
-  }
-  const std::string dir = tiny_model_root() + "/vae";
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const std::string dir = root + "/vae";
   const auto ref = VaeDecoder::load(dir, DType::f32, Device::cpu());
   const auto low = VaeDecoder::load(dir, DType::bf16, Device::cpu());
   const Tensor z = randn({1, ref.latent_channels(), 6, 6}, 121);
