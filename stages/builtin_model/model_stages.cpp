@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "core/error.hpp"
+#include "stages/pipeline/stage_dump.hpp"
 #include "stages/pipeline/text_to_image.hpp"
 #include "stages/stage.hpp"
 
@@ -36,6 +37,7 @@ GenerateOptions options_of(const Request& r) {
   o.height = r.height;
   o.scheduler = r.scheduler;
   o.initial_latents = r.initial_latents;
+  o.dump = r.dump;
   return o;
 }
 
@@ -62,8 +64,10 @@ class ClipTextEncoderStage : public ModelStage {
       PromptEmbeds cond = pipe_->encode_prompt(o.prompt);
       p->tensors["prompt_embeds"] = cond.embeds;
       p->tensors["prompt_mask"] = cond.mask;
+      dump_prompt(o.dump.get(), cond.ids, cond.mask, cond.embeds, false);
       if (o.guidance > 1.0f) {
         PromptEmbeds uncond = pipe_->encode_prompt(o.negative_prompt);
+        dump_prompt(o.dump.get(), uncond.ids, uncond.mask, uncond.embeds, true);
         p->tensors["negative_embeds"] = uncond.embeds;
         p->tensors["negative_mask"] = uncond.mask;
       }
@@ -99,6 +103,7 @@ class PixArtDenoiserStage : public ModelStage {
       j.guidance = st->o.guidance;
       j.scheduler = st->scheduler.get();
       j.step = p->step;
+      j.dump = st->o.dump.get();
       jobs.push_back(j);
     }
     pipe_->denoise_step(jobs);
@@ -121,6 +126,7 @@ class PixArtDenoiserStage : public ModelStage {
     if (st->o.guidance > 1.0f) st->uncond = {p.tensor("negative_embeds"), p.tensor("negative_mask")};
     p.step = 0;
     p.total_steps = st->scheduler->num_steps();
+    if (st->o.dump) st->o.dump->set_manifest({{"request", request_manifest(st->o)}});
     p.state = st;
   }
 };
@@ -140,7 +146,10 @@ class VaeDecoderStage : public ModelStage {
     }
   }
   void run(std::vector<PacketPtr>& batch, Lane&) override {
-    for (auto& p : batch) p->tensors["pixels"] = pipe_->decode(p->tensor("latents"), tiling_ ? &*tiling_ : nullptr);
+    for (auto& p : batch) {
+      p->tensors["pixels"] = pipe_->decode(p->tensor("latents"), tiling_ ? &*tiling_ : nullptr);
+      dump_tensor(p->request.dump.get(), dump_stage::decode, "image", p->tensors["pixels"]);
+    }
   }
 
  private:
@@ -152,6 +161,7 @@ class PostprocessStage : public Stage {
   void run(std::vector<PacketPtr>& batch, Lane&) override {
     for (auto& p : batch) {
       p->tensors["image"] = TextToImagePipeline::to_image(p->tensor("pixels"));
+      dump_tensor(p->request.dump.get(), dump_stage::postprocess, "image_u8", p->tensors["image"]);
       p->tensors.erase("pixels");  // the float image is 4x the bytes and nobody reads it now
     }
   }
