@@ -175,7 +175,7 @@ TEST_CASE("every shape is recognised at every position, also at 64 pixels and wi
     for (const auto& shape : shapes_shapes())
       for (const auto& pos : shapes_positions()) {
         const auto xy = shapes_position_xy(pos);
-        const Tensor img = add_noise(draw("yellow", shape, xy[0], xy[1], "purple", size), 20, seed++);
+        const Tensor img = add_noise(draw("yellow", shape, xy[0], xy[1], "purple", size, 0.2), 12, seed++);
         const ShapeScore s = score(img, "a yellow " + shape + " in the " + pos + " on a purple background");
         CAPTURE(size);
         CAPTURE(shape);
