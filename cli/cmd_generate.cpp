@@ -10,7 +10,9 @@
 
 #include "cli/args.hpp"
 #include "cli/command.hpp"
+#include "core/dump.hpp"
 #include "core/error.hpp"
+#include "stages/pipeline/latents_file.hpp"
 #include "stages/pipeline/text_to_image.hpp"
 #include "stages/post/image.hpp"
 
@@ -31,7 +33,8 @@ std::string default_model() {
 int run_generate(const std::vector<std::string>& argv) {
   cli::Args args(argv,
                  {"--model", "--prompt", "--negative-prompt", "--seed", "--steps", "--guidance", "--scheduler",
-                  "--width", "--height", "--device", "--dtype", "--out", "--resize", "--tile", "--tile-overlap"},
+                  "--width", "--height", "--device", "--dtype", "--out", "--resize", "--tile", "--tile-overlap",
+                  "--latents", "--dump"},
                  {"--quiet"});
   SC_CHECK(args.positional().empty(), Errc::invalid_argument,
            "generate takes no positional arguments (got '" << args.positional()[0] << "'); use --prompt TEXT");
@@ -65,6 +68,13 @@ int run_generate(const std::vector<std::string>& argv) {
     o.tiling = t;
   }
 
+  if (const auto latents = args.get("--latents")) {
+    // Checked against the model's latent shape before any weights load (docs/numerics.md).
+    o.initial_latents =
+        read_latents_file(*latents, latent_geometry(model), 1, o.width, o.height);
+  }
+  if (const auto dir = args.get("--dump")) o.dump = std::make_shared<DumpWriter>(*dir);
+
   const auto t0 = std::chrono::steady_clock::now();
   const TextToImagePipeline pipe = TextToImagePipeline::load(model, device, dtype);
   const double load_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -78,6 +88,15 @@ int run_generate(const std::vector<std::string>& argv) {
     rgb = resize_bilinear(rgb, h, w);
   }
   write_png(out, rgb);
+  if (o.dump) {
+    o.dump->set_manifest({{"pipeline", "sequential"},
+                          {"model", model},
+                          {"device", device.str()},
+                          {"dtype", dtype_name(dtype)},
+                          {"latents_file", args.get_or("--latents", "")}});
+    o.dump->flush();
+    if (!args.has("--quiet")) std::cout << "wrote dump " << o.dump->dir() << "\n";
+  }
 
   if (!args.has("--quiet")) {
     const auto& g = r.resolved;
@@ -100,6 +119,7 @@ int run_generate(const std::vector<std::string>& argv) {
 STAGECRAFT_COMMAND(generate,
                    "[--model DIR] --prompt TEXT [--negative-prompt TEXT] [--seed S] [--steps N] [--guidance G] "
                    "[--scheduler flow_match_euler|ddim|dpm_2m] [--width W --height H] [--device cpu|cuda:0] "
-                   "[--dtype f32|f16|bf16] [--resize WxH] [--tile PX --tile-overlap PX] --out x.png",
+                   "[--dtype f32|f16|bf16] [--resize WxH] [--tile PX --tile-overlap PX] [--latents noise.safetensors] "
+                   "[--dump DIR] --out x.png",
                    "generate one image with the sequential pipeline (no actors) and print per-stage times",
                    run_generate);

@@ -1,6 +1,9 @@
 // stagecraft run FILE: a pipeline file through the actor engine, one process. The
 // images are byte-identical to `stagecraft generate` for the same seed and settings.
 // With --n N it submits N jobs at once (seeds S, S+1, ...) and writes OUT-0.png ...
+// --latents FILE gives the initial noise ([N, C, h, w]: row i is job i's) instead of the
+// seeded noise; --dump DIR writes every stage's tensors (DIR for one job, DIR/job-<i>
+// for each of N jobs; docs/numerics.md).
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -9,8 +12,10 @@
 #include "actors/engine.hpp"
 #include "cli/args.hpp"
 #include "cli/command.hpp"
+#include "core/dump.hpp"
 #include "core/error.hpp"
 #include "core/pipeline_spec.hpp"
+#include "stages/pipeline/latents_file.hpp"
 #include "stages/post/image.hpp"
 #include "stages/spec_check.hpp"
 
@@ -30,7 +35,7 @@ std::string numbered(const std::string& out, int i, int n) {
 int run_run(const std::vector<std::string>& argv) {
   cli::Args args(argv,
                  {"prompt", "negative-prompt", "out", "n", "seed", "steps", "guidance", "width",
-                  "height", "scheduler", "trace"},
+                  "height", "scheduler", "trace", "latents", "dump"},
                  {"quiet"});
   SC_CHECK(args.positional().size() == 1, Errc::invalid_argument,
            "run takes one pipeline file, e.g. stagecraft run pipelines/tiny-shapes.yaml --prompt TEXT");
@@ -56,6 +61,26 @@ int run_run(const std::vector<std::string>& argv) {
   }
   // --n jobs are submitted together: make room for them at the front door.
   spec.limits.max_pending_jobs = std::max(spec.limits.max_pending_jobs, n);
+
+  // Supplied noise: one row per job, checked before the engine loads anything.
+  Tensor latents;
+  if (const auto file = args.get("latents")) {
+    SC_CHECK(!spec.model_dir.empty(), Errc::invalid_argument,
+             "--latents needs a pipeline with a model (set `model:` in " << spec.path << ")");
+    auto size = [&](const char* key) {
+      const long long v = args.get_int(key, 0);
+      if (v > 0) return static_cast<int>(v);
+      const auto& d = spec.defaults;
+      return d.contains(key) && d[key].is_number() ? d[key].get<int>() : 0;
+    };
+    latents = read_latents_file(*file, latent_geometry(spec.model_dir), n, size("width"), size("height"));
+  }
+  // A dumping job must run every stage itself: a prompt-cache hit would skip the text
+  // encoder and leave its tensors out of the dump.
+  const auto dump_dir = args.get("dump");
+  if (dump_dir)
+    for (auto& s : spec.stages) s.params.erase("cache");
+  std::vector<std::shared_ptr<DumpWriter>> dumps;
   auto engine = Engine::create(spec);
 
   std::mutex print_mu;
@@ -70,6 +95,11 @@ int run_run(const std::vector<std::string>& argv) {
     r.width = static_cast<int>(args.get_int("width", 0));
     r.height = static_cast<int>(args.get_int("height", 0));
     r.scheduler = args.get_or("scheduler", "");
+    if (latents.defined()) r.initial_latents = latents_row(latents, i);
+    if (dump_dir) {
+      r.dump = std::make_shared<DumpWriter>(n == 1 ? *dump_dir : (fs::path(*dump_dir) / ("job-" + std::to_string(i))).string());
+      dumps.push_back(r.dump);
+    }
     Engine::Progress progress;
     if (!quiet)
       progress = [&print_mu, i](int step, int total) {
@@ -83,6 +113,16 @@ int run_run(const std::vector<std::string>& argv) {
   int failed = 0;
   for (int i = 0; i < n; ++i) {
     JobResult res = futs[static_cast<size_t>(i)].get();
+    if (dump_dir) {
+      // Written for failed jobs too: the stages that ran show where it went wrong.
+      auto& d = *dumps[static_cast<size_t>(i)];
+      d.set_manifest({{"pipeline", spec.path},
+                      {"model", spec.model_dir},
+                      {"job", i},
+                      {"latents_file", args.get_or("latents", "")}});
+      d.flush();
+      if (!quiet) std::cout << "wrote dump " << d.dir() << "\n";
+    }
     if (!res.ok()) {
       std::cerr << "job " << i << " failed: " << errc_name(*res.error) << ": " << res.message << "\n";
       ++failed;
@@ -112,5 +152,7 @@ int run_run(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-STAGECRAFT_COMMAND(run, "FILE --prompt TEXT [--out x.png] [--n N] [--seed S] [--steps N] [--guidance G] [--trace t.json]",
+STAGECRAFT_COMMAND(run,
+                   "FILE --prompt TEXT [--out x.png] [--n N] [--seed S] [--steps N] [--guidance G] [--trace t.json] "
+                   "[--latents noise.safetensors] [--dump DIR]",
                    "run a pipeline file through the actor engine and write the image(s)", run_run);

@@ -57,7 +57,10 @@ LatentGeometry latent_geometry(const std::string& model_dir) {
   return g;
 }
 
-Tensor read_latents_file(const std::string& path, const Shape& expected, int width, int height) {
+Tensor read_latents_file(const std::string& path, const LatentGeometry& g, int64_t n, int width, int height) {
+  if (width <= 0) width = g.default_width;
+  if (height <= 0) height = g.default_height;
+  const Shape expected = g.shape(n, width, height);
   SC_CHECK(fs::is_regular_file(path), Errc::not_found,
            "--latents " << path << ": no such file; expected a safetensors file holding "
                         << expectation(expected, width, height));

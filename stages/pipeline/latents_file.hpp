@@ -13,7 +13,7 @@
 // schedulers here, so the values are used as stored) and cast to the compute dtype.
 //
 //   const LatentGeometry g = latent_geometry("models/tiny-shapes");
-//   Tensor all = read_latents_file("noise.safetensors", g.shape(2, 32, 32), 32, 32);  // f32 [2, C, h, w]
+//   Tensor all = read_latents_file("noise.safetensors", g, 2, 32, 32);   // e.g. f32 [2, C, 4, 4]
 //   request.initial_latents = latents_row(all, 1);                                     // f32 [1, C, h, w]
 #include <string>
 
@@ -38,12 +38,12 @@ struct LatentGeometry {
 /// Reads the geometry of the diffusers folder `model_dir` (Error naming the file when a config is missing).
 LatentGeometry latent_geometry(const std::string& model_dir);
 
-/// Reads `path` and checks it against `expected` (the shape for the requested size and
-/// job count; width/height only name the size in messages). Returns the tensor as stored
-/// (f32, f16 or bf16), copied to host memory that does not depend on the file.
-/// Error(invalid_argument / shape_mismatch) saying what was expected when the file holds
-/// another name, more than one tensor, another shape or another dtype.
-Tensor read_latents_file(const std::string& path, const Shape& expected, int width, int height);
+/// Reads `path` and checks it against g.shape(n, width, height) (width/height 0: the model's
+/// defaults). Returns the tensor as stored (f32, f16 or bf16), copied to host memory that
+/// does not depend on the file. Error(invalid_argument / shape_mismatch / not_found) saying
+/// what was expected when the file is missing or holds another name, more than one tensor,
+/// another shape or another dtype.
+Tensor read_latents_file(const std::string& path, const LatentGeometry& g, int64_t n, int width, int height);
 
 /// Row `i` of [N, C, h, w] latents as its own contiguous [1, C, h, w] tensor (one job's noise).
 Tensor latents_row(const Tensor& latents, int64_t i);
