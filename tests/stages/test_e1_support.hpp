@@ -41,15 +41,26 @@ inline std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-/// The `tiny` random model (reference.py random-model --preset tiny --seed 3), made once per process.
-/// Returns "" when torch is missing (callers skip with torch_missing_reason()).
+/// The `tiny` random model (reference.py random-model --preset tiny --seed 3). ctest runs each
+/// case in its own process, so the folder is cached in the build tree, keyed by reference.py's
+/// size and mtime, and published with an atomic rename. Returns "" when torch is missing.
 inline const std::string& tiny_model_dir() {
-  static std::unique_ptr<TempDir> dir;
   static std::string path;
-  if (dir || !torch_missing_reason().empty()) return path;
-  dir = std::make_unique<TempDir>();
-  path = *dir / "tiny";
-  run_reference("random-model --preset tiny --seed 3 --out " + path, *dir);
+  if (!path.empty() || !torch_missing_reason().empty()) return path;
+  std::error_code ec;
+  const auto script = fs::path(reference_script());
+  const auto stamp = std::to_string(fs::file_size(script, ec)) + "-" +
+                     std::to_string(fs::last_write_time(script, ec).time_since_epoch().count());
+  const fs::path cache = fs::path(STAGECRAFT_BINARY_DIR) / "test-models";
+  const fs::path final_dir = cache / ("tiny-s3-" + stamp);
+  if (!fs::exists(final_dir / "model_index.json")) {
+    fs::create_directories(cache, ec);
+    TempDir tmp;
+    run_reference("random-model --preset tiny --seed 3 --out " + (tmp / "tiny"), tmp);
+    fs::rename(tmp.path / "tiny", final_dir, ec);  // another process may have won the race: fine
+  }
+  REQUIRE(fs::exists(final_dir / "model_index.json"));
+  path = final_dir.string();
   return path;
 }
 
