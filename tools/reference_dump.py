@@ -140,9 +140,9 @@ def dump_generate(pipe: ref.Pipeline, prompt, negative_prompt, latents, steps, g
         tt = t.reshape(1).to(torch.float32).expand(inp.shape[0])
         model_ts.append(float(tt[0]))
         out = pipe.transformer(inp, ctx, tt, encoder_attention_mask=cmask)
-        raw = out
         if pipe.transformer.out_channels // 2 == lc:
             out = out.chunk(2, dim=1)[0]
+        raw = out
         if cfg:
             u, c = out.chunk(2)
             out = u + guidance * (c - u)

@@ -8,8 +8,8 @@
 //                               when guidance > 1)
 //   01-denoise.safetensors     latents.initial, latents.step_000 ... (after every step) f32 [1, C, h, w],
 //                              model_output.step_000 (this job's rows of the first transformer call:
-//                              [uncond, cond] when guided, all out_channels) and noise_pred.step_000
-//                              (after guidance and the learned-sigma split, what the scheduler steps with)
+//                              [uncond, cond] when guided; learned-sigma channels dropped) and
+//                              noise_pred.step_000 (after guidance: what the scheduler steps with)
 //   02-decode.safetensors      image f32 [1, 3, H, W] in [-1, 1] before the uint8 conversion
 //   03-postprocess.safetensors image_u8 u8 [1, H, W, 3]
 //

@@ -160,7 +160,7 @@ void TextToImagePipeline::denoise_step(const std::vector<DenoiseJob>& jobs) cons
   const Tensor m = mask.size() == 1 ? mask[0] : ops::cat(mask, 0);
   const Tensor t = ops::to_device(Tensor::from_vector(ts, {static_cast<int64_t>(ts.size())}), device_);
   Tensor pred = transformer_->forward(x, t, e, &m);
-  const Tensor raw_pred = pred;  // all out_channels, for dumps
+  const Tensor raw_pred = pred;  // as the transformer returned it (learned sigma already dropped), for dumps
   // Learned-sigma checkpoints predict 2·C channels; PixArt pipelines keep the first C.
   const int64_t C = jobs[0].latents->size(1);
   if (pred.size(1) != C) pred = ops::contiguous(pred.slice(1, 0, C));

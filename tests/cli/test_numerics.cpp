@@ -175,14 +175,14 @@ TEST_CASE("a generate dump holds every documented tensor with the request's shap
       {"01-denoise", "latents.initial", {1, 4, 8, 8}, DType::f32},
       {"01-denoise", "latents.step_000", {1, 4, 8, 8}, DType::f32},
       {"01-denoise", "latents.step_001", {1, 4, 8, 8}, DType::f32},
-      {"01-denoise", "model_output.step_000", {2, 8, 8, 8}, DType::f32},  // [uncond, cond], learned sigma kept
+      {"01-denoise", "model_output.step_000", {2, 4, 8, 8}, DType::f32},  // [uncond, cond], learned sigma dropped
       {"01-denoise", "noise_pred.step_000", {1, 4, 8, 8}, DType::f32},
       {"02-decode", "image", {1, 3, 32, 32}, DType::f32},
       {"03-postprocess", "image_u8", {1, 32, 32, 3}, DType::u8},
   };
   for (const auto& w : want) {
-    CAPTURE(w.file);
-    CAPTURE(w.name);
+    const std::string where = std::string(w.file) + "/" + w.name;
+    CAPTURE(where);
     const SafetensorsFile f = SafetensorsFile::open(tmp / "dump/" + w.file + ".safetensors");
     REQUIRE(f.contains(w.name));
     CHECK(f.get(w.name).shape() == w.shape);
@@ -261,13 +261,18 @@ TEST_CASE("generate and run dump the same tensors bit for bit for the same seed"
   CHECK_MESSAGE(cmp.out.find("all 13 shared tensors within") != std::string::npos, cmp.out);
   CHECK(cmp.out.find("only in") == std::string::npos);
 
-  // --n 2 dumps each job in its own folder.
+  // --n 2 dumps each job in its own folder. Jobs that share a denoising batch run the
+  // transformer's GEMMs with more rows, which may change the last bits (not the pixels
+  // here): a batched job matches the lone one to float rounding, not at atol 0.
   const Run r2 = sh(run_args(pipe, "--n 2 --dump " + tmp / "run2" + " --out " + tmp / "r2.png"), tmp);
   REQUIRE_MESSAGE(r2.rc == 0, r2.out);
   CHECK(fs::exists(tmp / "run2/job-0/manifest.json"));
   CHECK(fs::exists(tmp / "run2/job-1/03-postprocess.safetensors"));
-  const Run cmp0 = sh(exe("compare " + tmp / "gen" + " " + tmp / "run2/job-0 --atol 0 --rtol 0"), tmp);
+  const Run cmp0 = sh(exe("compare " + tmp / "gen" + " " + tmp / "run2/job-0 --atol 1e-4 --rtol 0"), tmp);
   CHECK_MESSAGE(cmp0.rc == 0, cmp0.out);
+  const nlohmann::json m1 = nlohmann::json::parse(slurp(tmp / "run2/job-1/manifest.json"));
+  CHECK(m1["request"]["seed"] == 12);
+  CHECK(m1["job"] == 1);
 }
 
 TEST_CASE("a run's own initial latents given back with --latents reproduce its image bytes") {
