@@ -15,6 +15,9 @@
 // stages on one device share one loaded copy. params.dtype (f32 | f16 | bf16) picks the
 // compute dtype, f32 by default as in `stagecraft generate`.
 //
+// A request carrying a DumpWriter (Request::dump) gets each stage's tensors written
+// under the names of stages/pipeline/stage_dump.hpp, the same as the sequential pipeline.
+//
 //   register_model_stages();   // called by register_builtin_stages()
 namespace stagecraft {
 
