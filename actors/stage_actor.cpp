@@ -107,21 +107,29 @@ class ReplicaActor : public caf::event_based_actor {
   }
 
   void tick(bool timer_fired) {
-    if (running_) return;
-    sweep();
-    if (rc_.iterative)
+    if (rc_.iterative) {
+      if (!running_.empty()) return;  // the next step needs this one's result
+      sweep();
       tick_iterative();
-    else
-      tick_batch(timer_fired);
+      return;
+    }
+    sweep();
+    while (running_.size() < kLaneDepth && tick_batch(timer_fired)) {
+    }
   }
 
-  void tick_batch(bool timer_fired) {
-    if (queue_.empty()) return;
+  /// Starts one batch if one is due; false when nothing was started.
+  bool tick_batch(bool timer_fired) {
+    if (queue_.empty()) return false;
     const std::string key = rc_.stage->batch_key(*queue_.front().env.packet);
     std::vector<size_t> pick;
     for (size_t i = 0; i < queue_.size() && static_cast<int>(pick.size()) < rc_.max_batch; ++i)
       if (i == 0 || rc_.stage->batch_key(*queue_[i].env.packet) == key) pick.push_back(i);
-    if (static_cast<int>(pick.size()) < rc_.max_batch && rc_.max_wait.count() > 0 && !timer_fired) {
+    const bool full = static_cast<int>(pick.size()) >= rc_.max_batch;
+    // Behind a running batch only a full one is queued on the lane: a partial one is
+    // better off collecting more packets until the lane is free.
+    if (!running_.empty() && !full) return false;
+    if (!full && rc_.max_wait.count() > 0 && !timer_fired) {
       auto waited = Clock::now() - queue_.front().arrived;
       if (waited < rc_.max_wait) {
         if (!timer_armed_) {
@@ -129,7 +137,7 @@ class ReplicaActor : public caf::event_based_actor {
           delayed_send(this, std::chrono::duration_cast<std::chrono::microseconds>(rc_.max_wait - waited),
                        flush_atom::value, ++timer_gen_);
         }
-        return;
+        return false;
       }
     }
     ++timer_gen_;  // whatever timer is pending now refers to packets that are leaving
@@ -137,10 +145,8 @@ class ReplicaActor : public caf::event_based_actor {
     std::vector<Item> items;
     for (size_t i : pick) items.push_back(std::move(queue_[i]));
     for (auto it = pick.rbegin(); it != pick.rend(); ++it) queue_.erase(queue_.begin() + static_cast<long>(*it));
-    running_items_ = std::move(items);
-    running_seqs_.clear();
-    for (auto& it : running_items_) running_seqs_.push_back(it.seq);
-    start_batch(running_items_);
+    start_batch(std::move(items));
+    return true;
   }
 
   void tick_iterative() {
@@ -167,10 +173,10 @@ class ReplicaActor : public caf::event_based_actor {
       }
       view.push_back(Item{it->env, it->arrived, it->seq, true, {}, {}});
     }
-    start_batch(view, /*record_queue=*/false);
+    start_batch(std::move(view), /*record_queue=*/false);
   }
 
-  void start_batch(std::vector<Item>& items, bool record_queue = true) {
+  void start_batch(std::vector<Item> items, bool record_queue = true) {
     auto batch = std::make_shared<LaneBatch>();
     batch->id = ++batch_id_;
     auto now = Clock::now();
@@ -181,7 +187,6 @@ class ReplicaActor : public caf::event_based_actor {
         for (auto& [k, t] : it.env.packet->tensors) it.before[k] = t.defined() ? t.data() : nullptr;
       batch->packets.push_back(it.env.packet);
     }
-    running_ = batch;
     Stage* stage = rc_.stage;
     Lane* lane = rc_.lane;
     caf::actor self = self_;
@@ -195,12 +200,15 @@ class ReplicaActor : public caf::event_based_actor {
           batch->error = err;
           caf::anon_send(self, done_atom::value, batch->id);
         });
+    running_.push_back(Running{batch, std::move(items)});
   }
 
   void on_done(uint64_t id) {
-    if (!running_ || running_->id != id) return;
-    auto batch = std::move(running_);
-    running_.reset();
+    auto pos = std::find_if(running_.begin(), running_.end(), [id](const Running& r) { return r.batch->id == id; });
+    if (pos == running_.end()) return;
+    Running done = std::move(*pos);
+    running_.erase(pos);
+    auto& batch = done.batch;
     const int n = static_cast<int>(batch->packets.size());
     rc_.counters->batches.fetch_add(1);
     rc_.counters->packets.fetch_add(static_cast<uint64_t>(n));
@@ -258,9 +266,7 @@ class ReplicaActor : public caf::event_based_actor {
                                    }),
                     active_.end());
     } else {
-      for (auto& it : running_items_) settle(it);
-      running_items_.clear();
-      running_seqs_.clear();
+      for (auto& it : done.items) settle(it);
     }
     flush_outbox();
     tick(false);
@@ -290,9 +296,15 @@ class ReplicaActor : public caf::event_based_actor {
   caf::actor self_;
   std::deque<Item> queue_;     ///< batch stages: waiting to run
   std::vector<Item> active_;   ///< iterative stages: the active set
-  std::vector<Item> running_items_;
-  std::vector<uint64_t> running_seqs_;
-  std::shared_ptr<LaneBatch> running_;
+  struct Running {
+    std::shared_ptr<LaneBatch> batch;
+    std::vector<Item> items;  ///< batch stages: the items; iterative: see running_seqs_
+  };
+  /// Batches on the lane, oldest first. Two keep the lane busy across the round trip
+  /// of a done message; iterative stages run one step at a time.
+  static constexpr size_t kLaneDepth = 2;
+  std::deque<Running> running_;
+  std::vector<uint64_t> running_seqs_;  ///< iterative: jobs in the running step
   std::deque<Envelope> outbox_;
   uint64_t next_seq_ = 0, batch_id_ = 0, timer_gen_ = 0;
   bool timer_armed_ = false;
