@@ -14,7 +14,7 @@ Needs only torch and numpy (no transformers/diffusers/safetensors packages).
     reference.py tokenize --model models/tiny-shapes --prompt "a red circle"
     reference.py scheduler --model models/tiny-shapes --name dpm_2m --steps 20
     reference.py generate --model models/tiny-shapes --prompt "a red circle" --steps 20 --guidance 4 \
-        --scheduler flow_match_euler --latents lat.safetensors --out img.safetensors [--bench]
+        --scheduler flow_match_euler --latents lat.safetensors --out img.safetensors [--bench] [--dump DIR]
 """
 from __future__ import annotations
 
@@ -1433,6 +1433,15 @@ def _cmd_generate(a):
     for _ in range(reps):
         image, u8 = pipe(a.prompt, latents, a.steps, a.guidance, a.scheduler, a.negative_prompt, timings)
     save_safetensors({"image": image.float().contiguous(), "image_u8": u8}, a.out)
+    if a.dump:
+        # Every stage's tensors under Stagecraft's dump names (docs/numerics.md), for `stagecraft compare`.
+        import reference_dump
+        if latents.shape[0] != 1:
+            raise SystemExit(f"--dump writes one job; {a.latents} holds {latents.shape[0]} latents")
+        dump = reference_dump.Dump(a.dump)
+        reference_dump.dump_generate(pipe, a.prompt, a.negative_prompt, latents, a.steps, a.guidance, a.scheduler,
+                                     dump)
+        dump.flush()
     if a.bench:
         med = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
         med["reps"] = reps
@@ -1477,6 +1486,7 @@ def main(argv=None):
     p.add_argument("--scheduler", default="flow_match_euler", choices=sorted(SCHEDULERS))
     p.add_argument("--latents", required=True, help="safetensors with tensor `latents` [B,C,h,w]")
     p.add_argument("--out", required=True)
+    p.add_argument("--dump", default=None, help="also write a stage dump to this folder (docs/numerics.md)")
     p.add_argument("--bench", action="store_true", help="print median per-stage milliseconds (JSON, last line)")
     p.add_argument("--bench-reps", type=int, default=3)
     p.set_defaults(fn=_cmd_generate)
