@@ -1,4 +1,5 @@
 #include "stages/dit/pixart.hpp"
+#include "stages/model/config_value.hpp"
 
 #include <map>
 #include <mutex>
@@ -18,27 +19,6 @@ struct PixArtTransformer::PosCache {
 
 namespace {
 
-// diffusers writes unset optional keys as JSON null; treat null like absent.
-const nlohmann::json* cfg(const nlohmann::json& c, const char* key) {
-  auto it = c.find(key);
-  return it == c.end() || it->is_null() ? nullptr : &*it;
-}
-int cfg_int(const nlohmann::json& c, const char* key, int def) {
-  const auto* v = cfg(c, key);
-  return v ? v->get<int>() : def;
-}
-double cfg_num(const nlohmann::json& c, const char* key, double def) {
-  const auto* v = cfg(c, key);
-  return v ? v->get<double>() : def;
-}
-bool cfg_bool(const nlohmann::json& c, const char* key, bool def) {
-  const auto* v = cfg(c, key);
-  return v ? v->get<bool>() : def;
-}
-std::string cfg_str(const nlohmann::json& c, const char* key, const std::string& def) {
-  const auto* v = cfg(c, key);
-  return v ? v->get<std::string>() : def;
-}
 
 // Moves a caller's tensor to the model's device and dtype (a no-op when it already is).
 Tensor to_model(const Tensor& x, DType dtype, Device device) {

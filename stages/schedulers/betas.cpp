@@ -8,24 +8,6 @@
 
 namespace stagecraft::sched {
 
-double cfg_num(const nlohmann::json& c, const char* key, double fallback) {
-  if (!c.contains(key) || c[key].is_null()) return fallback;
-  SC_CHECK(c[key].is_number(), Errc::parse, "scheduler config: \"" << key << "\" must be a number, got " << c[key].dump());
-  return c[key].get<double>();
-}
-
-bool cfg_bool(const nlohmann::json& c, const char* key, bool fallback) {
-  if (!c.contains(key) || c[key].is_null()) return fallback;
-  SC_CHECK(c[key].is_boolean(), Errc::parse, "scheduler config: \"" << key << "\" must be true or false, got " << c[key].dump());
-  return c[key].get<bool>();
-}
-
-std::string cfg_str(const nlohmann::json& c, const char* key, const std::string& fallback) {
-  if (!c.contains(key) || c[key].is_null()) return fallback;
-  SC_CHECK(c[key].is_string(), Errc::parse, "scheduler config: \"" << key << "\" must be a string, got " << c[key].dump());
-  return c[key].get<std::string>();
-}
-
 std::vector<float> torch_linspace_f32(double start_d, double end_d, int64_t n) {
   std::vector<float> out(static_cast<size_t>(std::max<int64_t>(n, 0)));
   if (n == 1) out[0] = static_cast<float>(start_d);

@@ -7,6 +7,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "stages/model/config_value.hpp"
+
 namespace stagecraft::sched {
 
 /// torch.linspace(start, end, n, dtype=float32) on the CPU (two halves, each from its own end).
@@ -21,10 +23,5 @@ double np_round(double x);
 std::vector<float> make_betas(const nlohmann::json& config);
 /// torch.cumprod(1 - betas) in float32 with a double accumulator (as ATen's CPU kernel).
 std::vector<float> alphas_cumprod(const std::vector<float>& betas);
-
-/// Config value with a default; throws Error(parse) naming `key` on a wrong type.
-double cfg_num(const nlohmann::json& c, const char* key, double fallback);
-bool cfg_bool(const nlohmann::json& c, const char* key, bool fallback);
-std::string cfg_str(const nlohmann::json& c, const char* key, const std::string& fallback);
 
 }  // namespace stagecraft::sched

@@ -21,9 +21,9 @@ void Scheduler::check_step(int i) const {
 }
 
 bool scheduler_config_is_flow(const nlohmann::json& c) {
-  const std::string cls = sched::cfg_str(c, "_class_name", "");
-  return cls.rfind("FlowMatch", 0) == 0 || sched::cfg_str(c, "prediction_type", "") == "flow_prediction" ||
-         sched::cfg_bool(c, "use_flow_sigmas", false);
+  const std::string cls = cfg_str(c, "_class_name", "");
+  return cls.rfind("FlowMatch", 0) == 0 || cfg_str(c, "prediction_type", "") == "flow_prediction" ||
+         cfg_bool(c, "use_flow_sigmas", false);
 }
 
 std::vector<std::string> scheduler_names() { return {"flow_match_euler", "ddim", "dpm_2m"}; }
@@ -32,7 +32,7 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& name_in, const nloh
   const bool flow = scheduler_config_is_flow(config);
   std::string name = name_in;
   if (name.empty()) {
-    const std::string cls = sched::cfg_str(config, "_class_name", "");
+    const std::string cls = cfg_str(config, "_class_name", "");
     if (cls == "DDIMScheduler") name = "ddim";
     else if (cls == "DPMSolverMultistepScheduler") name = "dpm_2m";
     else if (flow) name = "flow_match_euler";
@@ -41,7 +41,7 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& name_in, const nloh
   if (name == "flow_match_euler") {
     SC_CHECK(flow, Errc::invalid_argument,
              "scheduler flow_match_euler needs a flow-matching model, but this model's scheduler config predicts \""
-                 << sched::cfg_str(config, "prediction_type", "epsilon") << "\": use ddim or dpm_2m");
+                 << cfg_str(config, "prediction_type", "epsilon") << "\": use ddim or dpm_2m");
     return std::make_unique<FlowMatchEulerScheduler>(config);
   }
   if (name == "ddim") return std::make_unique<DDIMScheduler>(config, flow);
@@ -52,7 +52,7 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& name_in, const nloh
       // that already carries the DPM keys is taken as written, as from_config would.
       c["use_flow_sigmas"] = true;
       c["prediction_type"] = "flow_prediction";
-      c["flow_shift"] = sched::cfg_num(config, "shift", 1.0);
+      c["flow_shift"] = cfg_num(config, "shift", 1.0);
       c.erase("use_dynamic_shifting");
     }
     c["solver_order"] = 2;

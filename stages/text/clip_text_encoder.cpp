@@ -1,5 +1,6 @@
 // ClipTextEncoder: see clip_text_encoder.hpp. Follows transformers' modeling_clip.py.
 #include "stages/text/clip_text_encoder.hpp"
+#include "stages/model/config_value.hpp"
 
 #include <string>
 
@@ -10,9 +11,6 @@
 namespace stagecraft {
 namespace {
 
-int cfg_int(const nlohmann::json& c, const char* key, int fallback) {
-  return c.contains(key) && c[key].is_number() ? c[key].get<int>() : fallback;
-}
 
 // [B, L, H*Dh] -> [B, H, L, Dh], contiguous for the attention kernel.
 Tensor split_heads(const Tensor& x, int heads) {

@@ -1,4 +1,5 @@
 #include "stages/vae/vae_decoder.hpp"
+#include "stages/model/config_value.hpp"
 
 #include <algorithm>
 #include <set>
@@ -12,23 +13,6 @@ namespace stagecraft {
 
 namespace {
 
-// diffusers writes unset optional keys as JSON null; treat null like absent.
-const nlohmann::json* cfg(const nlohmann::json& c, const char* key) {
-  auto it = c.find(key);
-  return it == c.end() || it->is_null() ? nullptr : &*it;
-}
-int cfg_int(const nlohmann::json& c, const char* key, int def) {
-  const auto* v = cfg(c, key);
-  return v ? v->get<int>() : def;
-}
-double cfg_num(const nlohmann::json& c, const char* key, double def) {
-  const auto* v = cfg(c, key);
-  return v ? v->get<double>() : def;
-}
-bool cfg_bool(const nlohmann::json& c, const char* key, bool def) {
-  const auto* v = cfg(c, key);
-  return v ? v->get<bool>() : def;
-}
 
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
