@@ -71,15 +71,6 @@ const char* kTinyConfig = R"({
   "norm_elementwise_affine": false, "activation_fn": "gelu-approximate", "attention_bias": true
 })";
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST_CASE("PixArt forward matches the PyTorch reference on the tiny preset") {

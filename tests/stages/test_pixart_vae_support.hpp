@@ -18,6 +18,7 @@
 
 #include <unistd.h>
 
+#include "core/error.hpp"
 #include "core/safetensors.hpp"
 #include "core/tensor.hpp"
 
@@ -28,6 +29,16 @@ using stagecraft::Shape;
 using stagecraft::Tensor;
 
 inline const char* kPython = "/usr/bin/python3";
+
+/// The message of the stagecraft::Error `f` throws, or "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const stagecraft::Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 inline std::string reference_script() { return std::string(STAGECRAFT_SOURCE_DIR) + "/tools/reference.py"; }
 

@@ -116,15 +116,6 @@ const char* kTinyConfig = R"({
   "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"], "scaling_factor": 0.5, "shift_factor": null
 })";
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST_CASE("VAE decode matches the PyTorch reference on the tiny preset") {
