@@ -6,7 +6,8 @@
 //
 // --batch 1 (the default) runs TextToImagePipeline::generate, so any line can be
 // reproduced with `stagecraft generate --prompt CAPTION --seed S+i`; --batch B > 1 steps
-// B captions through the denoiser together (faster, same noise, equal up to rounding).
+// B captions through the denoiser together (faster; the same images, as the denoiser is
+// batch invariant).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

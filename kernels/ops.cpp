@@ -107,22 +107,33 @@ void check_unary(const char* op, const Tensor& x) { check_float(op, "x", x); }
 
 // ---- linear algebra ----
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
-  check_float("linear", "x", x);
-  check_float("linear", "w", w);
-  SC_CHECK(x.ndim() >= 1, Errc::shape_mismatch, "linear: `x` must be [..., K], found a scalar");
-  check_ndim("linear", "w", w, 2, "[N, K]");
+namespace {
+void check_linear(const char* op, const Tensor& x, const Tensor& w, const Tensor* bias) {
+  check_float(op, "x", x);
+  check_float(op, "w", w);
+  SC_CHECK(x.ndim() >= 1, Errc::shape_mismatch, op << ": `x` must be [..., K], found a scalar");
+  check_ndim(op, "w", w, 2, "[N, K]");
   SC_CHECK(w.size(1) == x.size(-1), Errc::shape_mismatch,
-           "linear: x " << x.shape_str() << " has K = " << x.size(-1) << " but w " << w.shape_str()
-                        << " expects K = " << w.size(1) << " (w is [out, in])");
+           op << ": x " << x.shape_str() << " has K = " << x.size(-1) << " but w " << w.shape_str()
+              << " expects K = " << w.size(1) << " (w is [out, in])");
   if (bias) {
-    check_float("linear", "bias", *bias);
+    check_float(op, "bias", *bias);
     SC_CHECK(bias->ndim() == 1 && bias->size(0) == w.size(0), Errc::shape_mismatch,
-             "linear: bias must be [" << w.size(0) << "], found " << bias->shape_str());
+             op << ": bias must be [" << w.size(0) << "], found " << bias->shape_str());
   }
-  check_same_dtype("linear", {&x, &w, bias});
-  check_same_device("linear", {&x, &w, bias});
+  check_same_dtype(op, {&x, &w, bias});
+  check_same_device(op, {&x, &w, bias});
+}
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  check_linear("linear", x, w, bias);
   SC_DISPATCH(x.device(), linear, x, w, bias);
+}
+
+Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  check_linear("linear_per_item", x, w, bias);
+  SC_DISPATCH(x.device(), linear_per_item, x, w, bias);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {

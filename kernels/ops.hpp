@@ -17,6 +17,13 @@ namespace stagecraft::ops {
 // ---- linear algebra ----
 /// y = x · wᵀ + b. x [..., K], w [N, K], b [N] (optional). Output dtype = x dtype.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
+/// linear() computed item by item: x [B, ..., K] runs as B GEMMs of the same shape, one per
+/// x[i], so an item's result is bit-for-bit the same whether it is alone or shares the call
+/// with any number of others (a single GEMM's blocking, and so its rounding, depends on the
+/// row count). The denoiser uses it so that a job batched with other jobs at a step gives
+/// the same bytes as the job alone. Costs nothing when each item has many rows; with few
+/// rows per item it trades some GEMM efficiency for reproducibility.
+Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias = nullptr);
 /// Batched matmul: a [B, M, K] · b [B, K, N] (or b [B, N, K] with trans_b) -> [B, M, N].
 /// 2-D inputs are treated as B = 1.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false);

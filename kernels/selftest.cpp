@@ -43,6 +43,9 @@ std::vector<Check> checks() {
   c.push_back({"linear", {rnd(g, {17, 64}), rnd(g, {33, 64}), rnd(g, {33})},
                [](const Inputs& t) { return ops::linear(t[0], t[1], &t[2]); },
                [](const Inputs& t) { return r::linear(t[0], t[1], &t[2]); }, t32});
+  c.push_back({"linear_per_item", {rnd(g, {3, 17, 64}), rnd(g, {33, 64}), rnd(g, {33})},
+               [](const Inputs& t) { return ops::linear_per_item(t[0], t[1], &t[2]); },
+               [](const Inputs& t) { return r::linear(t[0], t[1], &t[2]); }, t32});
   c.push_back({"linear_f16", {rnd(g, {17, 64}).to(DType::f16), rnd(g, {33, 64}).to(DType::f16)},
                [](const Inputs& t) { return ops::linear(t[0], t[1]); },
                [](const Inputs& t) { return r::linear(t[0], t[1], nullptr); }, 4e-3});

@@ -10,6 +10,8 @@ namespace stagecraft::kernels::cpu {
 // ---- linear algebra ----
 /// y = x · wᵀ + b. x [..., K], w [N, K], b [N] (optional). Output dtype = x dtype.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
+/// linear() as one GEMM of the same shape per item of x's first dimension (batch invariant).
+Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias);
 /// Batched matmul: a [B, M, K] · b [B, K, N] (or b [B, N, K] with trans_b) -> [B, M, N].
 /// 2-D inputs are treated as B = 1.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b);
@@ -44,6 +46,9 @@ Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
 // ---- convolution and resampling (NCHW) ----
 /// w [O, I, kh, kw] with kh = kw in {1, 3} (any odd k works on CPU), stride 1 or 2, zero padding.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding);
+/// conv2d without the direct 3x3 kernel (always 1x1 GEMM or im2col + sgemm): the baseline
+/// bench_kernels measures the direct kernel against; not dispatched by ops.
+Tensor conv2d_gemm(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding);
 Tensor upsample_nearest2x(const Tensor& x);
 
 // ---- diffusion helpers ----

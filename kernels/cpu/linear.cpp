@@ -1,4 +1,4 @@
-// linear and matmul on OpenBLAS sgemm; f16/bf16 operands are widened to f32 first.
+// linear, linear_per_item and matmul on OpenBLAS sgemm; f16/bf16 operands are widened to f32 first.
 #include <cblas.h>
 
 #include <algorithm>
@@ -9,7 +9,12 @@
 
 namespace stagecraft::kernels::cpu {
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+namespace {
+
+// y[M, N] = x[M, K] · wᵀ (+ b), computed as `items` GEMMs of M / items rows each. With
+// items > 1 every item goes through a call of the same shape, so its rows get the same
+// bits however many items share the tensor (OpenBLAS picks blocking and kernels by M).
+Tensor linear_items(const Tensor& x, const Tensor& w, const Tensor* bias, int64_t items) {
   const int64_t K = x.size(-1), N = w.size(0);
   const int64_t M = K == 0 ? 0 : x.numel() / K;
   Shape out_shape = x.shape();
@@ -21,9 +26,11 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   if (K == 0) {
     std::fill(out, out + M * N, 0.0f);
   } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
-                static_cast<int>(K), 1.0f, xf.data(), static_cast<int>(K), wf.data(), static_cast<int>(K), 0.0f,
-                out, static_cast<int>(N));
+    const int64_t rows = M / items;
+    for (int64_t i = 0; i < items; ++i)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(N),
+                  static_cast<int>(K), 1.0f, xf.data() + i * rows * K, static_cast<int>(K), wf.data(),
+                  static_cast<int>(K), 0.0f, out + i * rows * N, static_cast<int>(N));
   }
   if (bias) {
     F32In bf(*bias);
@@ -37,6 +44,14 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
     });
   }
   return y.finish();
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) { return linear_items(x, w, bias, 1); }
+
+Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  return linear_items(x, w, bias, x.ndim() >= 2 ? std::max<int64_t>(1, x.size(0)) : 1);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {

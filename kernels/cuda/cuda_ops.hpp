@@ -11,6 +11,8 @@ namespace stagecraft::kernels::cuda {
 // ---- linear algebra ----
 /// y = x · wᵀ + b. x [..., K], w [N, K], b [N] (optional). Output dtype = x dtype.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
+/// linear() as one GEMM of the same shape per item of x's first dimension (batch invariant).
+Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias);
 /// Batched matmul: a [B, M, K] · b [B, K, N] (or b [B, N, K] with trans_b) -> [B, M, N].
 /// 2-D inputs are treated as B = 1.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b);

@@ -137,13 +137,14 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 }
 
 void linear_gemm(void* y, const void* x, const void* w, const void* bias, DType dtype, int64_t M, int64_t N,
-                 int64_t K, cudaStream_t s) {
+                 int64_t K, cudaStream_t s, uint32_t align_cap) {
   if (M == 0 || N == 0) return;
+  auto aligned = [&](const void* p) { return align_cap ? std::min(alignment_of(p), align_cap) : alignment_of(p); };
   size_t ws_bytes = 0;
   void* ws = gemm_workspace(s, &ws_bytes);
   thread_local auto* plans = new std::map<LtKey, LtPlan>();  // leaked on purpose, see gemm.cuh
-  const LtKey key{current_device(), static_cast<int>(dtype), M, N, K, bias != nullptr, alignment_of(x),
-                  alignment_of(w), alignment_of(y), bias ? alignment_of(bias) : 0u, ws_bytes};
+  const LtKey key{current_device(), static_cast<int>(dtype), M, N, K, bias != nullptr, aligned(x),
+                  alignment_of(w), aligned(y), bias ? alignment_of(bias) : 0u, ws_bytes};
   auto it = plans->find(key);
   if (it == plans->end())
     it = plans->emplace(key, make_plan(dtype, M, N, K, bias != nullptr, std::get<6>(key), std::get<7>(key),
@@ -173,7 +174,11 @@ void linear_gemm(void* y, const void* x, const void* w, const void* bias, DType 
   }
 }
 
-Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor* bias_in) {
+namespace {
+
+// linear as `items` GEMMs of M / items rows each (see ops::linear_per_item): every item
+// uses the same plan, chosen for the alignment all items share.
+Tensor linear_items(const Tensor& x_in, const Tensor& w_in, const Tensor* bias_in, bool per_item) {
   require_cuda(x_in, "linear", "x");
   require_cuda(w_in, "linear", "w");
   SC_CHECK(x_in.ndim() >= 1 && w_in.ndim() == 2 && x_in.size(-1) == w_in.size(1), Errc::shape_mismatch,
@@ -197,8 +202,30 @@ Tensor linear(const Tensor& x_in, const Tensor& w_in, const Tensor* bias_in) {
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor y = Tensor::empty(out_shape, x.dtype(), x.device());
-  linear_gemm(y.data(), x.data(), w.data(), bias.defined() ? bias.data() : nullptr, x.dtype(), M, N, K, stream());
+  const void* b = bias.defined() ? bias.data() : nullptr;
+  if (!per_item) {
+    linear_gemm(y.data(), x.data(), w.data(), b, x.dtype(), M, N, K, stream());
+    return y;
+  }
+  // Even a lone item takes the capped plan: alone or batched, it must run the same algorithm.
+  const int64_t items = x.ndim() >= 2 ? std::max<int64_t>(1, x.size(0)) : 1;
+  const int64_t rows = M / items;
+  const size_t esz = dtype_size(x.dtype());
+  // The largest alignment every item's x and y pointers have, whatever the item count.
+  const uint32_t cap = std::min(alignment_of(reinterpret_cast<const void*>(static_cast<uintptr_t>(rows * K * esz))),
+                                alignment_of(reinterpret_cast<const void*>(static_cast<uintptr_t>(rows * N * esz))));
+  for (int64_t i = 0; i < items; ++i)
+    linear_gemm(static_cast<char*>(y.data()) + i * rows * N * esz, static_cast<const char*>(x.data()) + i * rows * K * esz,
+                w.data(), b, x.dtype(), rows, N, K, stream(), std::max<uint32_t>(1, cap));
   return y;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) { return linear_items(x, w, bias, false); }
+
+Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  return linear_items(x, w, bias, true);
 }
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool trans_b) {

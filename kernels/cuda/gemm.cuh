@@ -31,9 +31,11 @@ void gemm_strided_batched(bool trans_a, bool trans_b, int64_t m, int64_t n, int6
 
 /// Row-major y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N]) on cuBLASLt with the bias fused
 /// in the epilogue; falls back to cuBLAS + a bias kernel when Lt offers no algorithm.
-/// x, w, y (and bias) share `dtype`; all contiguous.
+/// x, w, y (and bias) share `dtype`; all contiguous. `align_cap` (a power of two, 0 = none)
+/// caps the pointer alignments the algorithm is chosen for, so that calls on x, y pointers
+/// of different alignment (the items of linear_per_item) get the same algorithm and bits.
 void linear_gemm(void* y, const void* x, const void* w, const void* bias, DType dtype, int64_t M, int64_t N,
-                 int64_t K, cudaStream_t s);
+                 int64_t K, cudaStream_t s, uint32_t align_cap = 0);
 
 template <class T>
 __global__ void add_bias_kernel(T* __restrict__ y, const void* bias, int bias_code, int64_t n, int64_t C,

@@ -26,8 +26,11 @@ Tensor to_model(const Tensor& x, DType dtype, Device device) {
   return y.dtype() == dtype ? y : ops::cast(y, dtype);
 }
 
+// Every projection runs item by item (ops::linear_per_item): the engine batches jobs at a
+// step, and a job must give the same bytes in a batch as alone. Everything else in the
+// forward pass already works row by row or per (item, head).
 Tensor apply(const PixArtTransformer::Linear& l, const Tensor& x) {
-  return ops::linear(x, l.w, l.b.defined() ? &l.b : nullptr);
+  return ops::linear_per_item(x, l.w, l.b.defined() ? &l.b : nullptr);
 }
 
 // Chunk `i` of a [B, n, D] modulation tensor as a contiguous [B, 1, D].

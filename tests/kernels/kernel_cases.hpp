@@ -6,6 +6,7 @@
 // inside the op lambdas so strided inputs are exercised on every device.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <functional>
 #include <random>
 #include <string>
@@ -106,6 +107,48 @@ inline void linear(Device dev) {
   check_op(dev, "linear on a transposed input", in,
            [](const Inputs& t) { return ops::linear(t[0].transpose(0, 1), t[1], &t[2]); },
            [](const Inputs& t) { return ref::linear(t[0].transpose(0, 1), t[1], &t[2]); });
+}
+
+/// linear_per_item: the same numbers as linear, and every item's rows bit-for-bit the
+/// same whether it runs alone or inside a batch of 2..8 items (the denoiser's promise that
+/// a job batched with others gives the bytes it gives alone).
+inline void linear_per_item(Device dev) {
+  for (DType dt : kFloatTypes)
+    for (bool with_bias : {false, true}) {
+      Inputs in{rand_tensor({3, 17, 48}, dt), rand_tensor({24, 48}, dt), rand_tensor({24}, dt)};
+      check_op(dev, std::string("linear_per_item [3, 17, 48] N=24 ") + name(dt) + (with_bias ? " bias" : ""), in,
+               [&](const Inputs& t) { return ops::linear_per_item(t[0], t[1], with_bias ? &t[2] : nullptr); },
+               [&](const Inputs& t) { return ref::linear(t[0], t[1], with_bias ? &t[2] : nullptr); });
+    }
+  // Shapes of the shipped denoiser's projections (16 tokens, width 192, feed-forward 768)
+  // and of PixArt-alpha's timestep MLP (one row per item).
+  struct S { int64_t rows, k, n; };
+  for (DType dt : {DType::f32, DType::f16})
+    for (const S& s : {S{16, 192, 768}, S{16, 768, 192}, S{1, 256, 1152}}) {
+      CAPTURE(s.rows);
+      CAPTURE(s.k);
+      CAPTURE(s.n);
+      CAPTURE(name(dt));
+      const Tensor pool = ops::to_device(rand_tensor({8, s.rows, s.k}, dt), dev);
+      const Tensor w = ops::to_device(rand_tensor({s.n, s.k}, dt), dev), b = ops::to_device(rand_tensor({s.n}, dt), dev);
+      std::vector<Tensor> alone;
+      for (int64_t i = 0; i < 8; ++i)
+        alone.push_back(ops::to_device(ops::linear_per_item(pool.slice(0, i, i + 1), w, &b), Device::cpu()));
+      double plain_worst = 0.0;
+      for (int64_t items : {2, 3, 4, 8}) {
+        const Tensor batched = ops::to_device(ops::linear_per_item(pool.slice(0, 0, items), w, &b), Device::cpu());
+        const Tensor plain = ops::to_device(ops::linear(pool.slice(0, 0, items), w, &b), Device::cpu());
+        sync(dev);
+        for (int64_t i = 0; i < items; ++i) {
+          CAPTURE(items);
+          CAPTURE(i);
+          CHECK(ref::max_abs_diff(batched.slice(0, i, i + 1), alone[static_cast<size_t>(i)]) == 0.0);
+          plain_worst = std::max(plain_worst, ref::max_abs_diff(plain.slice(0, i, i + 1), alone[static_cast<size_t>(i)]));
+        }
+      }
+      // Not asserted (it depends on the BLAS build): how far one batched GEMM strays.
+      MESSAGE("one GEMM over the batch differs from the item alone by up to " << plain_worst);
+    }
 }
 
 inline void matmul(Device dev) {
@@ -268,7 +311,12 @@ inline void conv(Device dev) {
   struct S { int64_t n, i, h, w, o, k; int stride, pad; };
   const S shapes[] = {{1, 3, 7, 5, 4, 3, 1, 1},   {2, 5, 9, 9, 3, 3, 2, 1}, {1, 8, 6, 6, 16, 1, 1, 0},
                       {1, 3, 8, 8, 2, 1, 2, 0},   {1, 17, 4, 3, 1, 3, 1, 1}, {2, 4, 33, 17, 8, 3, 1, 1},
-                      {1, 4, 16, 16, 5, 3, 2, 0}};
+                      {1, 4, 16, 16, 5, 3, 2, 0},
+                      // 3x3 "same" on small maps (the CPU's direct kernel): VAE-decoder widths,
+                      // 3 and 7 output channels, rows of exactly 3 vectors, and one map large
+                      // enough for the im2col path.
+                      {2, 64, 8, 8, 64, 3, 1, 1}, {1, 32, 32, 32, 3, 3, 1, 1}, {1, 6, 10, 24, 7, 3, 1, 1},
+                      {1, 64, 64, 64, 4, 3, 1, 1}};
   for (DType dt : kFloatTypes)
     for (const S& s : shapes)
       for (bool with_bias : {false, true}) {

@@ -9,6 +9,9 @@ const Device cpu = Device::cpu();
 TEST_CASE("linear matches the naive reference for odd sizes, every dtype and a transposed input") {
   kcases::linear(cpu);
 }
+TEST_CASE("linear_per_item matches the reference and gives an item the same bits alone or in any batch") {
+  kcases::linear_per_item(cpu);
+}
 TEST_CASE("matmul matches the naive reference with and without trans_b and a broadcast batch") {
   kcases::matmul(cpu);
 }

@@ -14,6 +14,10 @@ using namespace stagecraft;
 static const Device gpu = Device::cuda(0);
 
 TEST_CASE("linear on CUDA matches the CPU backend") { REQUIRE_CUDA_OR_SKIP(); kcases::linear(gpu); }
+TEST_CASE("linear_per_item on CUDA matches the CPU backend and is batch invariant") {
+  REQUIRE_CUDA_OR_SKIP();
+  kcases::linear_per_item(gpu);
+}
 TEST_CASE("matmul on CUDA matches the CPU backend") { REQUIRE_CUDA_OR_SKIP(); kcases::matmul(gpu); }
 TEST_CASE("attention on CUDA matches the CPU backend with causal and padding masks") {
   REQUIRE_CUDA_OR_SKIP();
