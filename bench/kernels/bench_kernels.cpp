@@ -22,6 +22,7 @@
 #endif
 
 #include "core/device.hpp"
+#include "kernels/cpu/cpu_ops.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/selftest.hpp"
 
@@ -180,6 +181,42 @@ void bench_conv(Device d, bool quick) {
   }
 }
 
+// The CPU's direct 3x3 kernel against the im2col + sgemm path on the same input, at the
+// VAE decoder's small maps (the shipped model's 8..32 px; SD's 64 px boundary case).
+// Interleaved pairs, so both sides see the same machine load; prints gemm time / direct time.
+void bench_conv_direct(bool quick) {
+  struct S { int64_t hw, c; };
+  std::vector<S> shapes = {{8, 64}, {16, 64}, {32, 32}, {32, 64}};
+  if (!quick) shapes.insert(shapes.end(), {{32, 128}, {64, 64}});
+  const Device cpu = Device::cpu();
+  for (const S& s : shapes) {
+    Tensor x = rnd({1, s.c, s.hw, s.hw}, cpu), w = rnd({s.c, s.c, 3, 3}, cpu, 0.05f), b = rnd({s.c}, cpu);
+    const double flops = 2.0 * s.c * s.c * 9 * s.hw * s.hw;
+    const int pairs = quick ? 15 : 41;
+    const int inner = std::max<int>(1, static_cast<int>(2e8 / flops));
+    std::vector<double> ratio, td, tg;
+    for (int i = 0; i <= pairs; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int k = 0; k < inner; ++k) ops::conv2d(x, w, &b, 1, 1);
+      const auto t1 = std::chrono::steady_clock::now();
+      for (int k = 0; k < inner; ++k) kernels::cpu::conv2d_gemm(x, w, &b, 1, 1);
+      const auto t2 = std::chrono::steady_clock::now();
+      if (i == 0) continue;  // warm-up
+      const double a = std::chrono::duration<double>(t1 - t0).count() / inner;
+      const double g = std::chrono::duration<double>(t2 - t1).count() / inner;
+      td.push_back(a);
+      tg.push_back(g);
+      ratio.push_back(g / a);
+    }
+    for (auto* v : {&ratio, &td, &tg}) std::sort(v->begin(), v->end());
+    const size_t m = ratio.size() / 2;
+    std::printf("conv2d 3x3 %-26s ops %8.1f us (%5.1f GFLOP/s)  im2col+sgemm %8.1f us (%5.1f GFLOP/s)  "
+                "speed-up %.2fx\n",
+                (dims({1, s.c, s.hw, s.hw}) + " -> " + std::to_string(s.c)).c_str(), td[m] * 1e6, flops / td[m] / 1e9,
+                tg[m] * 1e6, flops / tg[m] / 1e9, ratio[m]);
+  }
+}
+
 void bench_memory_bound(Device d, bool quick) {
   const int reps = d.is_cuda() ? 20 : (quick ? 3 : 7);
   const int64_t C = quick ? 128 : 256;
@@ -244,6 +281,10 @@ int main(int argc, char** argv) {
     bench_conv(d, quick);
     bench_memory_bound(d, quick);
   }
+
+  std::printf("\nCPU conv2d 3x3 on small maps: the op (direct kernel below 1 MiB of padded input) vs im2col+sgemm, "
+              "medians of interleaved pairs\n");
+  bench_conv_direct(quick);
 
   std::printf("\nratios (same run)\n");
   double log_sum = 0;

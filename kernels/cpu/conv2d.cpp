@@ -1,6 +1,7 @@
-// conv2d as GEMM: a 1x1 stride-1 unpadded convolution is W[O, I] · X[I, H·W] directly;
-// anything else goes through im2col, one band of output rows at a time so the column
-// buffer stays bounded (a full 3x3 im2col of a 512-channel 128x128 map would be 300 MB).
+// conv2d: a 3x3 stride-1 "same" convolution of a small map runs the direct AVX2 kernel
+// (conv3x3_direct.cpp); a 1x1 stride-1 unpadded convolution is W[O, I] · X[I, H·W]
+// directly; anything else goes through im2col, one band of output rows at a time so the
+// column buffer stays bounded (a full 3x3 im2col of a 512-channel 128x128 map would be 300 MB).
 #include <cblas.h>
 
 #include <algorithm>
@@ -8,11 +9,26 @@
 #include <memory>
 
 #include "kernels/cpu/common.hpp"
+#include "kernels/cpu/conv3x3_direct.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
 
 namespace stagecraft::kernels::cpu {
+namespace {
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
+// The direct kernel wins while one padded image stays in L2 (bench_kernels "conv2d 3x3"
+// rows, docs in kernels/cpu/conv3x3_direct.cpp); past that im2col + sgemm's blocking wins.
+constexpr int64_t kDirectMaxImageBytes = 1 << 20;
+
+bool use_direct_3x3(int64_t I, int64_t H, int64_t W, int64_t kh, int64_t kw, int stride, int padding) {
+  if (kh != 3 || kw != 3 || stride != 1 || padding != 1 || !conv3x3_direct_available()) return false;
+  const int64_t padded = I * (H + 2) * ((W + 7) / 8 * 8 + 2) * 4;
+  return padded <= kDirectMaxImageBytes;
+}
+
+}  // namespace
+
+namespace {
+Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding, bool allow_direct) {
   const int64_t N = x.size(0), I = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
   const int64_t Ho = (H + 2 * padding - kh) / stride + 1, Wo = (W + 2 * padding - kw) / stride + 1;
@@ -23,6 +39,10 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, 
   float* py = out.data();
   const int64_t P = Ho * Wo, Kdim = I * kh * kw;
   if (N * O * P == 0) return out.finish();
+  if (allow_direct && use_direct_3x3(I, H, W, kh, kw, stride, padding)) {
+    conv3x3_direct(xf.data(), wf.data(), bf ? bf->data() : nullptr, py, N, I, H, W, O);
+    return out.finish();
+  }
 
   const bool direct = kh == 1 && kw == 1 && stride == 1 && padding == 0;
   // Band height so that the column buffer holds at most ~4M floats (16 MiB).
@@ -73,6 +93,16 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, 
     }
   }
   return out.finish();
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
+  return conv2d_impl(x, w, bias, stride, padding, true);
+}
+
+Tensor conv2d_gemm(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
+  return conv2d_impl(x, w, bias, stride, padding, false);
 }
 
 }  // namespace stagecraft::kernels::cpu
