@@ -165,7 +165,7 @@ def encode_set(vae, n, device, seed):
     return torch.cat(means), torch.cat(stds), attrs
 
 
-def train_dit(args, device, deadline, out, vae, tok, meta):
+def train_dit(args, device, deadline, out, vae, tok, meta, resume_from=None):
     t_enc = time.time()
     means, stds, attrs = encode_set(vae, args.num_latents, device, args.seed + 2)
     # Measured on posterior samples, as the DiT sees them (the means alone understate the spread).
@@ -184,13 +184,19 @@ def train_dit(args, device, deadline, out, vae, tok, meta):
     vocab = len(tok.encoder)
     tcfg = dict(TEXT_CONFIG, vocab_size=vocab, bos_token_id=tok.encoder[tok.bos],
                 eos_token_id=tok.encoder[tok.eos], pad_token_id=tok.encoder[tok.pad])
-    text = R.CLIPTextModel(tcfg).to(device)
-    init_weights(text)
-    dit = R.PixArtTransformer2DModel(DIT_CONFIG).to(device)
-    init_weights(dit)
-    # PixArt starts with a zero output projection, so the first updates shape the trunk.
-    torch.nn.init.zeros_(dit.proj_out.weight)
-    torch.nn.init.zeros_(dit.proj_out.bias)
+    if resume_from:
+        # Continue from an exported model (its EMA weights; the optimiser state starts afresh).
+        text = R.load_component(os.path.join(resume_from, "text_encoder"), R.CLIPTextModel).to(device).train()
+        dit = R.load_component(os.path.join(resume_from, "transformer"), R.PixArtTransformer2DModel).to(device).train()
+        log(f"resuming from {resume_from} after {meta.get('dit_steps', 0)} DiT steps")
+    else:
+        text = R.CLIPTextModel(tcfg).to(device)
+        init_weights(text)
+        dit = R.PixArtTransformer2DModel(DIT_CONFIG).to(device)
+        init_weights(dit)
+        # PixArt starts with a zero output projection, so the first updates shape the trunk.
+        torch.nn.init.zeros_(dit.proj_out.weight)
+        torch.nn.init.zeros_(dit.proj_out.bias)
     params = list(text.parameters()) + list(dit.parameters())
     opt = torch.optim.AdamW(params, lr=args.dit_lr, weight_decay=0.01, betas=(0.9, 0.99))
     ema_text, ema_dit = copy.deepcopy(text).eval(), copy.deepcopy(dit).eval()
@@ -205,7 +211,9 @@ def train_dit(args, device, deadline, out, vae, tok, meta):
             cache[caption] = (r["input_ids"], r["attention_mask"])
         return cache[caption]
 
-    rng = np.random.RandomState(args.seed + 4)
+    rng = np.random.RandomState(args.seed + 4 + (1000 if resume_from else 0))
+    steps_before = meta.get("dit_steps", 0) if resume_from else 0
+    seconds_before = meta.get("dit_seconds", 0) if resume_from else 0
     t0 = time.time()
     budget = max(60.0, deadline - t0)
     last_export = t0
@@ -249,12 +257,13 @@ def train_dit(args, device, deadline, out, vae, tok, meta):
             log(f"dit step {step} loss {loss_avg:.4f} lr {opt.param_groups[0]['lr']:.2e} "
                 f"{step / (time.time() - t0):.2f} it/s")
         if time.time() - last_export > args.export_every * 60:
-            meta.update(dit_steps=step, dit_seconds=round(time.time() - t0), dit_loss=round(loss_avg, 5),
-                        partial=True)
+            meta.update(dit_steps=steps_before + step, dit_seconds=seconds_before + round(time.time() - t0),
+                        dit_loss=round(loss_avg, 5), partial=True)
             export(out, text=ema_text, dit=ema_dit, meta=meta)
             log(f"exported checkpoint at dit step {step}")
             last_export = time.time()
-    meta.update(dit_steps=step, dit_seconds=round(time.time() - t0), dit_loss=round(loss_avg, 5), partial=False)
+    meta.update(dit_steps=steps_before + step, dit_seconds=seconds_before + round(time.time() - t0),
+                dit_loss=round(loss_avg, 5), partial=False)
     return ema_text, ema_dit
 
 
@@ -293,6 +302,71 @@ def measure(device):
           f"text {sum(p.numel() for p in text.parameters())}")
 
 
+def finetune_decoder(args, device, t_start):
+    """--finetune-decoder: more training for the VAE decoder alone on an existing run in --out.
+
+    The encoder (and quant_conv) stay frozen, so the latent space, shift_factor and
+    scaling_factor - everything the transformer learned - are unchanged; only the decoding
+    of latents to pixels sharpens. The loss weights pixels at shape edges 5x, because edges
+    decide the shape a viewer (and the scorer's fill ratio) sees."""
+    with open(os.path.join(args.out, "stagecraft.json")) as f:
+        meta = json.load(f)
+    vae = R.load_component(os.path.join(args.out, "vae"), R.AutoencoderKL).to(device)
+    vae.train()
+    for p in list(vae.encoder.parameters()) + list(vae.quant_conv.parameters()):
+        p.requires_grad_(False)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    opt = torch.optim.AdamW(params, lr=args.decoder_lr, weight_decay=0.0)
+    ds = D.ShapesDataset(IMAGE_SIZE)
+    rng = np.random.RandomState(args.seed + 7)
+    budget = args.minutes * 60 - 30
+    t0 = time.time()
+    step = 0
+    while True:
+        frac = (time.time() - t0) / budget
+        if frac >= 1:
+            break
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(args.decoder_lr, frac)
+        x = to_tensor(np.stack([ds.sample(rng)[0] for _ in range(args.vae_batch)])).to(device)
+        with torch.no_grad():
+            mean, logvar = vae.encode(x)
+            z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+            dx = (x[:, :, :, 1:] - x[:, :, :, :-1]).abs().amax(1, keepdim=True)
+            dy = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().amax(1, keepdim=True)
+            edge = F.pad(dx, (0, 1, 0, 0)) + F.pad(dy, (0, 0, 0, 1))
+            weight = 1.0 + 4.0 * F.max_pool2d((edge > 0.05).float(), 3, 1, 1)
+        rec = vae.decode(z)
+        l1 = ((rec - x).abs() * weight).mean()
+        l2 = (((rec - x) ** 2) * weight).mean()
+        loss = l1 + l2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 25 == 0:
+            log(f"decoder step {step} weighted l1 {l1.item():.4f} l2 {l2.item():.4f} {step / (time.time() - t0):.2f} it/s")
+    meta["decoder_finetune_steps"] = meta.get("decoder_finetune_steps", 0) + step
+    meta["decoder_finetune_seconds"] = meta.get("decoder_finetune_seconds", 0) + round(time.time() - t0)
+    export(args.out, vae=vae.eval(), meta=meta)
+    log(f"decoder fine-tune done: {step} steps; wrote {args.out}/vae")
+
+
+def resume(args, device, t_start):
+    """--resume: more DiT/text-encoder training on a finished (or partial) run in --out."""
+    with open(os.path.join(args.out, "stagecraft.json")) as f:
+        meta = json.load(f)
+    vae = R.load_component(os.path.join(args.out, "vae"), R.AutoencoderKL).to(device)
+    tok = R.CLIPTokenizer(os.path.join(args.out, "tokenizer"))
+    meta["resumed_minutes"] = meta.get("resumed_minutes", 0) + args.minutes
+    deadline = t_start + args.minutes * 60 - 90
+    text, dit = train_dit(args, device, deadline, args.out, vae, tok, meta, resume_from=args.out)
+    meta["total_seconds"] = meta.get("total_seconds", 0) + round(time.time() - t_start)
+    export(args.out, text=text, dit=dit, meta=meta)
+    log(f"resumed run done; wrote {args.out}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -311,6 +385,13 @@ def main():
     ap.add_argument("--ema", type=float, default=0.998)
     ap.add_argument("--export-every", type=float, default=5.0, help="minutes between checkpoints")
     ap.add_argument("--measure", action="store_true", help="only time one step of each model")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the VAE in --out and continue training its text encoder and transformer for "
+                         "--minutes (a fresh optimiser and learning-rate schedule)")
+    ap.add_argument("--finetune-decoder", action="store_true",
+                    help="train only the VAE decoder of the run in --out for --minutes (encoder frozen: "
+                         "the latents the transformer learned stay valid)")
+    ap.add_argument("--decoder-lr", type=float, default=5e-4)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -318,6 +399,12 @@ def main():
         measure(device)
         return
     t_start = time.time()
+    if args.resume:
+        resume(args, device, t_start)
+        return
+    if args.finetune_decoder:
+        finetune_decoder(args, device, t_start)
+        return
     os.makedirs(args.out, exist_ok=True)
     tok = write_tokenizer(args.out)
     write_scheduler(args.out)
