@@ -2,10 +2,12 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <memory>
 
 #include "core/error.hpp"
 #include "kernels/cpu/common.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
+#include "kernels/cpu/gemm_rows.hpp"
 
 namespace stagecraft::kernels::cpu {
 
@@ -50,8 +52,26 @@ Tensor linear_items(const Tensor& x, const Tensor& w, const Tensor* bias, int64_
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) { return linear_items(x, w, bias, 1); }
 
+// Items of fewer rows than this run through the row-invariant kernel in one call: at these
+// sizes OpenBLAS's thread hand-offs cost more than the product (20 denoising steps of the
+// shipped model: 1356 ms with 2 threads vs 313 ms with one, on a busy 2-core machine).
+// The choice depends only on the rows per item, so an item takes the same path alone or batched.
+constexpr int64_t kRowKernelMaxRows = 256;
+
 Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) {
-  return linear_items(x, w, bias, x.ndim() >= 2 ? std::max<int64_t>(1, x.size(0)) : 1);
+  const int64_t items = x.ndim() >= 2 ? std::max<int64_t>(1, x.size(0)) : 1;
+  const int64_t K = x.size(-1), N = w.size(0);
+  const int64_t M = K == 0 ? 0 : x.numel() / K;
+  if (K == 0 || M / items >= kRowKernelMaxRows) return linear_items(x, w, bias, items);
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  F32Out y(out_shape, x.dtype());
+  if (M == 0 || N == 0) return y.finish();
+  F32In xf(x), wf(w);
+  std::unique_ptr<F32In> bf;
+  if (bias) bf = std::make_unique<F32In>(*bias);
+  gemm_rows(xf.data(), wf.data(), bf ? bf->data() : nullptr, y.data(), M, N, K);
+  return y.finish();
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {

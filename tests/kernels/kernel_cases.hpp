@@ -113,18 +113,24 @@ inline void linear(Device dev) {
 /// same whether it runs alone or inside a batch of 2..8 items (the denoiser's promise that
 /// a job batched with others gives the bytes it gives alone).
 inline void linear_per_item(Device dev) {
+  // Few rows per item (the CPU's row-invariant kernel, K with and without a tail of 8),
+  // many rows per item (one sgemm per item), a 2-D input (one row per item).
+  struct R { Shape x; int64_t n; };
   for (DType dt : kFloatTypes)
-    for (bool with_bias : {false, true}) {
-      Inputs in{rand_tensor({3, 17, 48}, dt), rand_tensor({24, 48}, dt), rand_tensor({24}, dt)};
-      check_op(dev, std::string("linear_per_item [3, 17, 48] N=24 ") + name(dt) + (with_bias ? " bias" : ""), in,
-               [&](const Inputs& t) { return ops::linear_per_item(t[0], t[1], with_bias ? &t[2] : nullptr); },
-               [&](const Inputs& t) { return ref::linear(t[0], t[1], with_bias ? &t[2] : nullptr); });
-    }
-  // Shapes of the shipped denoiser's projections (16 tokens, width 192, feed-forward 768)
-  // and of PixArt-alpha's timestep MLP (one row per item).
+    for (const R& s : {R{{3, 17, 48}, 24}, R{{2, 5, 37}, 7}, R{{2, 300, 64}, 20}, R{{5, 33}, 9}})
+      for (bool with_bias : {false, true}) {
+        const int64_t K = s.x.back();
+        Inputs in{rand_tensor(s.x, dt), rand_tensor({s.n, K}, dt), rand_tensor({s.n}, dt)};
+        check_op(dev, "linear_per_item " + shape_str(s.x) + " N=" + std::to_string(s.n) + " " + name(dt) +
+                          (with_bias ? " bias" : ""),
+                 in, [&](const Inputs& t) { return ops::linear_per_item(t[0], t[1], with_bias ? &t[2] : nullptr); },
+                 [&](const Inputs& t) { return ref::linear(t[0], t[1], with_bias ? &t[2] : nullptr); });
+      }
+  // Shapes of the shipped denoiser's projections (16 tokens, width 192, feed-forward 768),
+  // of PixArt-alpha's timestep MLP (one row per item), and items long enough for sgemm.
   struct S { int64_t rows, k, n; };
   for (DType dt : {DType::f32, DType::f16})
-    for (const S& s : {S{16, 192, 768}, S{16, 768, 192}, S{1, 256, 1152}}) {
+    for (const S& s : {S{16, 192, 768}, S{16, 768, 192}, S{1, 256, 1152}, S{260, 72, 40}}) {
       CAPTURE(s.rows);
       CAPTURE(s.k);
       CAPTURE(s.n);
@@ -147,7 +153,7 @@ inline void linear_per_item(Device dev) {
         }
       }
       // Not asserted (it depends on the BLAS build): how far one batched GEMM strays.
-      MESSAGE("one GEMM over the batch differs from the item alone by up to " << plain_worst);
+      MESSAGE("ops::linear over the batch differs from an item alone by up to " << plain_worst);
     }
 }
 
