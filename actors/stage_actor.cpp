@@ -33,7 +33,6 @@ class ReplicaActor : public caf::event_based_actor {
   ReplicaActor(caf::actor_config& cfg, ReplicaConfig rc) : caf::event_based_actor(cfg), rc_(std::move(rc)) {}
 
   caf::behavior make_behavior() override {
-    self_ = caf::actor_cast<caf::actor>(this);
     return {
         [this](const Envelope& e) { on_packet(e); },
         [this](done_atom, uint64_t id) { on_done(id); },
@@ -189,7 +188,7 @@ class ReplicaActor : public caf::event_based_actor {
     }
     Stage* stage = rc_.stage;
     Lane* lane = rc_.lane;
-    caf::actor self = self_;
+    caf::actor self = handle();  // strong only while the batch is on the lane
     lane->submit(
         [batch, stage, lane] {
           batch->start = Clock::now();
@@ -281,7 +280,7 @@ class ReplicaActor : public caf::event_based_actor {
       } else if (!rc_.next) {
         rc_.core->succeed(e);
       } else {
-        if (!rc_.next->acquire_or_wait(self_)) return;  // a credit_atom will call us again
+        if (!rc_.next->acquire_or_wait(handle())) return;  // a credit_atom will call us again
         Envelope out = e;
         out.replica = rc_.next->pick_replica();
         out.sent = Clock::now();
@@ -292,8 +291,11 @@ class ReplicaActor : public caf::event_based_actor {
     }
   }
 
+  // A fresh handle per use: a caf::actor member pointing at this actor would be a
+  // reference cycle, and the actor (with its mailbox) would outlive the engine (ASan).
+  caf::actor handle() { return caf::actor_cast<caf::actor>(this); }
+
   ReplicaConfig rc_;
-  caf::actor self_;
   std::deque<Item> queue_;     ///< batch stages: waiting to run
   std::vector<Item> active_;   ///< iterative stages: the active set
   struct Running {
@@ -316,7 +318,6 @@ class IngressActor : public caf::event_based_actor {
       : caf::event_based_actor(cfg), core_(core), first_(first) {}
 
   caf::behavior make_behavior() override {
-    self_ = caf::actor_cast<caf::actor>(this);
     return {
         [this](const Envelope& e) {
           queue_.push_back(e);
@@ -344,7 +345,7 @@ class IngressActor : public caf::event_based_actor {
       if (auto why = stop_reason(*e.job, Clock::now())) {
         core_->stop(e, *why, "");
       } else {
-        if (!first_->acquire_or_wait(self_)) return;
+        if (!first_->acquire_or_wait(handle())) return;
         Envelope out = e;
         out.replica = first_->pick_replica();
         out.sent = Clock::now();
@@ -354,9 +355,10 @@ class IngressActor : public caf::event_based_actor {
     }
   }
 
+  caf::actor handle() { return caf::actor_cast<caf::actor>(this); }  // see ReplicaActor::handle
+
   EngineCore* core_;
   StageGate* first_;
-  caf::actor self_;
   std::deque<Envelope> queue_;  ///< bounded by limits.max_pending_jobs (checked in submit)
 };
 
