@@ -4,7 +4,7 @@ PRESET ?= release
 JOBS ?= $(shell nproc)
 BUILD := build/$(PRESET)
 
-.PHONY: deps configure build demo test bench clean
+.PHONY: deps configure build demo test test-asan-engine bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -20,6 +20,14 @@ demo: build
 
 test: build
 	@ctest --preset $(PRESET) -j $(JOBS)
+
+# The engine's tests (actors, shutdown, failures, the shipped model through the engine)
+# under AddressSanitizer + UBSan: any leak, use-after-free or UB fails the run.
+test-asan-engine: deps
+	@cmake --preset asan >/dev/null
+	@cmake --build --preset asan -j $(JOBS) --target test_engine
+	@ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		build/asan/tests/actors/test_engine
 
 bench: build
 	@$(BUILD)/bench/bench_kernels
