@@ -112,6 +112,18 @@ def cosine_lr(base, frac, warm_frac=0.03):
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (frac - warm_frac) / (1 - warm_frac)))))
 
 
+def scheduled_steps(opt, base_lr, budget_s):
+    """Yields 1, 2, ... until budget_s seconds have passed, first setting the warm-up + cosine
+    learning rate for the fraction of the budget used (every phase runs on wall-clock time)."""
+    t0 = time.time()
+    step = 0
+    while (frac := (time.time() - t0) / budget_s) < 1:
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(base_lr, frac)
+        step += 1
+        yield step
+
+
 def train_vae(args, device, minutes, out, meta):
     torch.manual_seed(args.seed)
     vae = R.AutoencoderKL(VAE_CONFIG).to(device)
@@ -119,14 +131,8 @@ def train_vae(args, device, minutes, out, meta):
     ds = D.ShapesDataset(IMAGE_SIZE)
     rng = np.random.RandomState(args.seed + 1)
     t0 = time.time()
-    budget = minutes * 60
     step = 0
-    while True:
-        frac = (time.time() - t0) / budget
-        if frac >= 1:
-            break
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.vae_lr, frac)
+    for step in scheduled_steps(opt, args.vae_lr, minutes * 60):
         imgs = np.stack([ds.sample(rng)[0] for _ in range(args.vae_batch)])
         x = to_tensor(imgs).to(device)
         mean, logvar = vae.encode(x)
@@ -140,7 +146,6 @@ def train_vae(args, device, minutes, out, meta):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
-        step += 1
         if step % 25 == 0:
             log(f"vae step {step} l1 {l1.item():.4f} l2 {l2.item():.4f} kl {kl.item():.3f} "
                 f"{step / (time.time() - t0):.2f} it/s")
@@ -168,17 +173,22 @@ def encode_set(vae, n, device, seed):
 def train_dit(args, device, deadline, out, vae, tok, meta, resume_from=None):
     t_enc = time.time()
     means, stds, attrs = encode_set(vae, args.num_latents, device, args.seed + 2)
-    # Measured on posterior samples, as the DiT sees them (the means alone understate the spread).
-    g = torch.Generator().manual_seed(args.seed + 5)
-    zs = means + stds * torch.randn(means.shape, generator=g)
-    shift = zs.mean().item()
-    scale = 1.0 / (zs - shift).std().item()
-    vae.config["shift_factor"] = round(shift, 6)
-    vae.config["scaling_factor"] = round(scale, 6)
-    meta.update(latent_shift=shift, latent_scale=scale, num_latents=args.num_latents,
-                encode_seconds=round(time.time() - t_enc))
-    log(f"encoded {args.num_latents} latents in {time.time() - t_enc:.0f}s: shift {shift:.4f} scale {scale:.4f}")
-    export(out, vae=vae, meta=meta)
+    if resume_from:
+        # The transformer learned latents normalised with the VAE's stored factors: keep them.
+        shift, scale = vae.config["shift_factor"], vae.config["scaling_factor"]
+        log(f"encoded {args.num_latents} latents in {time.time() - t_enc:.0f}s; kept shift {shift} scale {scale}")
+    else:
+        # Measured on posterior samples, as the DiT sees them (the means alone understate the spread).
+        g = torch.Generator().manual_seed(args.seed + 5)
+        zs = means + stds * torch.randn(means.shape, generator=g)
+        shift = zs.mean().item()
+        scale = 1.0 / (zs - shift).std().item()
+        vae.config["shift_factor"] = round(shift, 6)
+        vae.config["scaling_factor"] = round(scale, 6)
+        meta.update(latent_shift=shift, latent_scale=scale, num_latents=args.num_latents,
+                    encode_seconds=round(time.time() - t_enc))
+        log(f"encoded {args.num_latents} latents in {time.time() - t_enc:.0f}s: shift {shift:.4f} scale {scale:.4f}")
+        export(out, vae=vae, meta=meta)
 
     torch.manual_seed(args.seed + 3)
     vocab = len(tok.encoder)
@@ -215,17 +225,11 @@ def train_dit(args, device, deadline, out, vae, tok, meta, resume_from=None):
     steps_before = meta.get("dit_steps", 0) if resume_from else 0
     seconds_before = meta.get("dit_seconds", 0) if resume_from else 0
     t0 = time.time()
-    budget = max(60.0, deadline - t0)
     last_export = t0
     step = 0
     n = means.shape[0]
     loss_avg = None
-    while True:
-        frac = (time.time() - t0) / budget
-        if frac >= 1:
-            break
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.dit_lr, frac)
+    for step in scheduled_steps(opt, args.dit_lr, max(60.0, deadline - t0)):
         idx = rng.randint(0, n, size=args.dit_batch)
         z = means[idx] + stds[idx] * torch.randn(args.dit_batch, *means.shape[1:])
         x0 = ((z - shift) * scale).to(device)
@@ -246,7 +250,6 @@ def train_dit(args, device, deadline, out, vae, tok, meta, resume_from=None):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        step += 1
         decay = min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for m, e in ((text, ema_text), (dit, ema_dit)):
@@ -319,15 +322,9 @@ def finetune_decoder(args, device, t_start):
     opt = torch.optim.AdamW(params, lr=args.decoder_lr, weight_decay=0.0)
     ds = D.ShapesDataset(IMAGE_SIZE)
     rng = np.random.RandomState(args.seed + 7)
-    budget = args.minutes * 60 - 30
     t0 = time.time()
     step = 0
-    while True:
-        frac = (time.time() - t0) / budget
-        if frac >= 1:
-            break
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(args.decoder_lr, frac)
+    for step in scheduled_steps(opt, args.decoder_lr, args.minutes * 60 - 30):
         x = to_tensor(np.stack([ds.sample(rng)[0] for _ in range(args.vae_batch)])).to(device)
         with torch.no_grad():
             mean, logvar = vae.encode(x)
@@ -344,7 +341,6 @@ def finetune_decoder(args, device, t_start):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        step += 1
         if step % 25 == 0:
             log(f"decoder step {step} weighted l1 {l1.item():.4f} l2 {l2.item():.4f} {step / (time.time() - t0):.2f} it/s")
     meta["decoder_finetune_steps"] = meta.get("decoder_finetune_steps", 0) + step
