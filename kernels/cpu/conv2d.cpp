@@ -15,14 +15,17 @@
 namespace stagecraft::kernels::cpu {
 namespace {
 
-// The direct kernel wins while one padded image stays in L2 (bench_kernels "conv2d 3x3"
-// rows, docs in kernels/cpu/conv3x3_direct.cpp); past that im2col + sgemm's blocking wins.
+// The direct kernel wins on small products (bench_kernels, idle 2-core machine: 1.36-1.56x
+// at 19 MFLOP - 8x8x64, 16x16x64, 32x32x32 - but 0.82x at 32x32x64, 75 MFLOP, where
+// sgemm's blocking pays for its packing), and only while one padded image stays in L2.
 constexpr int64_t kDirectMaxImageBytes = 1 << 20;
+constexpr double kDirectMaxFlops = 32e6;
 
-bool use_direct_3x3(int64_t I, int64_t H, int64_t W, int64_t kh, int64_t kw, int stride, int padding) {
+bool use_direct_3x3(int64_t I, int64_t H, int64_t W, int64_t O, int64_t kh, int64_t kw, int stride, int padding) {
   if (kh != 3 || kw != 3 || stride != 1 || padding != 1 || !conv3x3_direct_available()) return false;
   const int64_t padded = I * (H + 2) * ((W + 7) / 8 * 8 + 2) * 4;
-  return padded <= kDirectMaxImageBytes;
+  const double flops = 2.0 * static_cast<double>(O) * static_cast<double>(I) * 9.0 * static_cast<double>(H * W);
+  return padded <= kDirectMaxImageBytes && flops <= kDirectMaxFlops;
 }
 
 }  // namespace
@@ -39,7 +42,7 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int str
   float* py = out.data();
   const int64_t P = Ho * Wo, Kdim = I * kh * kw;
   if (N * O * P == 0) return out.finish();
-  if (allow_direct && use_direct_3x3(I, H, W, kh, kw, stride, padding)) {
+  if (allow_direct && use_direct_3x3(I, H, W, O, kh, kw, stride, padding)) {
     conv3x3_direct(xf.data(), wf.data(), bf ? bf->data() : nullptr, py, N, I, H, W, O);
     return out.finish();
   }
