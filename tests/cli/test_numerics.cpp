@@ -3,6 +3,7 @@
 // (--latents). Uses reference.py's random `tiny` model (32x32 images, latents [1, 4, 8, 8])
 // at 2 steps with guidance on, so every documented tensor exists and each case takes seconds.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "tests/support/temp_dir.hpp"
 #include <doctest/doctest.h>
 
 #include <cstdio>
@@ -40,19 +41,7 @@ std::string slurp(const fs::path& p) {
   return s.str();
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "stagecraft-numerics-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using stagecraft::testing::TempDir;
 
 struct Run {
   int rc = -1;

@@ -2,6 +2,7 @@
 // images drawn here are judged right or caught as wrong, and — where /usr/bin/python3 has
 // numpy — every decision agrees with tools/score_shapes.py on the same pixels.
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
+#include "tests/support/temp_dir.hpp"
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -76,18 +77,7 @@ ShapeScore score(const Tensor& img, const std::string& caption) {
   return score_shapes_image(img, parse_shapes_caption(caption));
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "stagecraft-eval-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using stagecraft::testing::TempDir;
 
 }  // namespace
 

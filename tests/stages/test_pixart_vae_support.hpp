@@ -2,6 +2,7 @@
 // Shared by the PixArt and VAE parity tests: a temp folder per run, running
 // tools/reference.py (the independent PyTorch reference) with /usr/bin/python3,
 // seeded inputs and error measures.
+#include "tests/support/temp_dir.hpp"
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -52,20 +53,7 @@ inline const std::string& torch_missing_reason() {
   return reason;
 }
 
-/// A fresh folder under the system temp dir, removed with everything in it at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "stagecraft-e2-XXXXXX").string();
-    REQUIRE(mkdtemp(tmpl.data()) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
+using stagecraft::testing::TempDir;
 
 /// Runs tools/reference.py with `args`; on failure the test fails with the script's output.
 inline void run_reference(const std::string& args, const TempDir& tmp) {
