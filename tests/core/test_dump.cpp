@@ -8,14 +8,18 @@
 #include "core/dump.hpp"
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace stagecraft;
 namespace fs = std::filesystem;
 
 namespace {
 
+// Dump folders live in one temp folder per test process, removed at exit (they used to be
+// left behind in /tmp, one per run).
 fs::path fresh_dir(const std::string& name) {
-  fs::path p = fs::temp_directory_path() / ("stagecraft-test-dump-" + std::to_string(::getpid())) / name;
+  static const stagecraft::testing::TempDir run_dir;
+  fs::path p = run_dir.path / name;
   fs::remove_all(p);
   fs::create_directories(p);
   return p;

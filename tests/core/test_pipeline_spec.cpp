@@ -4,9 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include <unistd.h>
-
 #include "core/pipeline_spec.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace stagecraft;
 namespace fs = std::filesystem;
@@ -36,23 +35,13 @@ SpecProblem problem_at(const std::vector<SpecProblem>& ps, int line, int col) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
-/// A temporary folder removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("sc_spec_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
-  void write(const std::string& rel, const std::string& text) const {
-    fs::create_directories((path / rel).parent_path());
-    std::ofstream(path / rel) << text;
-  }
-};
+using stagecraft::testing::TempDir;
+
+/// Writes `text` to `rel` under `dir`, creating the folders on the way.
+void write_file(const TempDir& dir, const std::string& rel, const std::string& text) {
+  fs::create_directories((dir.path / rel).parent_path());
+  std::ofstream(dir.path / rel) << text;
+}
 
 const char* kGood = R"(defaults: {steps: 8}
 stages:
@@ -370,12 +359,12 @@ TEST_CASE("the model folder must exist and hold model_index.json; the size follo
   CHECK(contains(p.what, "model folder '../no/such/model' not found"));
   CHECK(contains(p.what, (dir.path.parent_path() / "no/such/model").lexically_normal().string()));
 
-  dir.write("m/transformer/config.json", R"({"sample_size": 8})");
+  write_file(dir, "m/transformer/config.json", R"({"sample_size": 8})");
   ps = problems_of("model: m\nstages:\n  - {name: a, type: sleep}\n", dir.path.string());
   CHECK(contains(problem_at(ps, 1, 8).what, "has no model_index.json"));
 
-  dir.write("m/model_index.json", "{}");
-  dir.write("m/vae/config.json", R"({"block_out_channels": [32, 64, 64]})");
+  write_file(dir, "m/model_index.json", "{}");
+  write_file(dir, "m/vae/config.json", R"({"block_out_channels": [32, 64, 64]})");
   auto spec = parse_pipeline_spec("model: m\nstages:\n  - {name: a, type: sleep}\n", "m.yaml", dir.path.string());
   CHECK(spec.model_dir == (dir.path / "m").lexically_normal().string());
   CHECK(spec.defaults["width"] == 32);  // sample_size 8 x VAE scale 4, as diffusers computes it
@@ -384,8 +373,8 @@ TEST_CASE("the model folder must exist and hold model_index.json; the size follo
   CHECK(spec.defaults["steps"] == 20);
 
   // The model's own defaults fill what the file leaves out; the file wins.
-  dir.write("m/scheduler/scheduler_config.json", R"({"_class_name": "DDIMScheduler"})");
-  dir.write("m/stagecraft.json", R"({"defaults": {"steps": 12, "guidance": 3.0}})");
+  write_file(dir, "m/scheduler/scheduler_config.json", R"({"_class_name": "DDIMScheduler"})");
+  write_file(dir, "m/stagecraft.json", R"({"defaults": {"steps": 12, "guidance": 3.0}})");
   spec = parse_pipeline_spec("model: m\ndefaults: {guidance: 2}\nstages:\n  - {name: a, type: sleep}\n", "m.yaml",
                              dir.path.string());
   CHECK(spec.defaults["scheduler"] == "ddim");
@@ -395,7 +384,7 @@ TEST_CASE("the model folder must exist and hold model_index.json; the size follo
 
 TEST_CASE("plugin paths are resolved against the file and must exist") {
   TempDir dir;
-  dir.write("lib/libx.so", "not really a library");
+  write_file(dir, "lib/libx.so", "not really a library");
   auto spec = parse_pipeline_spec("plugins: [lib/libx.so]\nstages:\n  - {name: a, type: x, plugin: lib/libx.so}\n",
                                   "p.yaml", dir.path.string());
   CHECK(spec.plugins == std::vector<std::string>{(dir.path / "lib/libx.so").string()});

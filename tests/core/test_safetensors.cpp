@@ -11,6 +11,7 @@
 
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
+#include "tests/support/temp_dir.hpp"
 
 using namespace stagecraft;
 namespace fs = std::filesystem;
@@ -18,24 +19,16 @@ namespace fs = std::filesystem;
 namespace {
 
 // A fresh directory per test process, removed at exit.
-struct TempDir {
-  fs::path dir;
-  TempDir() {
-    dir = fs::temp_directory_path() / ("stagecraft_test_safetensors_" + std::to_string(::getpid()));
-    fs::create_directories(dir);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string& name) const { return (dir / name).string(); }
-};
-TempDir g_tmp;
+// One folder for the whole run, made by the first test that writes a file.
+const stagecraft::testing::TempDir& tmp() {
+  static const stagecraft::testing::TempDir dir;
+  return dir;
+}
 
 // Writes a raw safetensors file: header JSON exactly as given, then `data_bytes` bytes.
 std::string write_raw(const std::string& name, const std::string& header, size_t data_bytes,
                       uint64_t claimed_header_len = UINT64_MAX) {
-  const std::string path = g_tmp.file(name);
+  const std::string path = tmp() / name;
   std::ofstream out(path, std::ios::binary);
   uint64_t n = claimed_header_len == UINT64_MAX ? header.size() : claimed_header_len;
   for (int i = 0; i < 8; ++i) out.put(static_cast<char>((n >> (8 * i)) & 0xff));
@@ -74,7 +67,7 @@ TEST_CASE("every dtype round-trips through save and open with identical bytes") 
   }
   in["scalar"] = Tensor::from_vector({3.5f}, {});
   in["empty"] = Tensor::empty({0, 4}, DType::f16);
-  const std::string path = g_tmp.file("all.safetensors");
+  const std::string path = tmp() / "all.safetensors";
   save_safetensors(path, in, {{"format", "pt"}, {"note", "round trip"}});
 
   auto f = SafetensorsFile::open(path);
@@ -101,7 +94,7 @@ TEST_CASE("every dtype round-trips through save and open with identical bytes") 
 }
 
 TEST_CASE("names come back in the order of their data and saving writes them sorted by name") {
-  const std::string path = g_tmp.file("order.safetensors");
+  const std::string path = tmp() / "order.safetensors";
   save_safetensors(path, {{"b", Tensor::from_vector({1, 2}, {2})}, {"a", Tensor::from_vector({3}, {1})}});
   auto f = SafetensorsFile::open(path);
   REQUIRE(f.names().size() == 2);
@@ -111,7 +104,7 @@ TEST_CASE("names come back in the order of their data and saving writes them sor
 }
 
 TEST_CASE("opened tensors are zero-copy views that keep the mapping alive after the file object is gone") {
-  const std::string path = g_tmp.file("alive.safetensors");
+  const std::string path = tmp() / "alive.safetensors";
   save_safetensors(path, {{"x", Tensor::from_vector({1, 2, 3, 4}, {2, 2})}, {"y", Tensor::from_vector({5}, {1})}});
   Tensor x, y;
   {
@@ -130,7 +123,7 @@ TEST_CASE("opened tensors are zero-copy views that keep the mapping alive after 
 
 TEST_CASE("saving a non-contiguous view writes its logical contents") {
   Tensor m = Tensor::from_vector({0, 1, 2, 3, 4, 5}, {2, 3});
-  const std::string path = g_tmp.file("view.safetensors");
+  const std::string path = tmp() / "view.safetensors";
   save_safetensors(path, {{"t", m.transpose(0, 1)}});
   auto f = SafetensorsFile::open(path);
   CHECK(f.get("t").shape() == Shape{3, 2});
@@ -138,7 +131,7 @@ TEST_CASE("saving a non-contiguous view writes its logical contents") {
 }
 
 TEST_CASE("asking for a missing tensor names the file and the tensor") {
-  const std::string path = g_tmp.file("missing.safetensors");
+  const std::string path = tmp() / "missing.safetensors";
   save_safetensors(path, {{"present", Tensor::from_vector({1}, {1})}});
   auto f = SafetensorsFile::open(path);
   try {
@@ -154,7 +147,7 @@ TEST_CASE("asking for a missing tensor names the file and the tensor") {
 
 TEST_CASE("a file that does not exist is reported as not found") {
   try {
-    SafetensorsFile::open(g_tmp.file("nope.safetensors"));
+    SafetensorsFile::open(tmp() / "nope.safetensors");
     FAIL("expected not_found");
   } catch (const Error& e) {
     CHECK(e.code() == Errc::not_found);
@@ -163,12 +156,12 @@ TEST_CASE("a file that does not exist is reported as not found") {
 }
 
 TEST_CASE("a truncated file is refused with a message naming it") {
-  const std::string good = g_tmp.file("full.safetensors");
+  const std::string good = tmp() / "full.safetensors";
   save_safetensors(good, {{"w", Tensor::from_vector({1, 2, 3, 4}, {4})}});
   const auto size = fs::file_size(good);
 
   SUBCASE("data cut short") {
-    const std::string cut = g_tmp.file("cut_data.safetensors");
+    const std::string cut = tmp() / "cut_data.safetensors";
     fs::copy_file(good, cut, fs::copy_options::overwrite_existing);
     fs::resize_file(cut, size - 3);
     const std::string msg = parse_error(cut);
@@ -177,7 +170,7 @@ TEST_CASE("a truncated file is refused with a message naming it") {
     CHECK(contains(msg, "'w'"));
   }
   SUBCASE("header cut short") {
-    const std::string cut = g_tmp.file("cut_header.safetensors");
+    const std::string cut = tmp() / "cut_header.safetensors";
     fs::copy_file(good, cut, fs::copy_options::overwrite_existing);
     fs::resize_file(cut, 20);
     const std::string msg = parse_error(cut);
@@ -185,7 +178,7 @@ TEST_CASE("a truncated file is refused with a message naming it") {
     CHECK(contains(msg, "runs past the end"));
   }
   SUBCASE("not even the length prefix") {
-    const std::string cut = g_tmp.file("cut_len.safetensors");
+    const std::string cut = tmp() / "cut_len.safetensors";
     fs::copy_file(good, cut, fs::copy_options::overwrite_existing);
     fs::resize_file(cut, 5);
     const std::string msg = parse_error(cut);
@@ -290,8 +283,8 @@ TEST_CASE("more than 8 dims and malformed entries are refused") {
 }
 
 TEST_CASE("saving refuses undefined tensors and the reserved __metadata__ name") {
-  CHECK_THROWS_AS(save_safetensors(g_tmp.file("u.safetensors"), {{"x", Tensor()}}), Error);
-  CHECK_THROWS_AS(save_safetensors(g_tmp.file("m.safetensors"), {{"__metadata__", Tensor::from_vector({1}, {1})}}),
+  CHECK_THROWS_AS(save_safetensors(tmp() / "u.safetensors", {{"x", Tensor()}}), Error);
+  CHECK_THROWS_AS(save_safetensors(tmp() / "m.safetensors", {{"__metadata__", Tensor::from_vector({1}, {1})}}),
                   Error);
-  CHECK_FALSE(fs::exists(g_tmp.file("u.safetensors")));
+  CHECK_FALSE(fs::exists(tmp() / "u.safetensors"));
 }
