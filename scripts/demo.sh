@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job of `make demo`: check the kernels, then generate an image with
 # the shipped model twice — with the sequential pipeline (the ground truth) and
-# through the actor engine — and check that both are the same bytes.
+# through the actor engine — check that both are the same bytes, and score the
+# image against its prompt.
 set -euo pipefail
 BUILD=${1:-build/release}
 SC="$BUILD/cli/stagecraft"
@@ -27,3 +28,10 @@ else
   echo "error: the engine's image differs from the sequential pipeline's" >&2
   exit 1
 fi
+
+# Does the picture match its prompt? The pixel-statistics scorer of `stagecraft eval`
+# (docs/models.md) regenerates the same seed and reads colour, shape and position off it.
+echo
+echo "== stagecraft eval: does out/demo.png show \"$PROMPT\"?"
+echo "$PROMPT" > out/demo-caption.txt
+"$SC" eval --captions out/demo-caption.txt --seed 7 | grep -E '^\[|adherence|position'
