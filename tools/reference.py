@@ -716,6 +716,12 @@ def _from_config(defaults, cfg):
     return out
 
 
+def flow_shift(sigma, shift):
+    """FlowMatchEulerDiscreteScheduler's static shift of the noise levels towards 1:
+    sigma' = shift sigma / (1 + (shift - 1) sigma)."""
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
 class FlowMatchEulerDiscreteScheduler:
     DEFAULTS = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False, base_shift=0.5,
                     max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096, invert_sigmas=False,
@@ -731,8 +737,7 @@ class FlowMatchEulerDiscreteScheduler:
         n = c["num_train_timesteps"]
         ts = np.linspace(1, n, n, dtype=np.float32)[::-1].copy()
         sig = torch.from_numpy(ts).to(torch.float32) / n
-        s = c["shift"]
-        sig = s * sig / (1 + (s - 1) * sig)
+        sig = flow_shift(sig, c["shift"])
         self.sigma_min = sig[-1].item()
         self.sigma_max = sig[0].item()
         self.init_noise_sigma = 1.0
@@ -742,8 +747,7 @@ class FlowMatchEulerDiscreteScheduler:
         n = c["num_train_timesteps"]
         ts = np.linspace(self.sigma_max * n, self.sigma_min * n, num_inference_steps)
         sig = ts / n
-        s = c["shift"]
-        sig = s * sig / (1 + (s - 1) * sig)
+        sig = flow_shift(sig, c["shift"])
         sig = torch.from_numpy(sig).to(torch.float32)
         self.timesteps = sig * n
         self.sigmas = torch.cat([sig, torch.zeros(1)])
@@ -1269,13 +1273,18 @@ class Pipeline:
         t2 = time.perf_counter()
         image = self.vae.decode_latents(lat)
         t3 = time.perf_counter()
-        u8 = ((image / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        u8 = image_to_uint8(image)
         t4 = time.perf_counter()
         if timings is not None:
             timings.append({"text_encoder": (t1 - t0) * 1e3, "denoise": (t2 - t1) * 1e3,
                             "vae_decoder": (t3 - t2) * 1e3, "postprocess": (t4 - t3) * 1e3,
                             "total": (t4 - t0) * 1e3})
         return image, u8
+
+
+def image_to_uint8(image):
+    """The post-processing stage: decoded images in [-1, 1] ([B, 3, H, W]) to uint8 [B, H, W, 3]."""
+    return ((image / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def latent_shape(model_dir, height=None, width=None):

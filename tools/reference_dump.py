@@ -154,7 +154,7 @@ def dump_generate(pipe: ref.Pipeline, prompt, negative_prompt, latents, steps, g
 
     image = pipe.vae.decode_latents(lat)
     dump.add("decode", "image", image)
-    u8 = ((image / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    u8 = ref.image_to_uint8(image)
     dump.add("postprocess", "image_u8", u8)
     dump.manifest.update({
         "pipeline": "tools/reference.py",

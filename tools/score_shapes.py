@@ -40,6 +40,7 @@ import shapes_dataset as D  # noqa: E402
 
 NAMES = list(D.COLOURS)
 PALETTE = np.array([D.COLOURS[n] for n in NAMES], dtype=np.float32)
+EVAL_CAPTIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "eval_captions.txt")
 MASK_MIN_DIST2 = 80.0 ** 2
 SQUARE_FILL = 0.88
 CIRCLE_FILL = 0.64
@@ -76,6 +77,12 @@ def score(img: np.ndarray, caption: str) -> dict:
     res["all_ok"] = all(res.values())
     res["found"] = got
     return res
+
+
+def load_captions(path=EVAL_CAPTIONS):
+    """The non-empty lines of a captions file (default: the held-out evaluation set)."""
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 def summarize(results):
@@ -142,8 +149,7 @@ def main():
     ap.add_argument("--check-dataset", type=int, default=0, help="score N true images and exit")
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--model", help="diffusers folder to evaluate")
-    ap.add_argument("--captions", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                       "eval_captions.txt"))
+    ap.add_argument("--captions", default=EVAL_CAPTIONS)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=4.0)
     ap.add_argument("--scheduler", default="flow_match_euler")
@@ -156,8 +162,7 @@ def main():
         summary, _ = check_dataset(args.check_dataset, args.size)
         print(json.dumps(summary))
         return
-    with open(args.captions) as f:
-        caps = [line.strip() for line in f if line.strip()]
+    caps = load_captions(args.captions)
     if args.limit:
         caps = caps[:args.limit]
     summary, results, images = evaluate_model(args.model, caps, args.steps, args.guidance, args.scheduler,

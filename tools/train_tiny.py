@@ -171,15 +171,14 @@ def vae_shape_ceiling(vae, device, n=200, seed=9):
     rng = np.random.RandomState(seed)
     batch = [ds.sample(rng) for _ in range(n)]
     mean, _ = vae.encode(to_tensor(np.stack([b[0] for b in batch])).to(device))
-    rec = ((vae.decode(mean).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    rec = R.image_to_uint8(vae.decode(mean)).cpu().numpy()
     return float(np.mean([S.analyse(r)["shape"] == a["shape"] for r, (_, a) in zip(rec, batch)]))
 
 
 def progress_eval(out, threads):
     """Scores the checkpoint just written on every third held-out caption (20 steps, guidance 4),
     so the log shows when colour, shape and position are learned."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "eval_captions.txt")) as f:
-        caps = [line.strip() for line in f if line.strip()][::3]
+    caps = S.load_captions()[::3]
     summary, _, _ = S.evaluate_model(out, caps, 20, 4.0, "flow_match_euler", 0, threads=threads, batch=len(caps))
     return {k: summary[k] for k in ("colour", "background", "shape", "position", "all")}
 
@@ -276,7 +275,7 @@ def train_dit(args, device, deadline, out, vae, tok, meta, resume_from=None):
         # position word cost nothing: loss 0.4300 vs 0.4299 at s = 0.95 after 2517 steps).
         u = torch.sigmoid(torch.randn(args.dit_batch))
         uni = torch.rand(args.dit_batch)
-        s = shift_sigmas(torch.where(torch.rand(args.dit_batch) < 0.5, u, uni), args.noise_shift).to(device)
+        s = R.flow_shift(torch.where(torch.rand(args.dit_batch) < 0.5, u, uni), args.noise_shift).to(device)
         noise = torch.randn_like(x0)
         xt = (1 - s[:, None, None, None]) * x0 + s[:, None, None, None] * noise
         emb = text(ids, mask)
@@ -304,11 +303,6 @@ def train_dit(args, device, deadline, out, vae, tok, meta, resume_from=None):
     meta.update(dit_steps=steps_before + step, dit_seconds=seconds_before + round(time.time() - t0),
                 dit_loss=round(loss_avg, 5), partial=False)
     return ema_text, ema_dit
-
-
-def shift_sigmas(s, shift):
-    """FlowMatchEulerDiscreteScheduler's shift: s' = shift s / (1 + (shift - 1) s)."""
-    return shift * s / (1 + (shift - 1) * s)
 
 
 def caption_for_training(a, rng, dropout):
