@@ -18,8 +18,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory per test process, removed at exit.
-// One folder for the whole run, made by the first test that writes a file.
+// One folder per test process, made by the first test that writes a file and removed at exit.
 const stagecraft::testing::TempDir& tmp() {
   static const stagecraft::testing::TempDir dir;
   return dir;
