@@ -26,7 +26,8 @@ const std::vector<std::string> kStageKeys = {"name",     "type",        "node", 
 const std::vector<std::string> kBatchingKeys = {"max_batch", "max_wait_ms"};
 const std::vector<std::string> kEdgeKeys = {"from", "to", "channel"};
 const std::vector<std::string> kNodeKeys = {"endpoint"};
-const std::vector<std::string> kLimitsKeys = {"max_pending_jobs", "credits"};
+const std::vector<std::string> kLimitsKeys = {"max_pending_jobs", "credits", "max_steps", "max_pixels",
+                                              "max_prompt_bytes"};
 const std::vector<std::string> kDefaultsKeys = {"steps",     "guidance",       "width", "height",
                                                 "scheduler", "negative_prompt"};
 const std::vector<std::string> kChannels = {"auto", "local", "zmq", "cuda_ipc", "nccl"};
@@ -441,6 +442,15 @@ void Parser::parse_limits(const YAML::Node& v) {
     } else if (e.key == "credits") {
       if (auto i = get_int(e.value, "limits.credits", 1, 1 << 20, "an integer >= 1"))
         spec_.limits.credits = static_cast<int>(*i);
+    } else if (e.key == "max_steps") {
+      if (auto i = get_int(e.value, "limits.max_steps", 1, 100000, "an integer from 1 to 100000"))
+        spec_.limits.max_steps = static_cast<int>(*i);
+    } else if (e.key == "max_pixels") {
+      if (auto i = get_int(e.value, "limits.max_pixels", 64, int64_t(1) << 40, "an integer >= 64 (width x height)"))
+        spec_.limits.max_pixels = *i;
+    } else if (e.key == "max_prompt_bytes") {
+      if (auto i = get_int(e.value, "limits.max_prompt_bytes", 1, 1 << 24, "an integer from 1 to 16777216"))
+        spec_.limits.max_prompt_bytes = static_cast<int>(*i);
     } else {
       add(e.key_node, "unknown key '" + e.key + "' in limits", one_of(kLimitsKeys, e.key));
     }
@@ -825,7 +835,9 @@ std::string describe_pipeline(const PipelineSpec& spec) {
   os << "defaults: steps " << d.value("steps", 0) << ", guidance " << d.value("guidance", 0.0) << ", size "
      << d.value("width", 0) << "x" << d.value("height", 0) << ", scheduler " << d.value("scheduler", std::string())
      << ", negative_prompt \"" << d.value("negative_prompt", std::string()) << "\"\n";
-  os << "limits: max_pending_jobs " << spec.limits.max_pending_jobs << ", credits " << spec.limits.credits << "\n";
+  os << "limits: max_pending_jobs " << spec.limits.max_pending_jobs << ", credits " << spec.limits.credits
+     << ", max_steps " << spec.limits.max_steps << ", max_pixels " << spec.limits.max_pixels
+     << ", max_prompt_bytes " << spec.limits.max_prompt_bytes << "\n";
   return os.str();
 }
 

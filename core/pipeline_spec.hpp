@@ -13,6 +13,7 @@
 //
 // core/ knows no stage registry: whether a stage `type` exists is checked by
 // stages/spec_check.hpp (check_stage_types), which also loads plugins.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -61,6 +62,10 @@ struct NodeSpec {
 struct LimitsSpec {
   int max_pending_jobs = 256;  ///< front door: more jobs in flight are refused as overloaded
   int credits = 4;             ///< default per-stage in-flight bound (StageSpec::queue_limit = 0)
+  // Request limits: a request beyond them is refused at the door with invalid_argument.
+  int max_steps = 200;                 ///< most denoising steps one request may ask for
+  int64_t max_pixels = 2048 * 2048;    ///< most width x height of one image
+  int max_prompt_bytes = 4096;         ///< longest prompt (and negative prompt), in UTF-8 bytes
 };
 
 struct PipelineSpec {
