@@ -1,0 +1,171 @@
+// bench_transport: the ZeroMQ tensor channel against a bare cppzmq PUSH/PULL pair
+// moving the same bytes in the same program (issue 11's figures), and the time one
+// empty packet takes from try_send to delivery. Rounds of the two alternate so
+// that a noisy neighbour slows both alike; medians are quoted.
+//
+//   bench_transport            # throughput at 1, 4, 16 MiB over ipc and tcp, then the hop latency
+//   bench_transport --quick    # fewer rounds
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "transport/zmq_channel.hpp"
+
+using namespace stagecraft;
+using namespace stagecraft::transport;
+using Clock = std::chrono::steady_clock;
+using Sec = std::chrono::duration<double>;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+std::string ipc_endpoint(const char* name) {
+  return "ipc:///tmp/stagecraft-bench-" + std::to_string(getpid()) + "-" + name + ".sock";
+}
+
+/// Seconds for a bare PUSH/PULL pair to move `count` messages of `bytes` (zero-copy sends).
+double bare_round(zmq::context_t& ctx, const std::string& endpoint, const std::vector<char>& payload, int count) {
+  zmq::socket_t pull(ctx, zmq::socket_type::pull);
+  pull.set(zmq::sockopt::linger, 0);
+  pull.bind(endpoint);
+  const std::string bound = pull.get(zmq::sockopt::last_endpoint);
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  push.set(zmq::sockopt::linger, 0);
+  push.connect(bound);
+  // One warm-up message so the connection exists before the clock starts.
+  push.send(zmq::str_buffer("w"), zmq::send_flags::none);
+  zmq::message_t m;
+  (void)pull.recv(m);
+  const auto t0 = Clock::now();
+  std::thread sender([&] {
+    for (int i = 0; i < count; ++i)
+      push.send(zmq::message_t(const_cast<char*>(payload.data()), payload.size(), nullptr, nullptr),
+                zmq::send_flags::none);
+  });
+  for (int i = 0; i < count; ++i) (void)pull.recv(m);
+  const double s = Sec(Clock::now() - t0).count();
+  sender.join();
+  return s;
+}
+
+/// Seconds for the channel to deliver `count` packets holding one tensor of `bytes`.
+double channel_round(const std::shared_ptr<zmq::context_t>& ctx, const std::string& endpoint, const Tensor& tensor,
+                     int count, int credits) {
+  std::mutex mu;
+  std::condition_variable cv;
+  int delivered = 0, credit_signals = 0;
+  auto rx = ZmqRecvChannel::bind(ctx, endpoint,
+                                 {.hello = {"rx", "bench"}, .credits = credits, .on_packet = [&](PacketPtr, Receipt) {
+                                    std::lock_guard lk(mu);
+                                    ++delivered;
+                                    cv.notify_all();
+                                  }});
+  auto tx = ZmqSendChannel::connect(ctx, rx->endpoint(), {"tx", "bench"}, {.on_credit = [&] {
+                                      std::lock_guard lk(mu);
+                                      ++credit_signals;
+                                      cv.notify_all();
+                                    }});
+  if (!tx->wait_ready(std::chrono::seconds(10))) throw std::runtime_error("handshake timed out");
+  auto packet = [&](int i) {
+    auto p = std::make_shared<Packet>();
+    p->job_id = uint64_t(i + 1);
+    p->tensors["x"] = tensor;
+    return p;
+  };
+  const auto t0 = Clock::now();
+  for (int i = 0; i < count; ++i) {
+    for (;;) {
+      std::unique_lock lk(mu);
+      const int seen = credit_signals;
+      lk.unlock();
+      if (tx->try_send(packet(i))) break;
+      lk.lock();
+      cv.wait(lk, [&] { return credit_signals != seen; });
+    }
+  }
+  std::unique_lock lk(mu);
+  cv.wait(lk, [&] { return delivered == count; });
+  return Sec(Clock::now() - t0).count();
+}
+
+/// Median microseconds from try_send of an empty packet to its delivery, one at a time.
+double hop_latency_us(const std::shared_ptr<zmq::context_t>& ctx, const std::string& endpoint, int count) {
+  std::mutex mu;
+  std::condition_variable cv;
+  Clock::time_point arrived;
+  bool got = false;
+  auto rx = ZmqRecvChannel::bind(ctx, endpoint,
+                                 {.hello = {"rx", "bench"}, .credits = 4, .on_packet = [&](PacketPtr, Receipt) {
+                                    std::lock_guard lk(mu);
+                                    arrived = Clock::now();
+                                    got = true;
+                                    cv.notify_all();
+                                  }});
+  auto tx = ZmqSendChannel::connect(ctx, rx->endpoint(), {"tx", "bench"});
+  if (!tx->wait_ready(std::chrono::seconds(10))) throw std::runtime_error("handshake timed out");
+  std::vector<double> us;
+  for (int i = 0; i < count; ++i) {
+    auto p = std::make_shared<Packet>();
+    p->job_id = uint64_t(i + 1);
+    {
+      std::lock_guard lk(mu);
+      got = false;
+    }
+    // Credits come back asynchronously; wait until one is there so only the hop is timed.
+    while (tx->stats().credits == 0) std::this_thread::yield();
+    const auto t0 = Clock::now();
+    if (!tx->try_send(p)) throw std::runtime_error("no credit");
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return got; });
+    us.push_back(std::chrono::duration<double, std::micro>(arrived - t0).count());
+  }
+  return median(us);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  const int rounds = quick ? 3 : 7;
+  const size_t round_bytes = size_t(quick ? 128 : 256) << 20;
+  auto ctx = std::make_shared<zmq::context_t>(1);
+  std::printf("bench_transport: %d rounds of %zu MiB each, medians; channel credits 4\n", rounds, round_bytes >> 20);
+  std::printf("%-5s %8s %14s %14s %7s %s\n", "", "tensor", "channel GB/s", "bare GB/s", "ratio", "(target >= 0.90)");
+  bool all_pass = true;
+  for (const char* kind : {"ipc", "tcp"}) {
+    for (size_t mib : {1, 4, 16}) {
+      const size_t bytes = mib << 20;
+      const int count = int(round_bytes / bytes);
+      std::vector<char> payload(bytes, 1);
+      Tensor t = Tensor::empty({int64_t(bytes / 4)}, DType::f32);
+      std::memset(t.data(), 1, bytes);
+      std::vector<double> ch, bare, ratio;
+      for (int r = 0; r < rounds; ++r) {
+        const std::string ep = std::string(kind) == "ipc" ? ipc_endpoint("tput") : "tcp://127.0.0.1:*";
+        const double b = bare_round(*ctx, ep, payload, count);
+        const double c = channel_round(ctx, ep, t, count, 4);
+        bare.push_back(double(bytes) * count / b / 1e9);
+        ch.push_back(double(bytes) * count / c / 1e9);
+        ratio.push_back(b / c);
+      }
+      const double rm = median(ratio);
+      all_pass &= rm >= 0.90;
+      std::printf("%-5s %5zu MiB %14.2f %14.2f %7.2f %s\n", kind, mib, median(ch), median(bare), rm,
+                  rm >= 0.90 ? "PASS" : "MISS");
+    }
+  }
+  const double hop = hop_latency_us(ctx, ipc_endpoint("hop"), quick ? 200 : 1000);
+  std::printf("empty packet over ipc, try_send -> delivery: median %.1f us (target <= 100 us per hop) %s\n", hop,
+              hop <= 100 ? "PASS" : "MISS");
+  return all_pass && hop <= 100 ? 0 : 1;
+}

@@ -1,0 +1,33 @@
+#include "transport/wakeup.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+
+#include "core/error.hpp"
+
+namespace stagecraft::transport {
+
+Wakeup::Wakeup() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  SC_CHECK(fd_ >= 0, Errc::io, "eventfd failed: " << std::strerror(errno));
+}
+
+Wakeup::~Wakeup() {
+  if (fd_ >= 0) close(fd_);
+}
+
+void Wakeup::notify() {
+  const uint64_t one = 1;
+  // EAGAIN means the counter is saturated: the fd is readable already, which is all we need.
+  [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof one);
+}
+
+void Wakeup::drain() {
+  uint64_t v = 0;
+  [[maybe_unused]] ssize_t n = read(fd_, &v, sizeof v);
+}
+
+}  // namespace stagecraft::transport

@@ -1,0 +1,73 @@
+#pragma once
+// The ZeroMQ channel (ipc:// and tcp://). The receiver binds a ROUTER; each
+// sender connects a DEALER, says hello (format version, node, pipeline hash)
+// and waits for a welcome that grants its credit window. Packets then flow as
+// the wire format's multipart messages (transport/wire_format.hpp), credits
+// flow back as small control messages on the same connection. Each end owns
+// one I/O thread that alone touches its socket: encoding and sending never run
+// on a caller's (a stage's) thread. docs/wire-format.md describes the messages.
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "transport/channel.hpp"
+#include "transport/wire_format.hpp"
+
+namespace stagecraft::transport {
+
+struct ZmqSendOptions {
+  /// A credit came back (I/O thread): a packet refused by try_send may go now.
+  std::function<void()> on_credit;
+  /// A queued packet could not be sent (e.g. it held a GPU tensor); its credit is returned.
+  std::function<void(PacketPtr, const std::string& why)> on_failed;
+};
+
+class ZmqSendChannel : public SendChannel {
+ public:
+  static std::unique_ptr<ZmqSendChannel> connect(std::shared_ptr<zmq::context_t> ctx, const std::string& endpoint,
+                                                 Hello hello, ZmqSendOptions options = {});
+  ~ZmqSendChannel() override;
+  bool wait_ready(std::chrono::milliseconds timeout) override;
+  bool try_send(PacketPtr packet) override;
+  ChannelStats stats() const override;
+  const std::string& endpoint() const;
+
+  struct Impl;
+
+ private:
+  explicit ZmqSendChannel(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<Impl> impl_;
+};
+
+struct ZmqRecvOptions {
+  Hello hello;                 ///< this node; a sender whose pipeline_hash differs is refused
+  int credits = 4;             ///< window granted to each sender
+  int64_t max_message_bytes = int64_t(1) << 31;  ///< larger messages are dropped by ZeroMQ itself
+  /// Delivers a decoded packet (I/O thread). Keep the Receipt until the packet has left
+  /// this side's hands (e.g. was admitted by the next stage): releasing it returns the credit.
+  std::function<void(PacketPtr, Receipt)> on_packet;
+};
+
+class ZmqRecvChannel : public RecvChannel {
+ public:
+  /// Binds `endpoint` (ipc:// or tcp://). Throws Error(io) when the address is taken or invalid.
+  static std::unique_ptr<ZmqRecvChannel> bind(std::shared_ptr<zmq::context_t> ctx, const std::string& endpoint,
+                                              ZmqRecvOptions options);
+  ~ZmqRecvChannel() override;
+  ChannelStats stats() const override;
+  /// Refusals of the wire format, by reason.
+  const WireCounters& wire_counters() const;
+  /// The endpoint actually bound (a tcp port of 0 or * resolved).
+  const std::string& endpoint() const;
+
+  struct Impl;
+
+ private:
+  explicit ZmqRecvChannel(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace stagecraft::transport
