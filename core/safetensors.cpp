@@ -50,6 +50,9 @@ uint64_t json_uint(const nlohmann::json& v, const std::string& path, const std::
   return v.get<uint64_t>();
 }
 
+// Whether the data section (after the 8-byte length and the header) starts at a multiple of `esize`.
+bool data_start_aligned(uint64_t header_len, uint64_t esize) { return (8 + header_len) % esize == 0; }
+
 struct Entry {
   std::string name;
   DType dtype;
@@ -127,14 +130,24 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     SC_CHECK(v["shape"].size() <= static_cast<size_t>(kMaxDims), Errc::parse,
              path << ": tensor '" << name << "' has " << v["shape"].size() << " dims; Stagecraft supports at most "
                   << kMaxDims);
-    uint64_t elems = 1;
-    bool overflow = false;
+    // Every size below is computed in a way that cannot wrap: the product of the
+    // non-zero dims times the element size must fit in int64 (Tensor's own shape
+    // arithmetic), whatever order later code multiplies the dims in.
+    const uint64_t esize = dtype_size(e.dtype);
+    const uint64_t max_elems = static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / esize;
+    uint64_t nonzero = 1;
+    bool empty = false, overflow = false;
     for (const auto& d : v["shape"]) {
       const uint64_t n = json_uint(d, path, name, "shape");
-      if (n != 0 && elems > std::numeric_limits<uint64_t>::max() / n) overflow = true;
-      elems *= n;
-      e.shape.push_back(static_cast<int64_t>(n));
+      if (n == 0) empty = true;
+      else if (nonzero > max_elems / n) overflow = true;
+      else nonzero *= n;
+      e.shape.push_back(overflow ? 0 : static_cast<int64_t>(n));
     }
+    SC_CHECK(!overflow, Errc::parse,
+             path << ": tensor '" << name << "' has shape " << v["shape"].dump() << " whose "
+                  << dtype_safetensors_name(e.dtype) << " byte size overflows 64 bits; the file is corrupt or hostile");
+    const uint64_t elems = empty ? 0 : nonzero;
     const auto& off = v["data_offsets"];
     SC_CHECK(off.is_array() && off.size() == 2, Errc::parse,
              path << ": tensor '" << name << "': data_offsets must be [begin, end], got " << off.dump());
@@ -142,11 +155,20 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     e.end = json_uint(off[1], path, name, "data_offsets");
     SC_CHECK(e.begin <= e.end, Errc::parse,
              path << ": tensor '" << name << "': data_offsets [" << e.begin << ", " << e.end << "] end before they begin");
-    const uint64_t want = elems * dtype_size(e.dtype);
-    SC_CHECK(!overflow && want == e.end - e.begin, Errc::parse,
+    const uint64_t want = elems * esize;
+    SC_CHECK(want == e.end - e.begin, Errc::parse,
              path << ": tensor '" << name << "' is " << dtype_safetensors_name(e.dtype) << shape_str(e.shape) << " = "
                   << want << " bytes, but its data_offsets [" << e.begin << ", " << e.end << "] span "
                   << e.end - e.begin << " bytes");
+    // Typed loads need aligned data: the data section starts 8-byte aligned in the
+    // mapping only when the header length keeps it so, and each tensor at a multiple
+    // of its element size. Writers that sort tensors by descending element size
+    // (the reference one, and save_safetensors) always produce such files.
+    SC_CHECK(e.begin % esize == 0 && (esize == 1 || data_start_aligned(header_len, esize)), Errc::parse,
+             path << ": tensor '" << name << "' (" << dtype_safetensors_name(e.dtype) << ") starts at file offset "
+                  << 8 + header_len + e.begin << ", which is not a multiple of its " << esize
+                  << "-byte element size; Stagecraft reads only aligned tensors. Rewrite the file with an aligning "
+                     "writer (safetensors' save_file, or Stagecraft's save_safetensors)");
     entries.push_back(std::move(e));
   }
 
@@ -197,9 +219,18 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
                       const std::map<std::string, std::string>& metadata) {
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
+  // Like the reference writer: widest element first, then by name. Every tensor's
+  // byte size is a multiple of its element size and the sizes are powers of two, so
+  // each tensor then starts aligned to its element size with no gaps between them.
+  std::vector<std::pair<std::string, Tensor>> order(tensors.begin(), tensors.end());
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    const size_t sa = a.second.defined() ? dtype_size(a.second.dtype()) : 0;
+    const size_t sb = b.second.defined() ? dtype_size(b.second.dtype()) : 0;
+    return sa > sb;
+  });
   std::vector<Tensor> data;
   uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
+  for (const auto& [name, t] : order) {
     SC_CHECK(name != "__metadata__", Errc::invalid_argument,
              "save_safetensors(" << path << "): '__metadata__' is reserved and cannot name a tensor");
     SC_CHECK(t.defined(), Errc::invalid_argument, "save_safetensors(" << path << "): tensor '" << name << "' is undefined");
@@ -214,7 +245,8 @@ void save_safetensors(const std::string& path, const std::map<std::string, Tenso
     data.push_back(std::move(c));
   }
   std::string text = header.dump();
-  // Like the reference writer: pad with spaces so the data starts 8-byte aligned.
+  // Like the reference writer: pad with spaces (JSON whitespace) so the data starts
+  // 8-byte aligned, which with the ordering above aligns every tensor.
   text.append((8 - text.size() % 8) % 8, ' ');
 
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());

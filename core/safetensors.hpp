@@ -5,7 +5,9 @@
 // file and returns zero-copy CPU tensors that keep the mapping alive. It checks
 // what the format requires and names the file and the problem otherwise:
 // header size limit (100 MB), valid JSON, known dtypes, shapes whose byte size
-// matches the offsets, offsets that are contiguous and cover the data exactly.
+// matches the offsets (computed without overflow), offsets that are contiguous,
+// cover the data exactly and start each tensor at a multiple of its element size
+// (so typed loads are aligned).
 #include <map>
 #include <memory>
 #include <string>
@@ -35,7 +37,9 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-/// Writes CPU tensors (made contiguous) in name order; atomically via a temp file + rename.
+/// Writes CPU tensors (made contiguous), widest dtype first then by name, each aligned to its
+/// element size (the header is padded with spaces so the data starts 8-byte aligned);
+/// atomically via a temp file + rename.
 void save_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 

@@ -50,6 +50,11 @@ std::string parse_error(const std::string& path) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+// A hostile file of the test data (tests/data/untrusted/safetensors/README.md says what each holds).
+std::string untrusted(const std::string& name) {
+  return std::string(STAGECRAFT_SOURCE_DIR) + "/tests/data/untrusted/safetensors/" + name;
+}
+
 }  // namespace
 
 TEST_CASE("every dtype round-trips through save and open with identical bytes") {
@@ -92,7 +97,7 @@ TEST_CASE("every dtype round-trips through save and open with identical bytes") 
   CHECK_FALSE(fs::exists(path + ".tmp." + std::to_string(::getpid())));
 }
 
-TEST_CASE("names come back in the order of their data and saving writes them sorted by name") {
+TEST_CASE("names come back in the order of their data and saving writes one dtype sorted by name") {
   const std::string path = tmp() / "order.safetensors";
   save_safetensors(path, {{"b", Tensor::from_vector({1, 2}, {2})}, {"a", Tensor::from_vector({3}, {1})}});
   auto f = SafetensorsFile::open(path);
@@ -286,4 +291,71 @@ TEST_CASE("saving refuses undefined tensors and the reserved __metadata__ name")
   CHECK_THROWS_AS(save_safetensors(tmp() / "m.safetensors", {{"__metadata__", Tensor::from_vector({1}, {1})}}),
                   Error);
   CHECK_FALSE(fs::exists(tmp() / "u.safetensors"));
+}
+
+TEST_CASE("a shape whose byte size wraps around 64 bits is refused instead of loading 2^62 elements over 0 bytes") {
+  // Before the fix elements x 4 wrapped to 0 = the 0-byte span, and converting the
+  // tensor wrote far out of bounds.
+  const std::string path = untrusted("f32_size_wraps_to_zero.safetensors");
+  const std::string msg = parse_error(path);
+  CHECK(contains(msg, path));
+  CHECK(contains(msg, "'x'"));
+  CHECK(contains(msg, "overflows 64 bits"));
+}
+
+TEST_CASE("a shape whose element count overflows int64 is refused, even when a zero dim follows") {
+  for (const char* name : {"f16_numel_overflows.safetensors", "zero_dim_after_overflow.safetensors"}) {
+    CAPTURE(name);
+    const std::string msg = parse_error(untrusted(name));
+    CHECK(contains(msg, "overflows 64 bits"));
+    CHECK(contains(msg, "4611686018427387904"));
+  }
+}
+
+TEST_CASE("a tensor whose data is not aligned to its element size is refused naming its file offset") {
+  std::string msg = parse_error(untrusted("misaligned_f32.safetensors"));
+  CHECK(contains(msg, "tensor 'b' (F32) starts at file offset"));
+  CHECK(contains(msg, "not a multiple of its 4-byte element size"));
+  CHECK(contains(msg, "save_safetensors"));
+  // Offsets aligned within the data do not help when the header leaves the data at an odd file offset.
+  msg = parse_error(untrusted("misaligned_header.safetensors"));
+  CHECK(contains(msg, "tensor 'b' (F32) starts at file offset 114"));
+}
+
+TEST_CASE("the writer puts the widest dtypes first so every tensor it writes is aligned and loads back") {
+  std::map<std::string, Tensor> in;
+  in["a.u8"] = Tensor::empty({3}, DType::u8);
+  in["b.f32"] = Tensor::empty({2}, DType::f32);
+  in["c.i64"] = Tensor::empty({1}, DType::i64);
+  in["d.f16"] = Tensor::empty({3}, DType::f16);
+  in["e.i8"] = Tensor::empty({1}, DType::i8);
+  in["f.i32"] = Tensor::empty({5}, DType::i32);
+  int k = 1;
+  for (auto& [name, t] : in) {
+    auto* p = static_cast<unsigned char*>(t.data());
+    for (size_t i = 0; i < t.nbytes(); ++i) p[i] = static_cast<unsigned char>(k * 31 + i);
+    ++k;
+  }
+  const std::string path = tmp() / "mixed.safetensors";
+  save_safetensors(path, in);
+  auto f = SafetensorsFile::open(path);
+  CHECK(f.names() == std::vector<std::string>{"c.i64", "b.f32", "f.i32", "d.f16", "a.u8", "e.i8"});
+  for (const auto& [name, want] : in) {
+    const Tensor got = f.get(name);
+    CHECK(reinterpret_cast<uintptr_t>(got.data()) % dtype_size(got.dtype()) == 0);
+    CHECK(std::memcmp(got.data(), want.data(), want.nbytes()) == 0);
+  }
+}
+
+TEST_CASE("the shipped model's weight files load: every tensor is aligned") {
+  for (const char* rel : {"text_encoder/model.safetensors", "transformer/diffusion_pytorch_model.safetensors",
+                          "vae/diffusion_pytorch_model.safetensors"}) {
+    CAPTURE(rel);
+    const auto f = SafetensorsFile::open(std::string(STAGECRAFT_SOURCE_DIR) + "/models/tiny-shapes/" + rel);
+    CHECK(!f.names().empty());
+    for (const auto& n : f.names()) {
+      const Tensor t = f.get(n);
+      CHECK(reinterpret_cast<uintptr_t>(t.data()) % dtype_size(t.dtype()) == 0);
+    }
+  }
 }
