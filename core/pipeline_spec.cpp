@@ -1,5 +1,7 @@
 #include "core/pipeline_spec.hpp"
 
+#include "core/request_defaults.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -8,7 +10,6 @@
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <iomanip>
 #include <map>
 #include <optional>
@@ -28,10 +29,59 @@ const std::vector<std::string> kEdgeKeys = {"from", "to", "channel"};
 const std::vector<std::string> kNodeKeys = {"endpoint"};
 const std::vector<std::string> kLimitsKeys = {"max_pending_jobs", "credits", "max_steps", "max_pixels",
                                               "max_prompt_bytes"};
-const std::vector<std::string> kDefaultsKeys = {"steps",     "guidance",       "width", "height",
-                                                "scheduler", "negative_prompt"};
+const std::vector<std::string>& kDefaultsKeys = request_default_keys();
 const std::vector<std::string> kChannels = {"auto", "local", "zmq", "cuda_ipc", "nccl"};
-const std::vector<std::string> kSchedulers = {"flow_match_euler", "ddim", "dpm_2m"};
+const std::vector<std::string>& kSchedulers = scheduler_names();
+
+// What a pipeline file may ask of the parser: far beyond any real pipeline, low enough
+// that a hostile file cannot exhaust memory, stack or time (docs/pipeline-config.md).
+constexpr size_t kMaxStages = 4096;
+constexpr size_t kMaxEdges = 16384;
+constexpr size_t kMaxNodes = 1024;
+constexpr size_t kMaxNameBytes = 128;         ///< stage and node names, stage types
+constexpr size_t kMaxParamValues = 100000;    ///< JSON values of all stage parameters; an alias counts per use
+constexpr size_t kMaxParamBytes = 1 << 20;    ///< bytes of their keys and strings
+constexpr int kMaxParamDepth = 64;            ///< nesting of one parameter
+constexpr size_t kMaxSuggestBytes = 64;       ///< "did you mean" looks only at words up to this long
+constexpr size_t kShownBytes = 80;            ///< longest piece of the file quoted in a message
+constexpr size_t kMaxProblems = 100;          ///< problems reported per file; past it the parser stops early
+constexpr size_t kMaxListed = 20;             ///< words listed in "one of: ..." and similar lists
+constexpr size_t kMaxSuggestCandidates = 256; ///< words "did you mean" compares against
+
+/// `s` for a message: cut to kShownBytes (at a UTF-8 character boundary) with its length noted.
+std::string shown(const std::string& s) {
+  if (s.size() <= kShownBytes) return s;
+  size_t cut = kShownBytes;
+  while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  return s.substr(0, cut) + "... (" + std::to_string(s.size()) + " bytes)";
+}
+
+/// Offset of the first byte that is not part of valid UTF-8 (no overlong forms, no
+/// surrogates, nothing past U+10FFFF: what nlohmann::json accepts), or npos.
+size_t invalid_utf8_at(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // bounds of the second byte
+    if (c < 0x80) n = 0;
+    else if (c >= 0xC2 && c <= 0xDF) n = 1;
+    else if (c == 0xE0) n = 2, lo = 0xA0;
+    else if (c == 0xED) n = 2, hi = 0x9F;
+    else if (c >= 0xE1 && c <= 0xEF) n = 2;
+    else if (c == 0xF0) n = 3, lo = 0x90;
+    else if (c == 0xF4) n = 3, hi = 0x8F;
+    else if (c >= 0xF1 && c <= 0xF3) n = 3;
+    else return i;
+    if (s.size() - i <= n) return i;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto b = static_cast<unsigned char>(s[i + k]);
+      if (b < (k == 1 ? lo : 0x80) || b > (k == 1 ? hi : 0xBF)) return i;
+    }
+    i += n + 1;
+  }
+  return std::string::npos;
+}
 
 std::string join(const std::vector<std::string>& v, const std::string& sep = ", ") {
   std::string out;
@@ -39,23 +89,35 @@ std::string join(const std::vector<std::string>& v, const std::string& sep = ", 
   return out;
 }
 
+/// Like join, but lists at most kMaxListed words (a hostile file may name thousands).
+std::string join_some(const std::vector<std::string>& v) {
+  if (v.size() <= kMaxListed) return join(v);
+  std::vector<std::string> head(v.begin(), v.begin() + kMaxListed);
+  return join(head) + ", ... (" + std::to_string(v.size()) + " in all)";
+}
+
 /// Optimal-string-alignment distance: Levenshtein plus adjacent transpositions,
-/// the commonest typo ("stpes").
+/// the commonest typo ("stpes"). Words longer than kMaxSuggestBytes are nobody's
+/// typo of a short name and would cost |a| x |b|: they count as SIZE_MAX away.
 size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
-  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
-  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
-  for (size_t i = 1; i <= a.size(); ++i)
+  if (a.size() > kMaxSuggestBytes || b.size() > kMaxSuggestBytes) return SIZE_MAX;
+  // Three rolling rows (i-2, i-1, i) instead of the whole matrix.
+  std::vector<size_t> r2(b.size() + 1), r1(b.size() + 1), r0(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) r1[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    r0[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
-      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
-        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      r0[j] = std::min({r1[j] + 1, r0[j - 1] + 1, r1[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) r0[j] = std::min(r0[j], r2[j - 2] + 1);
     }
-  return d[a.size()][b.size()];
+    std::swap(r2, r1);
+    std::swap(r1, r0);
+  }
+  return r1[b.size()];
 }
 
 std::string one_of(const std::vector<std::string>& allowed, const std::string& got = "") {
-  std::string s = "one of: " + join(allowed);
+  std::string s = "one of: " + join_some(allowed);
   const std::string guess = got.empty() ? "" : closest_word(got, allowed);
   if (!guess.empty()) s = "did you mean '" + guess + "'? " + s;
   return s;
@@ -99,34 +161,6 @@ std::optional<double> parse_double(const std::string& s) {
   return v;
 }
 
-/// YAML to JSON for stage parameters: plain scalars become numbers, booleans
-/// or null where they read as such; quoted scalars stay strings.
-nlohmann::json to_json(const YAML::Node& n) {
-  switch (n.Type()) {
-    case YAML::NodeType::Scalar: {
-      const std::string& s = n.Scalar();
-      if (is_quoted(n)) return s;
-      if (s == "true" || s == "True" || s == "TRUE") return true;
-      if (s == "false" || s == "False" || s == "FALSE") return false;
-      if (s == "null" || s == "~" || s == "Null" || s == "NULL") return nullptr;
-      if (auto i = parse_int(s)) return *i;
-      if (auto d = parse_double(s)) return *d;
-      return s;
-    }
-    case YAML::NodeType::Sequence: {
-      auto arr = nlohmann::json::array();
-      for (const auto& e : n) arr.push_back(to_json(e));
-      return arr;
-    }
-    case YAML::NodeType::Map: {
-      auto obj = nlohmann::json::object();
-      for (const auto& kv : n) obj[kv.first.Scalar()] = to_json(kv.second);
-      return obj;
-    }
-    default: return nullptr;
-  }
-}
-
 std::string resolve_path(const std::string& base_dir, const std::string& p) {
   fs::path path(p);
   if (path.is_relative() && !base_dir.empty()) path = fs::path(base_dir) / path;
@@ -143,31 +177,61 @@ std::optional<nlohmann::json> read_json(const fs::path& p) {
   }
 }
 
+/// A problem found in one of the model folder's files: the file and key, no position.
+struct FileProblem {
+  std::string file, what, allowed;
+};
+
 /// The request defaults a model folder implies, as the sequential pipeline reads
-/// them: its stagecraft.json {"defaults": {...}}, else the image size diffusers'
-/// PixArt pipeline uses (transformer sample_size x VAE scale 2^(levels-1)) and the
-/// scheduler named by scheduler/scheduler_config.json.
-nlohmann::json model_defaults(const std::string& model_dir) {
+/// them: its stagecraft.json {"defaults": {...}} (checked like the file's own
+/// defaults:), else the image size diffusers' PixArt pipeline uses (transformer
+/// sample_size x VAE scale 2^(levels-1)) and the scheduler named by
+/// scheduler/scheduler_config.json. Values it cannot use are reported in `problems`
+/// naming the file and key; a file that is missing or not JSON is the model loader's
+/// to report.
+nlohmann::json model_defaults(const std::string& model_dir, std::vector<FileProblem>& problems) {
   nlohmann::json d = nlohmann::json::object();
   if (model_dir.empty()) return d;
   const fs::path dir(model_dir);
-  const auto t = read_json(dir / "transformer" / "config.json");
-  const auto v = read_json(dir / "vae" / "config.json");
-  if (t && v && t->contains("sample_size") && (*t)["sample_size"].is_number_integer() &&
-      v->contains("block_out_channels") && (*v)["block_out_channels"].is_array() &&
-      !(*v)["block_out_channels"].empty()) {
-    const int size = (*t)["sample_size"].get<int>() << ((*v)["block_out_channels"].size() - 1);
-    d["width"] = d["height"] = size;
+  const fs::path t_path = dir / "transformer" / "config.json", v_path = dir / "vae" / "config.json";
+  const auto t = read_json(t_path);
+  const auto v = read_json(v_path);
+  if (t && v && t->is_object() && v->is_object() && t->contains("sample_size") && v->contains("block_out_channels")) {
+    const nlohmann::json& ss = (*t)["sample_size"];
+    const nlohmann::json& boc = (*v)["block_out_channels"];
+    // The largest default side a pipeline file may give; the shift stays far from int's width.
+    constexpr int64_t kMaxSide = 1 << 16;
+    const bool ss_ok = ss.is_number_integer() && ss.get<int64_t>() >= 1 && ss.get<int64_t>() <= kMaxSide;
+    const bool boc_ok = boc.is_array() && !boc.empty() && boc.size() <= 17;
+    if (!ss_ok)
+      problems.push_back({t_path.string(), "sample_size is " + shown(ss.dump()) + ", out of range",
+                          "an integer from 1 to " + std::to_string(kMaxSide)});
+    if (!boc_ok)
+      problems.push_back({v_path.string(),
+                          "block_out_channels must be a list of 1 to 17 channel counts, got " + shown(boc.dump()),
+                          "one entry per VAE level; the image is 2^(levels-1) latent cells wide per cell"});
+    if (ss_ok && boc_ok) {
+      const int64_t size = ss.get<int64_t>() << (boc.size() - 1);
+      if (size > kMaxSide)
+        problems.push_back({t_path.string(),
+                            "sample_size " + std::to_string(ss.get<int64_t>()) + " x VAE scale " +
+                                std::to_string(int64_t(1) << (boc.size() - 1)) + " is a default size of " +
+                                std::to_string(size) + ", out of range",
+                            "a default width and height of at most " + std::to_string(kMaxSide)});
+      else
+        d["width"] = d["height"] = size;
+    }
   }
-  if (const auto sc = read_json(dir / "scheduler" / "scheduler_config.json"); sc && sc->contains("_class_name")) {
-    const std::string cls = sc->value("_class_name", std::string());
+  if (const auto sc = read_json(dir / "scheduler" / "scheduler_config.json");
+      sc && sc->is_object() && sc->contains("_class_name") && (*sc)["_class_name"].is_string()) {
+    const std::string cls = (*sc)["_class_name"].get<std::string>();
     if (cls == "FlowMatchEulerDiscreteScheduler") d["scheduler"] = "flow_match_euler";
     if (cls == "DDIMScheduler") d["scheduler"] = "ddim";
     if (cls == "DPMSolverMultistepScheduler") d["scheduler"] = "dpm_2m";
   }
-  if (const auto m = read_json(dir / "stagecraft.json"); m && m->contains("defaults") && (*m)["defaults"].is_object())
-    for (const auto& [k, val] : (*m)["defaults"].items())
-      if (std::find(kDefaultsKeys.begin(), kDefaultsKeys.end(), k) != kDefaultsKeys.end()) d[k] = val;
+  ModelDefaults own = check_model_defaults(model_dir);
+  for (auto& p : own.problems) problems.push_back({own.file, std::move(p.what), std::move(p.allowed)});
+  for (const auto& [k, val] : own.values.items()) d[k] = val;
   return d;
 }
 
@@ -187,8 +251,14 @@ class Parser {
 
  private:
   void add(SourceLoc at, std::string what, std::string allowed = "") {
+    if (problems_.size() == kMaxProblems)
+      problems_.push_back({file_, at, "more than " + std::to_string(kMaxProblems) + " problems; the rest are not listed",
+                           "fix these first"});
+    if (problems_.size() > kMaxProblems) return;
     problems_.push_back({file_, at, std::move(what), std::move(allowed)});
   }
+  /// Past kMaxProblems the loops over stages and edges stop: the rest would not be reported.
+  bool too_many() const { return problems_.size() > kMaxProblems; }
   void add(const YAML::Node& at, std::string what, std::string allowed = "") {
     add(loc_of(at), std::move(what), std::move(allowed));
   }
@@ -272,7 +342,7 @@ class Parser {
     const std::string path = resolve_path(base_dir_, *s);
     std::error_code ec;
     if (!fs::is_regular_file(path, ec)) {
-      add(v, what + " '" + *s + "' not found (looked at " + path + ")", allowed);
+      add(v, what + " '" + shown(*s) + "' not found (looked at " + path + ")", allowed);
       return std::nullopt;
     }
     return path;
@@ -289,6 +359,9 @@ class Parser {
   void parse_edges(const YAML::Node& v);
   void check_edge_channel(const EdgeSpec& e, const YAML::Node& at);
   void check_graph(SourceLoc edges_loc, bool explicit_edges);
+  bool name_fits(const YAML::Node& at, const std::string& name, const std::string& what);
+  std::optional<nlohmann::json> param_json(const YAML::Node& n, const std::string& who, const Entry& param);
+  bool to_json(const YAML::Node& n, int depth, nlohmann::json& out, const YAML::Node*& bad_utf8);
 
   std::string file_, base_dir_;
   PipelineSpec spec_;
@@ -297,9 +370,126 @@ class Parser {
   bool stages_listed_ = false;  ///< stages: was a non-empty list, so edges can be checked against it
   bool graph_ok_ = false;       ///< every stage entry became a StageSpec, so the graph can be checked
   std::set<std::string> plugin_failed_;  ///< stages whose plugin: is bad; "" for a top-level one
+  size_t param_values_ = 0, param_bytes_ = 0;  ///< spent of kMaxParamValues / kMaxParamBytes
+  bool params_over_ = false;                   ///< the budget ran out (reported once)
 };
 
+/// Reports a name longer than kMaxNameBytes (without echoing all of it).
+bool Parser::name_fits(const YAML::Node& at, const std::string& name, const std::string& what) {
+  if (name.size() <= kMaxNameBytes) return true;
+  add(at, what + " '" + shown(name) + "' is longer than " + std::to_string(kMaxNameBytes) + " bytes",
+      "a name of at most " + std::to_string(kMaxNameBytes) + " bytes");
+  return false;
+}
+
+/// YAML to JSON for stage parameters: plain scalars become numbers, booleans or null
+/// where they read as such; quoted scalars stay strings. yaml-cpp shares an aliased
+/// node, but the JSON copy is expanded, so every value counts against one budget for
+/// the whole file: a 554-byte alias bomb stops here instead of filling the memory.
+/// False when the budget ran out, the nesting is too deep or a string is not UTF-8
+/// (`bad_utf8` then points at it).
+bool Parser::to_json(const YAML::Node& n, int depth, nlohmann::json& out, const YAML::Node*& bad_utf8) {
+  if (++param_values_ > kMaxParamValues || depth > kMaxParamDepth) return false;
+  switch (n.Type()) {
+    case YAML::NodeType::Scalar: {
+      const std::string& s = n.Scalar();
+      if ((param_bytes_ += s.size()) > kMaxParamBytes) return false;
+      if (is_quoted(n)) {
+        // A quoted escape such as "\ud800" decodes to bytes that are not UTF-8.
+        if (invalid_utf8_at(s) != std::string::npos) {
+          bad_utf8 = &n;
+          return false;
+        }
+        out = s;
+      } else if (s == "true" || s == "True" || s == "TRUE") {
+        out = true;
+      } else if (s == "false" || s == "False" || s == "FALSE") {
+        out = false;
+      } else if (s == "null" || s == "~" || s == "Null" || s == "NULL") {
+        out = nullptr;
+      } else if (auto i = parse_int(s)) {
+        out = *i;
+      } else if (auto d = parse_double(s)) {
+        out = *d;
+      } else {
+        if (invalid_utf8_at(s) != std::string::npos) {
+          bad_utf8 = &n;
+          return false;
+        }
+        out = s;
+      }
+      return true;
+    }
+    case YAML::NodeType::Sequence: {
+      out = nlohmann::json::array();
+      for (const auto& e : n) {
+        nlohmann::json v;
+        if (!to_json(e, depth + 1, v, bad_utf8)) return false;
+        out.push_back(std::move(v));
+      }
+      return true;
+    }
+    case YAML::NodeType::Map: {
+      out = nlohmann::json::object();
+      for (const auto& kv : n) {
+        if (!kv.first.IsScalar()) {
+          bad_utf8 = nullptr;
+          add(kv.first, "a key inside a stage parameter is " + std::string(type_name(kv.first)),
+              "plain names as keys");
+          return false;
+        }
+        const std::string& key = kv.first.Scalar();
+        if ((param_bytes_ += key.size()) > kMaxParamBytes) return false;
+        if (invalid_utf8_at(key) != std::string::npos) {
+          bad_utf8 = &kv.first;
+          return false;
+        }
+        nlohmann::json v;
+        if (!to_json(kv.second, depth + 1, v, bad_utf8)) return false;
+        out[key] = std::move(v);
+      }
+      return true;
+    }
+    default: out = nullptr; return true;
+  }
+}
+
+std::optional<nlohmann::json> Parser::param_json(const YAML::Node& n, const std::string& who, const Entry& param) {
+  if (params_over_) return std::nullopt;
+  if (invalid_utf8_at(param.key) != std::string::npos) {
+    add(param.key_node, who + " has a parameter name that is not valid UTF-8", "UTF-8 text");
+    return std::nullopt;
+  }
+  const size_t problems_before = problems_.size();
+  const YAML::Node* bad_utf8 = nullptr;
+  nlohmann::json out;
+  if (to_json(n, 0, out, bad_utf8)) return out;
+  if (bad_utf8) {
+    add(*bad_utf8, who + " parameter '" + shown(param.key) + "' holds a string that is not valid UTF-8",
+        "UTF-8 text (escapes must not encode surrogates)");
+  } else if (problems_.size() == problems_before) {
+    // Once the budget is spent every later parameter would fail too: report it once.
+    params_over_ = param_values_ > kMaxParamValues || param_bytes_ > kMaxParamBytes;
+    add(param.key_node,
+        who + " parameter '" + shown(param.key) + "' is too large or too deeply nested: the parameters of a file may hold at most " +
+            std::to_string(kMaxParamValues) + " values and " + std::to_string(kMaxParamBytes) +
+            " bytes of text, nested at most " + std::to_string(kMaxParamDepth) + " deep",
+        "smaller parameters (a YAML alias counts each time it is used)");
+  }
+  return std::nullopt;
+}
+
 PipelineSpec Parser::parse(const std::string& text) {
+  // YAML is Unicode text; raw bytes that are not UTF-8 would reach names and
+  // parameters and fail later without a position.
+  if (const size_t bad = invalid_utf8_at(text); bad != std::string::npos) {
+    const size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+    const int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
+    const int col = static_cast<int>(bad - (line_start == std::string::npos || bad == 0 ? 0 : line_start + 1)) + 1;
+    add(SourceLoc{line, col}, "byte " + std::to_string(static_cast<unsigned char>(text[bad])) + " is not valid UTF-8",
+        "a UTF-8 text file (save it as UTF-8)");
+    throw SpecError(problems_);
+  }
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -321,7 +511,7 @@ PipelineSpec Parser::parse(const std::string& text) {
   std::map<std::string, Entry> top;
   for (auto& e : entries(root, "the top level")) {
     if (std::find(kTopKeys.begin(), kTopKeys.end(), e.key) == kTopKeys.end()) {
-      add(e.key_node, "unknown top-level key '" + e.key + "'", one_of(kTopKeys, e.key));
+      add(e.key_node, "unknown top-level key '" + shown(e.key) + "'", one_of(kTopKeys, e.key));
       continue;
     }
     top[e.key] = e;
@@ -336,7 +526,9 @@ PipelineSpec Parser::parse(const std::string& text) {
 
   // Fill the request defaults the file left out: the model's own, then built-in ones.
   auto& d = spec_.defaults;
-  const nlohmann::json from_model = model_defaults(spec_.model_dir);
+  std::vector<FileProblem> model_problems;
+  const nlohmann::json from_model = model_defaults(spec_.model_dir, model_problems);
+  for (auto& p : model_problems) problems_.push_back({std::move(p.file), {}, std::move(p.what), std::move(p.allowed)});
   for (const auto& [k, val] : from_model.items())
     if (!d.contains(k)) d[k] = val;
   const nlohmann::json builtin = {{"steps", 20}, {"guidance", 4.5}, {"width", 64}, {"height", 64},
@@ -377,9 +569,9 @@ void Parser::parse_model(const YAML::Node& v) {
   const std::string dir = resolve_path(base_dir_, *s);
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
-    add(v, "model folder '" + *s + "' not found (looked at " + dir + ")", allowed);
+    add(v, "model folder '" + shown(*s) + "' not found (looked at " + dir + ")", allowed);
   } else if (!fs::is_regular_file(fs::path(dir) / "model_index.json", ec)) {
-    add(v, "model folder '" + *s + "' has no model_index.json (looked in " + dir + ")", allowed);
+    add(v, "model folder '" + shown(*s) + "' has no model_index.json (looked in " + dir + ")", allowed);
   }
   spec_.model_dir = dir;
 }
@@ -399,37 +591,36 @@ void Parser::parse_defaults(const YAML::Node& v) {
   if (!expect_map(v, "defaults", "a map, e.g. {steps: 20, guidance: 4.5}")) return;
   auto& d = spec_.defaults;
   for (const auto& e : entries(v, "defaults")) {
-    const std::string what = "defaults." + e.key;
-    if (e.key == "steps") {
-      if (auto i = get_int(e.value, what, 1, 1000, "an integer from 1 to 1000")) d["steps"] = *i;
-    } else if (e.key == "guidance") {
-      if (auto x = get_number(e.value, what, 0.0, "a number >= 0 (1 disables classifier-free guidance)"))
-        d["guidance"] = *x;
-    } else if (e.key == "width" || e.key == "height") {
-      const std::string allowed = "a positive multiple of 8 (the VAE's scale)";
-      if (auto i = get_int(e.value, what, 1, 1 << 16, allowed)) {
-        if (*i % 8 != 0)
-          add(e.value, what + " is " + std::to_string(*i) + ", not a multiple of 8", allowed);
-        else
-          d[e.key] = *i;
-      }
-    } else if (e.key == "scheduler") {
-      if (auto s = get_string(e.value, what, one_of(kSchedulers))) {
-        if (std::find(kSchedulers.begin(), kSchedulers.end(), *s) == kSchedulers.end())
-          add(e.value, "unknown scheduler '" + *s + "'", one_of(kSchedulers, *s));
-        else
-          d["scheduler"] = *s;
-      }
-    } else if (e.key == "negative_prompt") {
-      if (e.value.IsScalar())
-        d["negative_prompt"] = e.value.Scalar();
-      else if (e.value.IsNull())
-        d["negative_prompt"] = "";
-      else
-        add(e.value, what + std::string(" must be a string, got ") + type_name(e.value), "a string");
-    } else {
-      add(e.key_node, "unknown key '" + e.key + "' in defaults", one_of(kDefaultsKeys, e.key));
+    if (std::find(kDefaultsKeys.begin(), kDefaultsKeys.end(), e.key) == kDefaultsKeys.end()) {
+      add(e.key_node, "unknown key '" + shown(e.key) + "' in defaults", one_of(kDefaultsKeys, e.key));
+      continue;
     }
+    // The YAML value as the JSON a model's stagecraft.json would hold, then the one
+    // check both go through (core/request_defaults.hpp).
+    nlohmann::json value;
+    if (e.key == "negative_prompt" && e.value.IsNull()) {
+      value = "";
+    } else if (!e.value.IsScalar()) {
+      add(e.value, "defaults." + e.key + " must be a single value, got " + type_name(e.value),
+          e.key == "negative_prompt" ? "a string" : "see docs/pipeline-config.md");
+      continue;
+    } else if (e.key == "scheduler" || e.key == "negative_prompt") {
+      value = e.value.Scalar();
+      if (invalid_utf8_at(e.value.Scalar()) != std::string::npos) {
+        add(e.value, "defaults." + e.key + " is not valid UTF-8", "UTF-8 text (escapes must not encode surrogates)");
+        continue;
+      }
+    } else if (auto i = parse_int(e.value.Scalar())) {
+      value = *i;
+    } else if (auto x = parse_double(e.value.Scalar())) {
+      value = *x;
+    } else {
+      value = shown(e.value.Scalar());
+    }
+    if (auto p = check_request_default(e.key, value))
+      add(e.value, p->what, e.key == "scheduler" ? one_of(kSchedulers, e.value.Scalar()) : p->allowed);
+    else
+      d[e.key] = value;
   }
 }
 
@@ -452,7 +643,7 @@ void Parser::parse_limits(const YAML::Node& v) {
       if (auto i = get_int(e.value, "limits.max_prompt_bytes", 1, 1 << 24, "an integer from 1 to 16777216"))
         spec_.limits.max_prompt_bytes = static_cast<int>(*i);
     } else {
-      add(e.key_node, "unknown key '" + e.key + "' in limits", one_of(kLimitsKeys, e.key));
+      add(e.key_node, "unknown key '" + shown(e.key) + "' in limits", one_of(kLimitsKeys, e.key));
     }
   }
 }
@@ -460,33 +651,39 @@ void Parser::parse_limits(const YAML::Node& v) {
 void Parser::parse_nodes(const YAML::Node& v) {
   const std::string allowed = "a map of node name to {endpoint: tcp://HOST:PORT or ipc://PATH}";
   if (!expect_map(v, "nodes", allowed)) return;
+  if (v.size() > kMaxNodes) {
+    add(v, "nodes: declares " + std::to_string(v.size()) + " nodes, more than " + std::to_string(kMaxNodes),
+        "at most " + std::to_string(kMaxNodes) + " nodes in one pipeline");
+    return;
+  }
   std::map<std::string, std::string> endpoint_owner;
   for (const auto& e : entries(v, "nodes")) {
+    if (!name_fits(e.key_node, e.key, "node name")) continue;
     NodeSpec n{e.key, "", loc_of(e.key_node)};
-    if (!expect_map(e.value, "node '" + e.key + "'", "{endpoint: tcp://HOST:PORT}")) continue;
+    if (!expect_map(e.value, "node '" + shown(e.key) + "'", "{endpoint: tcp://HOST:PORT}")) continue;
     bool has_endpoint = false;
-    for (const auto& f : entries(e.value, "node '" + e.key + "'")) {
+    for (const auto& f : entries(e.value, "node '" + shown(e.key) + "'")) {
       if (f.key != "endpoint") {
-        add(f.key_node, "unknown key '" + f.key + "' in node '" + e.key + "'", one_of(kNodeKeys, f.key));
+        add(f.key_node, "unknown key '" + shown(f.key) + "' in node '" + shown(e.key) + "'", one_of(kNodeKeys, f.key));
         continue;
       }
       has_endpoint = true;
       const std::string ep_allowed = "a ZeroMQ address: tcp://HOST:PORT or ipc://PATH";
-      auto ep = get_string(f.value, "endpoint of node '" + e.key + "'", ep_allowed);
+      auto ep = get_string(f.value, "endpoint of node '" + shown(e.key) + "'", ep_allowed);
       if (!ep) continue;
       if (ep->rfind("tcp://", 0) != 0 && ep->rfind("ipc://", 0) != 0) {
-        add(f.value, "endpoint '" + *ep + "' of node '" + e.key + "' is not a ZeroMQ address", ep_allowed);
+        add(f.value, "endpoint '" + shown(*ep) + "' of node '" + shown(e.key) + "' is not a ZeroMQ address", ep_allowed);
         continue;
       }
       auto [it, fresh] = endpoint_owner.emplace(*ep, e.key);
       if (!fresh) {
-        add(f.value, "endpoint '" + *ep + "' is used by nodes '" + it->second + "' and '" + e.key + "'",
+        add(f.value, "endpoint '" + shown(*ep) + "' is used by nodes '" + shown(it->second) + "' and '" + shown(e.key) + "'",
             "a distinct endpoint per node");
         continue;
       }
       n.endpoint = *ep;
     }
-    if (!has_endpoint) add(e.value, "node '" + e.key + "' has no endpoint", "{endpoint: tcp://HOST:PORT}");
+    if (!has_endpoint) add(e.value, "node '" + shown(e.key) + "' has no endpoint", "{endpoint: tcp://HOST:PORT}");
     spec_.nodes.push_back(std::move(n));
   }
 }
@@ -498,7 +695,12 @@ void Parser::parse_stages(const YAML::Node& v, SourceLoc key_loc) {
     add(key_loc, "stages: is empty", allowed);
     return;
   }
-  for (size_t i = 0; i < v.size(); ++i) parse_stage(v[i], i);
+  if (v.size() > kMaxStages) {
+    add(key_loc, "stages: lists " + std::to_string(v.size()) + " stages, more than " + std::to_string(kMaxStages),
+        "at most " + std::to_string(kMaxStages) + " stages in one pipeline");
+    return;
+  }
+  for (size_t i = 0; i < v.size() && !too_many(); ++i) parse_stage(v[i], i);
   stages_listed_ = true;
   // Connectivity is judged only when every stage made it, so one bad name does
   // not also report its edges as dangling.
@@ -519,16 +721,17 @@ void Parser::parse_stage(const YAML::Node& v, size_t index) {
 
   bool named = false;
   if (const Entry* n = find("name")) {
-    if (auto name = get_string(n->value, "stage name", "letters, digits, '_', '-' and '.'")) {
+    if (auto name = get_string(n->value, "stage name", "letters, digits, '_', '-' and '.'");
+        name && name_fits(n->value, *name, "stage name")) {
       const bool clean = std::all_of(name->begin(), name->end(), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
       });
       if (!clean) {
-        add(n->value, "stage name '" + *name + "' has characters other than letters, digits, '_', '-', '.'",
+        add(n->value, "stage name '" + shown(*name) + "' has characters other than letters, digits, '_', '-', '.'",
             "letters, digits, '_', '-' and '.'");
       } else if (stage_loc_.count(*name)) {
         const SourceLoc first = stage_loc_[*name];
-        add(n->value, "duplicate stage name '" + *name + "' (first at line " + std::to_string(first.line) + ")",
+        add(n->value, "duplicate stage name '" + shown(*name) + "' (first at line " + std::to_string(first.line) + ")",
             "a unique name per stage");
       } else {
         s.name = *name;
@@ -542,7 +745,8 @@ void Parser::parse_stage(const YAML::Node& v, size_t index) {
   const std::string who = named ? "stage '" + s.name + "'" : label;
 
   if (const Entry* t = find("type")) {
-    if (auto type = get_string(t->value, who + " type", "a registered stage type, e.g. sleep"))
+    if (auto type = get_string(t->value, who + " type", "a registered stage type, e.g. sleep");
+        type && name_fits(t->value, *type, who + " type"))
       s.type = *type;
   } else {
     add(v, who + " has no type", "e.g. type: clip_text_encoder, pixart_denoiser, vae_decoder, postprocess, sleep");
@@ -556,7 +760,7 @@ void Parser::parse_stage(const YAML::Node& v, size_t index) {
       try {
         s.device = Device::parse(*d);
       } catch (const Error&) {
-        add(e.value, "bad device '" + *d + "' for " + who, "cpu, cuda or cuda:N (N >= 0)");
+        add(e.value, "bad device '" + shown(*d) + "' for " + who, "cpu, cuda or cuda:N (N >= 0)");
       }
     } else if (e.key == "replicas") {
       if (auto i = get_int(e.value, who + " replicas", 1, 1024, "an integer >= 1"))
@@ -580,10 +784,10 @@ void Parser::parse_stage(const YAML::Node& v, size_t index) {
       // far likelier a typo than a parameter, and would otherwise be ignored.
       const std::string guess = e.key.size() >= 5 ? closest_word(e.key, kStageKeys) : "";
       if (!guess.empty() && edit_distance(guess, e.key) == 1) {
-        add(e.key_node, "unknown key '" + e.key + "' in " + who, "did you mean '" + guess + "'?");
+        add(e.key_node, "unknown key '" + shown(e.key) + "' in " + who, "did you mean '" + guess + "'?");
         continue;
       }
-      s.params[e.key] = to_json(e.value);
+      if (auto j = param_json(e.value, who, e)) s.params[e.key] = std::move(*j);
     }
   }
 
@@ -592,10 +796,10 @@ void Parser::parse_stage(const YAML::Node& v, size_t index) {
   for (const auto& n : spec_.nodes) node_names.push_back(n.name);
   if (const Entry* n = find("node"); n && !s.node.empty()) {
     if (spec_.nodes.empty())
-      add(n->value, who + " names node '" + s.node + "' but the file declares no nodes:",
+      add(n->value, who + " names node '" + shown(s.node) + "' but the file declares no nodes:",
           "add a nodes: map, or drop node: to run every stage in one process");
     else if (std::find(node_names.begin(), node_names.end(), s.node) == node_names.end())
-      add(n->value, "unknown node '" + s.node + "' for " + who, one_of(node_names, s.node));
+      add(n->value, "unknown node '" + shown(s.node) + "' for " + who, one_of(node_names, s.node));
   } else if (!n && !spec_.nodes.empty()) {
     add(v, who + " has no node: but the file declares nodes", one_of(node_names));
   }
@@ -613,7 +817,7 @@ void Parser::parse_batching(const YAML::Node& v, const std::string& who, Batchin
       if (auto x = get_number(e.value, who + " max_wait_ms", 0.0, "a number of milliseconds >= 0"))
         out.max_wait_ms = *x;
     } else {
-      add(e.key_node, "unknown key '" + e.key + "' in " + who + " batching", one_of(kBatchingKeys, e.key));
+      add(e.key_node, "unknown key '" + shown(e.key) + "' in " + who + " batching", one_of(kBatchingKeys, e.key));
     }
   }
 }
@@ -621,10 +825,15 @@ void Parser::parse_batching(const YAML::Node& v, const std::string& who, Batchin
 void Parser::parse_edges(const YAML::Node& v) {
   const std::string allowed = "a list of {from: STAGE, to: STAGE, channel: auto}";
   if (!expect_list(v, "edges", allowed)) return;
+  if (v.size() > kMaxEdges) {
+    add(v, "edges: lists " + std::to_string(v.size()) + " edges, more than " + std::to_string(kMaxEdges),
+        "at most " + std::to_string(kMaxEdges) + " edges in one pipeline");
+    return;
+  }
   std::vector<std::string> names;
   for (const auto& [name, at] : stage_loc_) names.push_back(name);
   std::set<std::pair<std::string, std::string>> seen;
-  for (size_t i = 0; i < v.size(); ++i) {
+  for (size_t i = 0; i < v.size() && !too_many(); ++i) {
     const YAML::Node& n = v[i];
     const std::string label = "edge #" + std::to_string(i + 1);
     if (!expect_map(n, label, "{from: STAGE, to: STAGE, channel: auto}")) continue;
@@ -640,7 +849,7 @@ void Parser::parse_edges(const YAML::Node& v) {
         if (!s) {
           ok = false;
         } else if (!stage_loc_.count(*s)) {
-          add(f.value, label + " names unknown stage '" + *s + "'", one_of(names, *s));
+          add(f.value, label + " names unknown stage '" + shown(*s) + "'", one_of(names, *s));
           ok = false;
         } else if (!spec_.find_stage(*s)) {
           ok = false;  // its stage entry is broken and already reported
@@ -652,14 +861,14 @@ void Parser::parse_edges(const YAML::Node& v) {
         if (!s) {
           ok = false;
         } else if (std::find(kChannels.begin(), kChannels.end(), *s) == kChannels.end()) {
-          add(f.value, "unknown channel '" + *s + "'", one_of(kChannels, *s));
+          add(f.value, "unknown channel '" + shown(*s) + "'", one_of(kChannels, *s));
           ok = false;
         } else {
           e.channel = *s;
           channel_node = f.value;
         }
       } else {
-        add(f.key_node, "unknown key '" + f.key + "' in " + label, one_of(kEdgeKeys, f.key));
+        add(f.key_node, "unknown key '" + shown(f.key) + "' in " + label, one_of(kEdgeKeys, f.key));
       }
     }
     for (const char* end : {"from", "to"}) {
@@ -703,30 +912,46 @@ void Parser::check_graph(SourceLoc edges_loc, bool explicit_edges) {
   }
 
   // Cycles: a back edge found by depth-first search closes one; report it where it is written.
+  // The walk keeps its own stack: a chain of thousands of stages must not exhaust the thread's.
   std::map<std::string, int> color;  // 0 unseen, 1 on the path, 2 done
-  std::vector<std::string> path;
+  std::vector<std::string> path;     // the stages on the current path, root first
   bool cyclic = false;
-  std::function<void(const std::string&)> dfs = [&](const std::string& u) {
-    color[u] = 1;
-    path.push_back(u);
-    for (const EdgeSpec* e : out[u]) {
-      if (color[e->to] == 1) {
+  struct Frame {
+    const std::string* stage;
+    size_t next_edge;  // index into out[*stage] of the edge to look at next
+  };
+  std::vector<Frame> stack;
+  for (const auto& root : stages) {
+    if (color[root.name] != 0) continue;
+    color[root.name] = 1;
+    path.push_back(root.name);
+    stack.push_back({&root.name, 0});
+    while (!stack.empty()) {
+      Frame& f = stack.back();
+      const auto& edges = out[*f.stage];
+      if (f.next_edge == edges.size()) {
+        color[*f.stage] = 2;
+        path.pop_back();
+        stack.pop_back();
+        continue;
+      }
+      const EdgeSpec* e = edges[f.next_edge++];
+      int& c = color[e->to];
+      if (c == 1) {
         cyclic = true;
         auto start = std::find(path.begin(), path.end(), e->to);
         std::string cycle;
         for (auto it = start; it != path.end(); ++it) cycle += *it + " -> ";
         cycle += e->to;
-        add(e->loc, "edges form a cycle: " + cycle,
+        add(e->loc, "edges form a cycle: " + shown(cycle),
             "a directed acyclic graph from one entry stage to one exit stage");
-      } else if (color[e->to] == 0) {
-        dfs(e->to);
+      } else if (c == 0) {
+        c = 1;
+        path.push_back(e->to);
+        stack.push_back({&e->to, 0});
       }
     }
-    path.pop_back();
-    color[u] = 2;
-  };
-  for (const auto& s : stages)
-    if (color[s.name] == 0) dfs(s.name);
+  }
   if (cyclic || stages.size() < 2) return;
 
   std::vector<std::string> entries_, exits;
@@ -742,10 +967,10 @@ void Parser::check_graph(SourceLoc edges_loc, bool explicit_edges) {
   }
   const SourceLoc at = explicit_edges ? edges_loc : SourceLoc{1, 1};
   if (entries_.size() > 1)
-    add(at, "several stages have no incoming edge: " + join(entries_),
+    add(at, "several stages have no incoming edge: " + join_some(entries_),
         "exactly one entry stage, where requests arrive");
   if (exits.size() > 1)
-    add(at, "several stages have no outgoing edge: " + join(exits), "exactly one exit stage, which finishes the job");
+    add(at, "several stages have no outgoing edge: " + join_some(exits), "exactly one exit stage, which finishes the job");
 }
 
 }  // namespace
@@ -753,7 +978,12 @@ void Parser::check_graph(SourceLoc edges_loc, bool explicit_edges) {
 std::string closest_word(const std::string& got, const std::vector<std::string>& allowed) {
   std::string best;
   size_t best_d = SIZE_MAX;
-  for (const auto& a : allowed) {
+  if (got.size() > kMaxSuggestBytes) return best;
+  for (size_t i = 0; i < allowed.size() && i < kMaxSuggestCandidates; ++i) {
+    const std::string& a = allowed[i];
+    // Cheap bound first: the distance is at least the difference in length.
+    const size_t gap = a.size() > got.size() ? a.size() - got.size() : got.size() - a.size();
+    if (gap > std::max<size_t>(1, a.size() / 4)) continue;
     const size_t d = edit_distance(got, a);
     const size_t limit = std::max<size_t>(1, a.size() / 4);
     if (d <= limit && d < a.size() && d < got.size() && d < best_d) best_d = d, best = a;

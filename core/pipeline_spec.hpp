@@ -4,6 +4,11 @@
 // offending key or value, what is wrong and what is allowed, so an author can
 // fix a file in one pass. docs/pipeline-config.md is the reference for the keys.
 //
+// A pipeline file may come from anyone, so the parser bounds what it spends on one:
+// at most 4096 stages, 16384 edges and 1024 nodes, names of at most 128 bytes, stage
+// parameters of at most 100,000 values and 1 MiB of text in all (a YAML alias counts
+// each time it is used), UTF-8 text only, and at most 100 problems reported.
+//
 //   try {
 //     PipelineSpec spec = load_pipeline_spec("pipelines/tiny-shapes.yaml");
 //     std::cout << describe_pipeline(spec);
@@ -107,7 +112,8 @@ class SpecError : public Error {
 };
 
 /// The word of `allowed` that `got` is a plausible typo of (edit distance, adjacent
-/// swaps count as one), or "" if none is close.
+/// swaps count as one), or "" if none is close. Bounded work: words over 64 bytes
+/// are never suggested nor matched, and only the first 256 words of `allowed` count.
 std::string closest_word(const std::string& got, const std::vector<std::string>& allowed);
 
 /// Reads and validates a pipeline file. Throws SpecError (Errc::parse) listing every problem,

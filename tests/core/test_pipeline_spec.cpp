@@ -526,3 +526,132 @@ TEST_CASE("describe_pipeline shows stages, edges, defaults and limits") {
   CHECK(contains(d, "max_pending_jobs 256"));
   CHECK(contains(d, R"("output_bytes":4096)"));
 }
+
+// ---- hostile pipeline files (issue 10, finding 5); tests/data/untrusted/pipelines/README.md ----
+
+namespace {
+
+std::string untrusted(const std::string& rel) { return std::string(STAGECRAFT_SOURCE_DIR) + "/tests/data/untrusted/" + rel; }
+
+std::vector<SpecProblem> file_problems(const std::string& path) {
+  try {
+    load_pipeline_spec(path);
+  } catch (const SpecError& e) {
+    return e.problems;
+  }
+  FAIL("expected " << path << " to be refused");
+  return {};
+}
+
+/// A chain of `n` sleep stages, with explicit edges when `edges` is set.
+std::string chain(size_t n, bool edges) {
+  std::string y = "stages:\n";
+  for (size_t i = 0; i < n; ++i) y += "  - {name: s" + std::to_string(i) + ", type: sleep}\n";
+  if (edges) {
+    y += "edges:\n";
+    for (size_t i = 1; i < n; ++i) y += "  - {from: s" + std::to_string(i - 1) + ", to: s" + std::to_string(i) + "}\n";
+  }
+  return y;
+}
+
+}  // namespace
+
+TEST_CASE("40,000 chained stages are refused by the stage limit instead of overflowing the stack") {
+  // Before the fix the recursive graph walk of `validate` died of a stack overflow here.
+  const auto ps = problems_of(chain(40000, false));
+  auto p = problem_at(ps, 1, 1);
+  CHECK(contains(p.what, "stages: lists 40000 stages, more than 4096"));
+  CHECK(p.allowed == "at most 4096 stages in one pipeline");
+}
+
+TEST_CASE("a chain of 4096 stages with explicit edges is walked without recursion and accepted") {
+  const auto spec = parse_pipeline_spec(chain(4096, true), "chain.yaml", ".");
+  CHECK(spec.stages.size() == 4096);
+  CHECK(spec.edges.size() == 4095);
+}
+
+TEST_CASE("a cycle deep in a long chain is still found by the iterative walk") {
+  std::string y = chain(3000, true) + "  - {from: s2999, to: s1000}\n";
+  const auto ps = problems_of(y);
+  REQUIRE(ps.size() == 1);
+  CHECK(contains(ps[0].what, "edges form a cycle: s1000 -> s1001 -> "));
+  CHECK(ps[0].loc.line == 1 + 3000 + 1 + 3000);  // stages:, the stages, edges:, the edges
+}
+
+TEST_CASE("a 40,000-byte stage name is refused without echoing it, and an unknown endpoint that long gets no suggestion") {
+  // Before the fix the "did you mean" edit distance allocated 40,001 x 40,001 counters (12.8 GB).
+  const std::string big(40000, 'x');
+  auto ps = problems_of("stages:\n  - {name: " + big + ", type: sleep}\n  - {name: b, type: sleep}\n");
+  auto p = problem_at(ps, 2, 12);
+  CHECK(contains(p.what, "is longer than 128 bytes"));
+  CHECK(contains(p.what, "(40000 bytes)"));
+  CHECK(p.what.size() < 300);
+
+  ps = problems_of("stages:\n  - {name: a, type: sleep}\n  - {name: b, type: sleep}\nedges:\n  - {from: a, to: " + big +
+                   "}\n");
+  p = problem_at(ps, 5, 19);
+  CHECK(contains(p.what, "edge #1 names unknown stage 'xxxx"));
+  CHECK_FALSE(contains(p.allowed, "did you mean"));
+  CHECK(closest_word(big, {big, "x"}).empty());
+}
+
+TEST_CASE("the list of allowed names in a problem is cut short") {
+  std::string y = "stages:\n";
+  for (int i = 0; i < 100; ++i) y += "  - {name: s" + std::to_string(i) + ", type: sleep}\n";
+  y += "edges:\n  - {from: s0, to: nowhere}\n";
+  const auto ps = problems_of(y);
+  const auto p = problem_at(ps, 103, 20);
+  CHECK(contains(p.allowed, "... (100 in all)"));
+}
+
+TEST_CASE("a YAML alias bomb in a stage parameter is refused before it is expanded") {
+  // 560 bytes that expand to 9^9 strings: before the fix to_json copied every alias (> 12 GB).
+  const std::string path = untrusted("pipelines/alias_bomb.yaml");
+  const auto ps = file_problems(path);
+  const auto p = problem_at(ps, 5, 5);
+  CHECK(p.file == path);
+  CHECK(contains(p.what, "stage 'a' parameter 'bomb' is too large or too deeply nested"));
+  CHECK(contains(p.allowed, "a YAML alias counts each time it is used"));
+}
+
+TEST_CASE("stage parameters nested deeper than 64 levels are refused") {
+  std::string deep = "1";
+  for (int i = 0; i < 70; ++i) deep = "[" + deep + "]";
+  const auto ps = problems_of("stages:\n  - {name: a, type: sleep, deep: " + deep + "}\n  - {name: b, type: sleep}\n");
+  CHECK(contains(problem_at(ps, 2, 28).what, "parameter 'deep' is too large or too deeply nested"));
+  // 60 levels are fine.
+  deep = "1";
+  for (int i = 0; i < 60; ++i) deep = "[" + deep + "]";
+  CHECK(problems_of("stages:\n  - {name: a, type: sleep, deep: " + deep + "}\n  - {name: b, type: sleep}\n").empty());
+}
+
+TEST_CASE("bytes that are not UTF-8 are refused at their line and column") {
+  // Before the fix the file was accepted and failed later as json type_error.316 with no position.
+  const std::string path = untrusted("pipelines/latin1_param.yaml");
+  const auto ps = file_problems(path);
+  const auto p = problem_at(ps, 2, 39);
+  CHECK(p.file == path);
+  CHECK(contains(p.what, "byte 233 is not valid UTF-8"));
+}
+
+TEST_CASE("a quoted escape that decodes to a surrogate is refused at the string") {
+  // yaml-cpp refuses it itself; the parameter conversion would refuse it too.
+  const auto ps = file_problems(untrusted("pipelines/surrogate_escape.yaml"));
+  CHECK(contains(problem_at(ps, 2, 47).what, "invalid unicode: 55296"));
+}
+
+TEST_CASE("a model folder's stagecraft.json defaults pass the same checks as the file's own") {
+  // Before the fix `validate` printed "steps 0, guidance -3, size -7x13" for this folder.
+  const std::string model = untrusted("models/bad_defaults");
+  const auto ps = problems_of("model: " + model + "\nstages:\n  - {name: a, type: sleep}\n");
+  std::string all;
+  for (const auto& p : ps) all += p.str() + "\n";
+  INFO(all);
+  const std::string meta = model + "/stagecraft.json";
+  CHECK(contains(all, meta + ": defaults.steps is 0, out of range \u2014 an integer from 1 to 1000"));
+  CHECK(contains(all, meta + ": defaults.guidance is -3, out of range"));
+  CHECK(contains(all, meta + ": defaults.width is -7, out of range"));
+  CHECK(contains(all, meta + ": defaults.height is 13, not a multiple of 8"));
+  // sample_size 1073741824 << 1 overflowed int before the fix.
+  CHECK(contains(all, model + "/transformer/config.json: sample_size is 1073741824, out of range"));
+}
