@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <iomanip>
 #include <iostream>
 
@@ -12,6 +13,7 @@
 #include "cli/command.hpp"
 #include "core/dump.hpp"
 #include "core/error.hpp"
+#include "core/request_check.hpp"
 #include "stages/pipeline/latents_file.hpp"
 #include "stages/pipeline/text_to_image.hpp"
 #include "stages/post/image.hpp"
@@ -21,6 +23,12 @@ namespace fs = std::filesystem;
 namespace {
 
 using namespace stagecraft;
+
+/// A flag's value as an int, saturated rather than wrapped, so that 4294967297 steps is
+/// refused at the door instead of becoming 1.
+int saturate_int(long long v) {
+  return static_cast<int>(std::clamp<long long>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+}
 
 // --model, else $STAGECRAFT_MODEL, else the shipped model in the source tree, else models/tiny-shapes here.
 std::string default_model() {
@@ -56,11 +64,11 @@ int run_generate(const std::vector<std::string>& argv) {
   const long long seed = args.get_int("--seed", 0);
   SC_CHECK(seed >= 0, Errc::invalid_argument, "--seed must be a non-negative integer");
   o.seed = static_cast<uint64_t>(seed);
-  o.steps = static_cast<int>(args.get_int("--steps", 0));
+  o.steps = saturate_int(args.get_int("--steps", 0));
   o.guidance = static_cast<float>(args.get_double("--guidance", -1.0));
   o.scheduler = args.get_or("--scheduler", "");
-  o.width = static_cast<int>(args.get_int("--width", 0));
-  o.height = static_cast<int>(args.get_int("--height", 0));
+  o.width = saturate_int(args.get_int("--width", 0));
+  o.height = saturate_int(args.get_int("--height", 0));
   if (args.has("--tile")) {
     TilingOptions t;
     t.tile = static_cast<int>(args.get_int("--tile", t.tile));
@@ -68,6 +76,19 @@ int run_generate(const std::vector<std::string>& argv) {
     o.tiling = t;
   }
 
+  {
+    // The door every request passes (core/request_check.hpp), with the limits a pipeline
+    // file has by default: refused here, before any weights load, naming the field.
+    Request r;
+    r.prompt = o.prompt;
+    r.negative_prompt = o.negative_prompt;
+    r.steps = o.steps;
+    r.guidance = o.guidance;
+    r.width = o.width;
+    r.height = o.height;
+    r.scheduler = o.scheduler;
+    check_request(r, LimitsSpec{});
+  }
   if (const auto latents = args.get("--latents")) {
     // Checked against the model's latent shape before any weights load (docs/numerics.md).
     o.initial_latents =

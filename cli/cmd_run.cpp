@@ -4,8 +4,10 @@
 // --latents FILE gives the initial noise ([N, C, h, w]: row i is job i's) instead of the
 // seeded noise; --dump DIR writes every stage's tensors (DIR for one job, DIR/job-<i>
 // for each of N jobs; docs/numerics.md).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <limits>
 #include <iostream>
 #include <mutex>
 
@@ -15,6 +17,7 @@
 #include "core/dump.hpp"
 #include "core/error.hpp"
 #include "core/pipeline_spec.hpp"
+#include "core/request_check.hpp"
 #include "stages/pipeline/latents_file.hpp"
 #include "stages/post/image.hpp"
 #include "stages/spec_check.hpp"
@@ -24,6 +27,12 @@ namespace fs = std::filesystem;
 namespace {
 
 using namespace stagecraft;
+
+/// A flag's value as an int, saturated rather than wrapped, so that 4294967297 steps is
+/// refused at the door instead of becoming 1.
+int saturate_int(long long v) {
+  return static_cast<int>(std::clamp<long long>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+}
 
 /// out.png with --n 3 -> out-0.png, out-1.png, out-2.png
 std::string numbered(const std::string& out, int i, int n) {
@@ -62,6 +71,23 @@ int run_run(const std::vector<std::string>& argv) {
   // --n jobs are submitted together: make room for them at the front door.
   spec.limits.max_pending_jobs = std::max(spec.limits.max_pending_jobs, n);
 
+  // The door every request passes (core/request_check.hpp), before the engine loads a
+  // model: a bad --steps, --guidance, size or prompt is refused here, naming the field.
+  // The engine checks again at submit(), with each stage's own check (latent factor, scheduler).
+  auto request_for = [&](int i) {
+    Request r;
+    r.prompt = *prompt;
+    r.negative_prompt = args.get_or("negative-prompt", "");
+    r.seed = static_cast<uint64_t>(seed) + static_cast<uint64_t>(i);
+    r.steps = saturate_int(args.get_int("steps", 0));
+    r.guidance = static_cast<float>(args.get_double("guidance", -1.0));
+    r.width = saturate_int(args.get_int("width", 0));
+    r.height = saturate_int(args.get_int("height", 0));
+    r.scheduler = args.get_or("scheduler", "");
+    return r;
+  };
+  check_request(with_defaults(request_for(0), spec.defaults), spec.limits);
+
   // Supplied noise: one row per job, checked before the engine loads anything.
   Tensor latents;
   if (const auto file = args.get("latents")) {
@@ -86,15 +112,7 @@ int run_run(const std::vector<std::string>& argv) {
   std::mutex print_mu;
   std::vector<std::future<JobResult>> futs;
   for (int i = 0; i < n; ++i) {
-    Request r;
-    r.prompt = *prompt;
-    r.negative_prompt = args.get_or("negative-prompt", "");
-    r.seed = static_cast<uint64_t>(seed) + static_cast<uint64_t>(i);
-    r.steps = static_cast<int>(args.get_int("steps", 0));
-    r.guidance = static_cast<float>(args.get_double("guidance", -1.0));
-    r.width = static_cast<int>(args.get_int("width", 0));
-    r.height = static_cast<int>(args.get_int("height", 0));
-    r.scheduler = args.get_or("scheduler", "");
+    Request r = request_for(i);
     if (latents.defined()) r.initial_latents = latents_row(latents, i);
     if (dump_dir) {
       r.dump = std::make_shared<DumpWriter>(n == 1 ? *dump_dir : (fs::path(*dump_dir) / ("job-" + std::to_string(i))).string());

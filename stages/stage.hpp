@@ -4,7 +4,14 @@
 // calls run() on the replica's lane thread with a batch of packets; run()
 // reads input tensors from each packet and stores its outputs back into it.
 // On a CUDA lane run() only enqueues (ops use current_stream()); the lane
-// reports completion. An exception from run() fails the jobs of that batch.
+// reports completion.
+//
+// Failures: an exception from any of these callbacks fails only the jobs it concerns
+// (Error(stage_failed) naming the stage and the callback); the engine goes on. When a
+// run() of several packets throws, the engine runs each of them again alone so that
+// only the job that causes the failure fails: run() should therefore leave a packet as
+// it found it when it throws (compute into locals, store at the end), and must give a
+// packet the same bytes whatever else shares its batch.
 //
 //   class Doubler : public Stage {
 //     void run(std::vector<PacketPtr>& batch, Lane&) override {
@@ -49,7 +56,14 @@ class Stage {
   /// Called once, before any run(), on the stage's lane thread.
   virtual void load(const StageContext& ctx) {}
   virtual StageTraits traits() const { return {}; }
+  /// Refuses a request this stage could not serve, by throwing Error(invalid_argument)
+  /// with a message naming the field (e.g. a size that is not a multiple of the model's
+  /// latent factor, an unknown scheduler). The engine calls it at the door, before the job
+  /// is accepted, with the pipeline's defaults applied; so it runs on the submitter's
+  /// thread, possibly while run() runs: only read what load() set.
+  virtual void check_request(const Request& r) const {}
   /// Packets with different keys never share a batch (e.g. different latent sizes).
+  /// Called once per packet, when it arrives at the stage.
   virtual std::string batch_key(const Packet& p) const { return {}; }
   /// Computes (or enqueues) one batch; see the header comment.
   virtual void run(std::vector<PacketPtr>& batch, Lane& lane) = 0;

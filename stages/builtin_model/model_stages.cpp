@@ -47,10 +47,14 @@ class ModelStage : public Stage {
     ctx_ = ctx;
     pipe_ = shared_pipeline(ctx);
   }
+  /// The model's own limits (size a multiple of its latent factor, a scheduler it can run,
+  /// initial latents of its shape), checked at the engine's door: TextToImagePipeline::check.
+  void check_request(const Request& r) const override { (void)resolved_options(r); }
 
  protected:
   /// The request with the model's defaults applied, as generate() resolves it.
-  GenerateOptions resolved(const Packet& p) const { return pipe_->resolve(options_of(p.request)); }
+  GenerateOptions resolved(const Packet& p) const { return resolved_options(p.request); }
+  GenerateOptions resolved_options(const Request& r) const { return pipe_->resolve(options_of(r)); }
 
   StageContext ctx_;
   std::shared_ptr<const TextToImagePipeline> pipe_;

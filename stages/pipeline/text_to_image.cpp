@@ -2,6 +2,7 @@
 #include "stages/pipeline/text_to_image.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include "core/error.hpp"
@@ -80,17 +81,49 @@ int TextToImagePipeline::size_multiple() const { return vae_->scale_factor() * t
 
 GenerateOptions TextToImagePipeline::resolve(const GenerateOptions& in) const {
   GenerateOptions o = in;
-  if (o.steps <= 0) o.steps = defaults_["steps"].get<int>();
-  if (o.guidance < 0) o.guidance = defaults_["guidance"].get<float>();
+  // Only unset fields take defaults: a negative step count or size is the caller's
+  // mistake, and check() names it instead of quietly replacing it.
+  if (o.steps == 0) o.steps = defaults_["steps"].get<int>();
+  if (std::isfinite(o.guidance) && o.guidance < 0) o.guidance = defaults_["guidance"].get<float>();
   if (o.scheduler.empty()) o.scheduler = defaults_["scheduler"].get<std::string>();
   if (o.scheduler.empty()) o.scheduler = make_scheduler("", scheduler_config_)->name();
-  if (o.width <= 0) o.width = defaults_["width"].get<int>();
-  if (o.height <= 0) o.height = defaults_["height"].get<int>();
-  const int m = size_multiple();
-  SC_CHECK(o.width % m == 0 && o.height % m == 0, Errc::invalid_argument,
-           "width and height must be multiples of " << m << " (VAE scale × patch size), got " << o.width << "x"
-                                                    << o.height);
+  if (o.width == 0) o.width = defaults_["width"].get<int>();
+  if (o.height == 0) o.height = defaults_["height"].get<int>();
+  check(o);
   return o;
+}
+
+void TextToImagePipeline::check(const GenerateOptions& o) const {
+  auto refuse = [](const std::string& field, const std::string& what) {
+    throw Error(Errc::invalid_argument, "request field '" + field + "': " + what);
+  };
+  if (o.steps < 1) refuse("steps", std::to_string(o.steps) + " is not a step count; use at least 1");
+  if (!std::isfinite(o.guidance) || o.guidance < 0)
+    refuse("guidance", std::to_string(o.guidance) + " is not a finite guidance scale >= 0; use e.g. 4.5");
+  const int m = size_multiple();
+  for (const auto& [field, v] : {std::pair<const char*, int>{"width", o.width}, {"height", o.height}})
+    if (v <= 0 || v % m != 0) {
+      const int lo = std::max(m, v / m * m);
+      refuse(field, std::to_string(v) + " is not a positive multiple of " + std::to_string(m) +
+                        ", this model's latent factor (VAE scale x patch size); use e.g. " + std::to_string(lo) +
+                        " or " + std::to_string(lo + m));
+    }
+  if (o.initial_latents.defined()) {
+    const int s = vae_->scale_factor();
+    const Shape want = {1, vae_->latent_channels(), o.height / s, o.width / s};
+    if (o.initial_latents.shape() != want)
+      refuse("initial_latents", "shape " + o.initial_latents.shape_str() + " does not fit " + std::to_string(o.width) +
+                                    "x" + std::to_string(o.height) + "; this model wants " + shape_str(want));
+  }
+  try {
+    make_scheduler(o.scheduler, scheduler_config_);
+  } catch (const Error& e) {
+    // make_scheduler's message says which names exist, or why this one cannot run this model.
+    std::string why = e.what();
+    if (auto at = why.rfind(" ["); at != std::string::npos && why.back() == ']')
+      why.resize(at);  // drop the [file:line]: this is the caller's mistake, not a bug
+    refuse("scheduler", "'" + o.scheduler + "': " + why);
+  }
 }
 
 PromptEmbeds TextToImagePipeline::encode_prompt(const std::string& text) const {
@@ -166,6 +199,9 @@ void TextToImagePipeline::denoise_step(const std::vector<DenoiseJob>& jobs) cons
   if (pred.size(1) != C) pred = ops::contiguous(pred.slice(1, 0, C));
 
   const int64_t G = static_cast<int64_t>(guided.size());
+  // Every job's next latents are computed before any is stored, so a throw leaves the
+  // jobs' latents as they were and the engine can rerun each job alone (stages/stage.hpp).
+  std::vector<Tensor> stepped(jobs.size());
   for (size_t j = 0; j < jobs.size(); ++j) {
     const DenoiseJob& job = jobs[j];
     const int64_t row = G + static_cast<int64_t>(j);
@@ -188,7 +224,11 @@ void TextToImagePipeline::denoise_step(const std::vector<DenoiseJob>& jobs) cons
       dump_tensor(job.dump, dump_stage::denoise, dump_step_name("noise_pred", 0), out);
       job.dump->set_manifest(scheduler_manifest(*job.scheduler, scheduler_config_));
     }
-    *job.latents = job.scheduler->step(out, job.step, *job.latents);
+    stepped[j] = job.scheduler->step(out, job.step, *job.latents);
+  }
+  for (size_t j = 0; j < jobs.size(); ++j) {
+    const DenoiseJob& job = jobs[j];
+    *job.latents = std::move(stepped[j]);
     if (job.dump) dump_tensor(job.dump, dump_stage::denoise, dump_step_name("latents", job.step), *job.latents);
   }
 }

@@ -40,7 +40,7 @@ struct GenerateOptions {
   std::string prompt;
   std::string negative_prompt;      ///< the unconditional prompt of guidance ("" as PixArt)
   uint64_t seed = 0;
-  int steps = 0;                    ///< 0: model default
+  int steps = 0;                    ///< 0: model default (negative: refused)
   float guidance = -1.0f;           ///< < 0: model default; <= 1 disables classifier-free guidance
   int width = 0, height = 0;        ///< 0: model default; multiples of vae scale × patch size
   std::string scheduler;            ///< "flow_match_euler" | "ddim" | "dpm_2m"; "": model default
@@ -88,8 +88,14 @@ class TextToImagePipeline {
   /// (listed in model_index.json) onto `device`, computing in `dtype`.
   static TextToImagePipeline load(const std::string& model_dir, Device device, DType dtype = DType::f32);
 
-  /// Fills zero / negative / empty fields of `o` from the model defaults and checks the sizes.
+  /// Fills the unset fields of `o` (0 steps or size, negative guidance, "" scheduler) from
+  /// the model defaults, then check()s the result.
   GenerateOptions resolve(const GenerateOptions& o) const;
+  /// What this model can make: steps >= 1, guidance finite and >= 0, width and height
+  /// positive multiples of size_multiple(), a scheduler that runs this model. Throws
+  /// Error(invalid_argument) naming the field. (Limits such as the most pixels or steps
+  /// are the pipeline's: core/request_check.hpp.)
+  void check(const GenerateOptions& resolved) const;
   GenerateResult generate(const GenerateOptions& o) const;
 
   // ---- the stages, for the engine ----

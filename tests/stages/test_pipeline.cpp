@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <filesystem>
 
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
@@ -131,4 +132,50 @@ TEST_CASE("a batched denoise step of several jobs equals stepping each job alone
     MESSAGE("job " << j << ": batched vs alone max abs difference " << err);
     CHECK(err <= 1e-5);
   }
+}
+
+TEST_CASE("the model refuses what it cannot make, naming the field, and defaults only unset fields") {
+  const std::string model = std::string(STAGECRAFT_SOURCE_DIR) + "/models/tiny-shapes";
+  if (!std::filesystem::exists(model + "/model_index.json")) {
+    MESSAGE("skipped: no shipped model at " << model);
+    return;
+  }
+  const auto pipe = TextToImagePipeline::load(model, Device::cpu());
+  const int m = pipe.size_multiple();
+  auto refused_field = [&](const GenerateOptions& o) -> std::string {
+    try {
+      pipe.resolve(o);
+    } catch (const Error& e) {
+      CHECK(e.code() == Errc::invalid_argument);
+      const std::string msg = e.what();
+      const auto a = msg.find('\''), b = msg.find('\'', a + 1);
+      return a == std::string::npos || b == std::string::npos ? msg : msg.substr(a + 1, b - a - 1);
+    }
+    return "";
+  };
+  GenerateOptions o;
+  o.prompt = "a red circle";
+  CHECK(refused_field(o).empty());  // all defaults
+  GenerateOptions bad = o;
+  bad.width = m * 4 + m / 2;
+  CHECK(refused_field(bad) == "width");
+  bad = o;
+  bad.height = -m;  // negative is a mistake, not "use the default"
+  CHECK(refused_field(bad) == "height");
+  bad = o;
+  bad.steps = -5;
+  CHECK(refused_field(bad) == "steps");
+  bad = o;
+  bad.guidance = std::nanf("");
+  CHECK(refused_field(bad) == "guidance");
+  bad = o;
+  bad.scheduler = "euler_ancestral";
+  CHECK(refused_field(bad) == "scheduler");
+  bad = o;
+  bad.initial_latents = Tensor::zeros({1, 4, 3, 3}, DType::f32);
+  CHECK(refused_field(bad) == "initial_latents");
+  // Unset fields still take the model's defaults.
+  const GenerateOptions r = pipe.resolve(o);
+  CHECK(r.steps == pipe.defaults()["steps"].get<int>());
+  CHECK(r.width % m == 0);
 }
