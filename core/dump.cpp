@@ -118,6 +118,25 @@ std::string stage_of(const std::string& file_name) {
   return stem;
 }
 
+std::string shown(const nlohmann::json& v) {
+  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return s;
+}
+
+// A stage file named by a manifest: a plain .safetensors file name in the dump folder,
+// never a path (absolute, with folders or "..") that would read elsewhere.
+void check_dump_file_name(const std::string& name, const std::string& where, const std::string& key) {
+  const bool plain = !name.empty() && name.find('/') == std::string::npos && name.find('\0') == std::string::npos &&
+                     name != "." && name != "..";
+  const std::string ext = ".safetensors";
+  const bool safetensors = name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0;
+  SC_CHECK(plain && safetensors, Errc::parse,
+           where << ": " << key << " is " << shown(nlohmann::json(name))
+                 << "; a stage file must be a .safetensors file name inside the dump folder, with no folder or "
+                    "\"..\" in it");
+}
+
 DumpIndex index_dump(const std::string& dir) {
   SC_CHECK(fs::is_directory(dir), Errc::not_found, "dump folder '" << dir << "' does not exist");
   DumpIndex idx;
@@ -130,11 +149,30 @@ DumpIndex index_dump(const std::string& dir) {
     } catch (const std::exception& e) {
       SC_FAIL(Errc::parse, manifest.string() << " is not valid JSON: " << e.what());
     }
-    if (m.contains("files") && m["files"].is_array()) {
-      for (const auto& f : m["files"]) {
-        std::string name = f.is_string() ? f.get<std::string>() : f.value("file", "");
-        if (name.empty()) continue;
+    // The manifest may come from another tool or another machine: every entry is
+    // checked, and a file name must stay inside the dump folder.
+    const std::string where = manifest.string();
+    SC_CHECK(m.is_object(), Errc::parse, where << " must hold a JSON object, got " << m.type_name());
+    if (m.contains("files")) {
+      const nlohmann::json& files = m["files"];
+      SC_CHECK(files.is_array(), Errc::parse,
+               where << ": \"files\" must be a list of stage file names, got " << shown(files));
+      for (size_t i = 0; i < files.size(); ++i) {
+        const nlohmann::json& f = files[i];
+        const std::string key = "files[" + std::to_string(i) + "]";
+        const nlohmann::json* name_json = &f;
+        if (f.is_object()) {
+          SC_CHECK(f.contains("file"), Errc::parse, where << ": " << key << " has no \"file\" name: " << shown(f));
+          name_json = &f["file"];
+        }
+        SC_CHECK(name_json->is_string(), Errc::parse,
+                 where << ": " << key << (f.is_object() ? ".file" : "")
+                       << " must be a file name such as \"00-text.safetensors\", got " << shown(*name_json));
+        const std::string name = name_json->get<std::string>();
+        check_dump_file_name(name, where, key);
         const std::string stage = stage_of(name);
+        SC_CHECK(!idx.files.count(stage), Errc::parse,
+                 where << ": " << key << " names stage '" << stage << "' a second time (" << name << ")");
         idx.stages.push_back(stage);
         idx.files[stage] = (fs::path(dir) / name).string();
       }

@@ -48,45 +48,47 @@ PixArtTransformer PixArtTransformer::load(const std::string& dir, DType compute,
   m.device_ = device;
   m.pos_cache_ = std::make_shared<PosCache>();
   const auto& c = m.config_;
+  // Every value is range-checked before use: a model folder is untrusted input, and e.g.
+  // num_layers 4294967296 or 1e300 must not reach an int, nor heads x head_dim overflow one.
+  const ConfigFile cf{c, dir + "/config.json"};
 
-  const std::string norm_type = cfg_str(c, "norm_type", "ada_norm_single");
+  const std::string norm_type = cfg_str(cf, "norm_type", "ada_norm_single");
   SC_CHECK(norm_type == "ada_norm_single", Errc::unsupported,
            dir << "/config.json: norm_type \"" << norm_type
                << "\" is not PixArt's; only \"ada_norm_single\" is implemented");
-  SC_CHECK(!cfg_bool(c, "only_cross_attention", false), Errc::unsupported,
+  SC_CHECK(!cfg_bool(cf, "only_cross_attention", false), Errc::unsupported,
            dir << "/config.json: only_cross_attention = true is not supported by the PixArt stage");
-  SC_CHECK(!cfg_bool(c, "double_self_attention", false), Errc::unsupported,
+  SC_CHECK(!cfg_bool(cf, "double_self_attention", false), Errc::unsupported,
            dir << "/config.json: double_self_attention = true is not supported by the PixArt stage");
-  const std::string attention_type = cfg_str(c, "attention_type", "default");
+  const std::string attention_type = cfg_str(cf, "attention_type", "default");
   SC_CHECK(attention_type == "default", Errc::unsupported,
            dir << "/config.json: attention_type \"" << attention_type << "\" is not supported; use \"default\"");
 
-  m.heads_ = cfg_int(c, "num_attention_heads", 16);
-  m.head_dim_ = cfg_int(c, "attention_head_dim", 72);
-  m.dim_ = m.heads_ * m.head_dim_;
-  m.patch_ = cfg_int(c, "patch_size", 0);
-  m.in_channels_ = cfg_int(c, "in_channels", 0);
-  m.out_channels_ = cfg_int(c, "out_channels", m.in_channels_);
-  m.sample_size_ = cfg_int(c, "sample_size", 0);
+  m.heads_ = cfg_int(cf, "num_attention_heads", 16, 1, 1024);
+  m.head_dim_ = cfg_int(cf, "attention_head_dim", 72, 1, 4096);
+  m.dim_ = m.heads_ * m.head_dim_;  // at most 2^22: 6·D and 4·D still fit an int
+  m.patch_ = cfg_int(cf, "patch_size", 0, 0, 64);
+  m.in_channels_ = cfg_int(cf, "in_channels", 0, 0, 4096);
+  m.out_channels_ = cfg_int(cf, "out_channels", m.in_channels_, 1, 8192);
+  m.sample_size_ = cfg_int(cf, "sample_size", 0, 0, kMaxPixArtSampleSize);
   SC_CHECK(m.patch_ > 0 && m.in_channels_ > 0 && m.sample_size_ > 0 && m.dim_ > 0, Errc::invalid_argument,
            dir << "/config.json must set positive patch_size, in_channels, sample_size, num_attention_heads "
                   "and attention_head_dim");
-  const int layers = cfg_int(c, "num_layers", 28);
-  m.cross_dim_ = cfg_int(c, "cross_attention_dim", 1152);
-  m.caption_channels_ = cfg_int(c, "caption_channels", 0);
-  m.norm_eps_ = static_cast<float>(cfg_num(c, "norm_eps", 1e-6));
-  m.interpolation_scale_ = cfg_num(c, "interpolation_scale", std::max(m.sample_size_ / 64, 1));
-  const bool affine = cfg_bool(c, "norm_elementwise_affine", false);
-  const bool attn_bias = cfg_bool(c, "attention_bias", true);
+  const int layers = cfg_int(cf, "num_layers", 28, 1, 1024);
+  m.cross_dim_ = cfg_int(cf, "cross_attention_dim", 1152, 1, 1 << 20);
+  m.caption_channels_ = cfg_int(cf, "caption_channels", 0, 0, 1 << 20);
+  m.norm_eps_ = static_cast<float>(cfg_num(cf, "norm_eps", 1e-6, 0.0, 1.0));
+  m.interpolation_scale_ = cfg_num(cf, "interpolation_scale", std::max(m.sample_size_ / 64, 1), 1e-6, 1e6);
+  const bool affine = cfg_bool(cf, "norm_elementwise_affine", false);
+  const bool attn_bias = cfg_bool(cf, "attention_bias", true);
 
   // diffusers switches the resolution/aspect-ratio embedding on by itself for sample_size 128 (PixArt-α 1024).
-  const auto* extra = cfg(c, "use_additional_conditions");
-  m.size_conditioning_ = extra ? extra->get<bool>() : m.sample_size_ == 128;
+  m.size_conditioning_ = cfg_bool(cf, "use_additional_conditions", m.sample_size_ == 128);
   SC_CHECK(!m.size_conditioning_ || m.dim_ % 3 == 0, Errc::invalid_argument,
            dir << "/config.json: use_additional_conditions needs a hidden size divisible by 3 (two resolution "
                   "embeddings and one aspect-ratio embedding of D/3 each), got " << m.dim_);
 
-  const std::string act = cfg_str(c, "activation_fn", "gelu-approximate");
+  const std::string act = cfg_str(cf, "activation_fn", "gelu-approximate");
   if (act == "gelu-approximate") m.act_ = Act::gelu_tanh;
   else if (act == "gelu") m.act_ = Act::gelu;
   else if (act == "geglu-approximate") m.act_ = Act::geglu_tanh;

@@ -29,6 +29,10 @@
 
 namespace stagecraft {
 
+/// Largest transformer sample_size (latent cells per side) a config may give: far above
+/// PixArt's 128, and small enough that size x VAE scale fits an int with room to spare.
+inline constexpr int kMaxPixArtSampleSize = 16384;
+
 /// The pixel size of the image being generated. PixArt-α's 1024-px model (sample_size 128,
 /// use_additional_conditions) is conditioned on it (resolution (h, w) and aspect ratio h / w);
 /// other PixArt models ignore it.
@@ -64,6 +68,7 @@ class PixArtTransformer {
   int patch_size() const { return patch_; }
   int hidden_size() const { return dim_; }
   int caption_channels() const { return caption_channels_; }
+  int sample_size() const { return sample_size_; }  ///< latent cells per side the model was trained at
   DType dtype() const { return dtype_; }
   Device device() const { return device_; }
 

@@ -55,6 +55,8 @@ ModelComponent ModelComponent::open(const std::string& dir, const std::string& c
   SC_CHECK(fs::exists(config_path), Errc::not_found,
            "missing " << config_name << " in " << dir << ": every diffusers component folder needs one");
   c.config_ = read_json_file(config_path);
+  SC_CHECK(c.config_.is_object(), Errc::parse,
+           config_path << " must hold a JSON object of settings, got " << c.config_.type_name());
 
   std::vector<std::string> singles, indexes;
   for (const auto& e : fs::directory_iterator(dir)) {
@@ -76,6 +78,11 @@ ModelComponent ModelComponent::open(const std::string& dir, const std::string& c
     for (const auto& [name, file] : index["weight_map"].items()) {
       SC_CHECK(file.is_string(), Errc::parse, indexes[0] << ": weight_map[\"" << name << "\"] is not a file name");
       const std::string shard = file.get<std::string>();
+      // Shards live beside their index: a name with a folder in it (or "..") would read
+      // whatever file the model's author points at.
+      SC_CHECK(!shard.empty() && shard.find('/') == std::string::npos && shard != "." && shard != "..", Errc::parse,
+               indexes[0] << ": weight_map[\"" << name << "\"] is \"" << shard
+                          << "\"; a shard must be a file name in " << dir << ", with no folder");
       auto it = shards.find(shard);
       if (it == shards.end()) {
         const std::string path = (fs::path(dir) / shard).string();

@@ -5,19 +5,18 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/request_defaults.hpp"
 #include "core/safetensors.hpp"
+#include "stages/dit/pixart.hpp"
+#include "stages/model/config_value.hpp"
 #include "stages/model/model_index.hpp"
 #include "stages/model/weights.hpp"
+#include "stages/vae/vae_decoder.hpp"
 
 namespace fs = std::filesystem;
 
 namespace stagecraft {
 namespace {
-
-// diffusers treats a null config value as absent; so do the model loaders.
-int config_int(const nlohmann::json& c, const char* key, int fallback) {
-  return c.contains(key) && c[key].is_number() ? c[key].get<int>() : fallback;
-}
 
 std::string expectation(const Shape& expected, int width, int height) {
   std::ostringstream os;
@@ -36,24 +35,21 @@ Shape LatentGeometry::shape(int64_t n, int width, int height) const {
 
 LatentGeometry latent_geometry(const std::string& model_dir) {
   const ModelIndex index = ModelIndex::open(model_dir);
-  const nlohmann::json vae = read_json_file((fs::path(index.component_dir("vae")) / "config.json").string());
-  const nlohmann::json dit = read_json_file((fs::path(index.component_dir("transformer")) / "config.json").string());
+  const std::string vae_path = (fs::path(index.component_dir("vae")) / "config.json").string();
+  const std::string dit_path = (fs::path(index.component_dir("transformer")) / "config.json").string();
+  const nlohmann::json vae = read_json_file(vae_path);
+  const nlohmann::json dit = read_json_file(dit_path);
+  // The same checked readers as VaeDecoder::load and PixArtTransformer::load, so a value
+  // they refuse is refused here too, naming the file and key, before any shift or product.
   LatentGeometry g;
-  g.channels = config_int(vae, "latent_channels", 4);
-  const size_t blocks =
-      vae.contains("block_out_channels") && vae["block_out_channels"].is_array() ? vae["block_out_channels"].size() : 1;
-  SC_CHECK(blocks >= 1, Errc::invalid_argument, model_dir << "/vae/config.json: block_out_channels is empty");
-  g.scale = 1 << (blocks - 1);
-  const int native = config_int(dit, "sample_size", 32) * g.scale;
+  g.channels = cfg_int(ConfigFile{vae, vae_path}, "latent_channels", 4, 1, 4096);
+  g.scale = 1 << (vae_block_out_channels(ConfigFile{vae, vae_path}).size() - 1);
+  const int native = cfg_int(ConfigFile{dit, dit_path}, "sample_size", 32, 1, kMaxPixArtSampleSize) * g.scale;
   g.default_width = g.default_height = native;
-  const fs::path meta = fs::path(model_dir) / "stagecraft.json";
-  if (fs::exists(meta)) {
-    const nlohmann::json m = read_json_file(meta.string());
-    if (m.contains("defaults") && m["defaults"].is_object()) {
-      g.default_width = config_int(m["defaults"], "width", native);
-      g.default_height = config_int(m["defaults"], "height", native);
-    }
-  }
+  // stagecraft.json defaults pass the pipeline file's checks (core/request_defaults.hpp).
+  const nlohmann::json d = read_model_defaults(model_dir);
+  g.default_width = d.contains("width") ? d["width"].get<int>() : native;
+  g.default_height = d.contains("height") ? d["height"].get<int>() : native;
   return g;
 }
 

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "core/error.hpp"
+#include "core/request_defaults.hpp"
 #include "kernels/ops.hpp"
 #include "stages/model/model_index.hpp"
 #include "stages/model/weights.hpp"
@@ -61,13 +62,10 @@ TextToImagePipeline TextToImagePipeline::load(const std::string& model_dir, Devi
            model_dir << ": tokenizer model_max_length " << p.tokenizer_->model_max_length()
                      << " exceeds the text encoder's max_position_embeddings " << p.text_encoder_->max_positions());
 
-  nlohmann::json d = nlohmann::json::object();
-  const std::string meta = (fs::path(model_dir) / "stagecraft.json").string();
-  if (fs::exists(meta)) {
-    const nlohmann::json m = read_json_file(meta);
-    if (m.contains("defaults") && m["defaults"].is_object()) d = m["defaults"];
-  }
-  const int native = p.transformer_->config().value("sample_size", 32) * p.vae_->scale_factor();
+  // stagecraft.json defaults pass the pipeline file's checks (core/request_defaults.hpp);
+  // the loaders above have range-checked sample_size and the VAE's levels.
+  nlohmann::json d = read_model_defaults(model_dir);
+  const int native = p.transformer_->sample_size() * p.vae_->scale_factor();
   if (!d.contains("steps")) d["steps"] = 20;
   if (!d.contains("guidance")) d["guidance"] = 4.5;
   if (!d.contains("scheduler")) d["scheduler"] = "";

@@ -30,17 +30,21 @@ ClipTextEncoder ClipTextEncoder::load(const std::string& dir, DType dtype, Devic
   ClipTextEncoder e;
   e.config_ = mc.config();
   // A CLIPModel config nests the text tower; accept both shapes of file.
-  const nlohmann::json& c = e.config_.contains("text_config") ? e.config_["text_config"] : e.config_;
+  const bool nested = e.config_.is_object() && e.config_.contains("text_config");
+  const nlohmann::json& c = nested ? e.config_["text_config"] : e.config_;
+  const ConfigFile cf{c, dir + "/config.json" + (nested ? std::string(" (text_config)") : std::string())};
+  SC_CHECK(c.is_object(), Errc::parse, cf.path << " must hold a JSON object, got " << c.type_name());
   e.dtype_ = dtype;
   e.device_ = device;
-  e.hidden_ = cfg_int(c, "hidden_size", 512);
-  e.heads_ = cfg_int(c, "num_attention_heads", 8);
-  e.intermediate_ = cfg_int(c, "intermediate_size", 2048);
-  e.vocab_ = cfg_int(c, "vocab_size", 49408);
-  e.max_positions_ = cfg_int(c, "max_position_embeddings", 77);
-  const int layers = cfg_int(c, "num_hidden_layers", 12);
-  e.eps_ = c.contains("layer_norm_eps") ? c["layer_norm_eps"].get<float>() : 1e-5f;
-  const std::string act = c.contains("hidden_act") ? c["hidden_act"].get<std::string>() : "quick_gelu";
+  // Range-checked before use: a model folder is untrusted input.
+  e.hidden_ = cfg_int(cf, "hidden_size", 512, 1, 1 << 16);
+  e.heads_ = cfg_int(cf, "num_attention_heads", 8, 1, 1024);
+  e.intermediate_ = cfg_int(cf, "intermediate_size", 2048, 1, 1 << 18);
+  e.vocab_ = cfg_int(cf, "vocab_size", 49408, 1, 1 << 22);
+  e.max_positions_ = cfg_int(cf, "max_position_embeddings", 77, 2, 1 << 16);
+  const int layers = cfg_int(cf, "num_hidden_layers", 12, 1, 1024);
+  e.eps_ = static_cast<float>(cfg_num(cf, "layer_norm_eps", 1e-5, 0.0, 1.0));
+  const std::string act = cfg_str(cf, "hidden_act", "quick_gelu");
   if (act == "quick_gelu") e.act_ = Act::quick_gelu;
   else if (act == "gelu") e.act_ = Act::gelu;
   else if (act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast") e.act_ = Act::gelu_tanh;

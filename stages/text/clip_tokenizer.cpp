@@ -153,8 +153,12 @@ ClipTokenizer ClipTokenizer::load(const std::string& dir) {
   const nlohmann::json vocab = read_json_file(vocab_path);
   SC_CHECK(vocab.is_object(), Errc::parse, vocab_path << " must map tokens to ids");
   for (const auto& [piece, id] : vocab.items()) {
-    SC_CHECK(id.is_number_integer(), Errc::parse, vocab_path << ": id of \"" << piece << "\" is not an integer");
-    t.vocab_[piece] = id.get<int32_t>();
+    // Checked before the conversion: an id past int32 would wrap into another token's.
+    SC_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() <= INT32_MAX &&
+                 !(id.is_number_unsigned() && id.get<uint64_t>() > INT32_MAX),
+             Errc::parse, vocab_path << ": id of \"" << piece << "\" must be an integer from 0 to " << INT32_MAX
+                                     << ", got " << id.dump());
+    t.vocab_[piece] = static_cast<int32_t>(id.get<int64_t>());
   }
 
   std::ifstream in(merges_path, std::ios::binary);

@@ -96,6 +96,10 @@ Tensor run_conv(const VaeDecoder::Conv& c, const Tensor& x) {
 
 }  // namespace
 
+std::vector<int> vae_block_out_channels(const ConfigFile& c) {
+  return cfg_int_list(c, "block_out_channels", {64}, 1, kMaxVaeLevels, 1, 65536);  // diffusers' default: [64]
+}
+
 VaeDecoder VaeDecoder::load(const std::string& dir, DType compute, Device device) {
   SC_CHECK(is_floating(compute) && compute != DType::f8_e4m3, Errc::invalid_argument,
            "VAE compute dtype must be f32, f16 or bf16, got " << dtype_name(compute));
@@ -106,44 +110,43 @@ VaeDecoder VaeDecoder::load(const std::string& dir, DType compute, Device device
   m.device_ = device;
   const auto& c = m.config_;
 
+  // Every value is range-checked before use: a model folder is untrusted input, and e.g.
+  // 34 levels would make the scale 1 << 33 (undefined) or a group count of 0 divide by zero.
+  const ConfigFile cf{c, dir + "/config.json"};
   std::vector<int64_t> channels;
-  if (const auto* boc = cfg(c, "block_out_channels")) {
-    for (const auto& v : *boc) channels.push_back(v.get<int64_t>());
-  } else {
-    channels = {64};  // diffusers' default
+  for (int ch : vae_block_out_channels(cf)) channels.push_back(ch);
+  const std::vector<std::string> types = cfg_str_list(cf, "up_block_types", {}, kMaxVaeLevels);
+  if (cfg(c, "up_block_types")) {
+    SC_CHECK(types.size() == channels.size(), Errc::invalid_argument,
+             cf.path << ": up_block_types has " << types.size() << " entries but block_out_channels has "
+                     << channels.size());
+    for (const auto& t : types)
+      SC_CHECK(t == "UpDecoderBlock2D", Errc::unsupported,
+               cf.path << ": up block type \"" << t << "\" is not supported; AutoencoderKL uses UpDecoderBlock2D");
   }
-  SC_CHECK(!channels.empty(), Errc::invalid_argument, dir << "/config.json: block_out_channels is empty");
-  if (const auto* types = cfg(c, "up_block_types")) {
-    SC_CHECK(types->size() == channels.size(), Errc::invalid_argument,
-             dir << "/config.json: up_block_types has " << types->size() << " entries but block_out_channels has "
-                 << channels.size());
-    for (const auto& t : *types)
-      SC_CHECK(t.get<std::string>() == "UpDecoderBlock2D", Errc::unsupported,
-               dir << "/config.json: up block type " << t << " is not supported; AutoencoderKL uses UpDecoderBlock2D");
-  }
-  const std::string act = cfg(c, "act_fn") ? c["act_fn"].get<std::string>() : "silu";
-  SC_CHECK(act == "silu", Errc::unsupported, dir << "/config.json: act_fn \"" << act << "\" is not supported; use silu");
+  const std::string act = cfg_str(cf, "act_fn", "silu");
+  SC_CHECK(act == "silu", Errc::unsupported, cf.path << ": act_fn \"" << act << "\" is not supported; use silu");
 
-  m.latent_channels_ = cfg_int(c, "latent_channels", 4);
-  m.out_channels_ = cfg_int(c, "out_channels", 3);
-  m.groups_ = cfg_int(c, "norm_num_groups", 32);
-  const int layers = cfg_int(c, "layers_per_block", 1);
-  m.scaling_factor_ = static_cast<float>(cfg_num(c, "scaling_factor", 0.18215));
-  m.shift_factor_ = static_cast<float>(cfg_num(c, "shift_factor", 0.0));
+  m.latent_channels_ = cfg_int(cf, "latent_channels", 4, 1, 4096);
+  m.out_channels_ = cfg_int(cf, "out_channels", 3, 1, 4096);
+  m.groups_ = cfg_int(cf, "norm_num_groups", 32, 1, 65536);
+  const int layers = cfg_int(cf, "layers_per_block", 1, 0, 64);
+  m.scaling_factor_ = static_cast<float>(cfg_num(cf, "scaling_factor", 0.18215, -1e6, 1e6));
+  m.shift_factor_ = static_cast<float>(cfg_num(cf, "shift_factor", 0.0, -1e6, 1e6));
   m.scale_factor_ = 1 << (channels.size() - 1);
-  SC_CHECK(m.scaling_factor_ != 0.0f, Errc::invalid_argument, dir << "/config.json: scaling_factor is 0");
+  SC_CHECK(m.scaling_factor_ != 0.0f, Errc::invalid_argument, cf.path << ": scaling_factor is 0");
   for (int64_t ch : channels)
     SC_CHECK(ch % m.groups_ == 0, Errc::invalid_argument,
-             dir << "/config.json: block_out_channels " << ch << " is not divisible by norm_num_groups " << m.groups_);
+             cf.path << ": block_out_channels " << ch << " is not divisible by norm_num_groups " << m.groups_);
 
   Loader ld{mc, compute, device, {}};
   const int64_t zc = m.latent_channels_;
-  if (cfg_bool(c, "use_post_quant_conv", true)) m.post_quant_conv_ = ld.conv("post_quant_conv", zc, zc, 1);
+  if (cfg_bool(cf, "use_post_quant_conv", true)) m.post_quant_conv_ = ld.conv("post_quant_conv", zc, zc, 1);
 
   const int64_t top = channels.back();
   m.conv_in_ = ld.conv("decoder.conv_in", top, zc, 3);
   m.mid_resnet_0_ = ld.resnet("decoder.mid_block.resnets.0", top, top);
-  if (cfg_bool(c, "mid_block_add_attention", true))
+  if (cfg_bool(cf, "mid_block_add_attention", true))
     m.mid_attention_ = ld.attention("decoder.mid_block.attentions.0", top);
   m.mid_resnet_1_ = ld.resnet("decoder.mid_block.resnets.1", top, top);
 

@@ -26,8 +26,17 @@
 #include "core/device.hpp"
 #include "core/dtype.hpp"
 #include "core/tensor.hpp"
+#include "stages/model/config_value.hpp"
 
 namespace stagecraft {
+
+/// Most levels (entries of block_out_channels) a VAE may have: a scale factor of up to 2^7.
+inline constexpr size_t kMaxVaeLevels = 8;
+
+/// block_out_channels of an AutoencoderKL config.json: 1 to kMaxVaeLevels channel counts of
+/// 1 to 65536 (diffusers' default [64] when absent); Error(parse) naming the file and key.
+/// The decoder's scale factor is 2^(size - 1).
+std::vector<int> vae_block_out_channels(const ConfigFile& c);
 
 /// Tile geometry in image pixels. Both must be multiples of the VAE's scale factor and
 /// 0 <= overlap < tile. Consecutive tiles start (tile - overlap) pixels apart; the

@@ -119,3 +119,53 @@ TEST_CASE("comparing a folder that is not a dump says what was expected") {
   CHECK(error_of([&] { compare_dumps("/nonexistent-dump", empty.string(), 0, 0); }).find("does not exist") !=
         std::string::npos);
 }
+
+// ---- hostile manifests (issue 10, finding 6); tests/data/untrusted/dumps/README.md ----
+
+namespace {
+std::string untrusted_dump(const std::string& name) {
+  return std::string(STAGECRAFT_SOURCE_DIR) + "/tests/data/untrusted/dumps/" + name;
+}
+std::string compare_error(const std::string& a, const std::string& b) {
+  try {
+    compare_dumps(a, b, 0, 0);
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::parse);
+    return e.what();
+  }
+  FAIL("expected " << a << " to be refused");
+  return "";
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("a manifest whose files entry is a number is refused naming the entry") {
+  // Before the fix this failed as a raw nlohmann type_error with no file named.
+  const fs::path good = fresh_dir("good-for-number");
+  write_run(good, 0.0f);
+  const std::string dir = untrusted_dump("files_number");
+  const std::string msg = compare_error(dir, good.string());
+  CHECK(has(msg, dir + "/manifest.json: files[0] must be a file name such as \"00-text.safetensors\", got 3"));
+}
+
+TEST_CASE("manifest file names that leave the dump folder are refused") {
+  // Before the fix "../x" and absolute paths were opened wherever they pointed.
+  const fs::path good = fresh_dir("good-for-escape");
+  write_run(good, 0.0f);
+  std::string dir = untrusted_dump("escape");
+  std::string msg = compare_error(dir, good.string());
+  CHECK(has(msg, dir + "/manifest.json: files[0] is \"../escape-target/00-text.safetensors\"; a stage file must be a "
+                       ".safetensors file name inside the dump folder"));
+  dir = untrusted_dump("absolute");
+  msg = compare_error(good.string(), dir);
+  CHECK(has(msg, dir + "/manifest.json: files[0] is \"/etc/stagecraft.safetensors\""));
+}
+
+TEST_CASE("a manifest that is not an object, or lists a stage twice, is refused") {
+  const fs::path d = fresh_dir("twice");
+  write_run(d, 0.0f);
+  std::ofstream(d / "manifest.json") << R"({"files": ["00-text.safetensors", "00-text.safetensors"]})";
+  CHECK(has(compare_error(d.string(), d.string()), "files[1] names stage 'text' a second time"));
+  std::ofstream(d / "manifest.json") << "[1, 2]";
+  CHECK(has(compare_error(d.string(), d.string()), "manifest.json must hold a JSON object, got array"));
+}

@@ -268,3 +268,34 @@ TEST_CASE("PixArt in f16 and bf16 compute stays close to f32") {
     CHECK(err <= (dt == DType::bf16 ? 0.05 : 0.005) * range);
   }
 }
+
+// ---- hostile config.json files (issue 10, finding 6); tests/data/untrusted/models/README.md ----
+
+namespace {
+std::string untrusted_model(const std::string& name) {
+  return std::string(STAGECRAFT_SOURCE_DIR) + "/tests/data/untrusted/models/" + name;
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+std::string pixart_error(const std::string& dir) {
+  return error_of([&] { PixArtTransformer::load(dir, DType::f32, Device::cpu()); });
+}
+}  // namespace
+
+TEST_CASE("a PixArt sample_size of 2^30 is refused naming the file and key") {
+  const std::string dir = untrusted_model("transformer_sample_size_2pow30");
+  CHECK(contains(pixart_error(dir),
+                 dir + "/config.json: \"sample_size\" is 1073741824, out of range (allowed: 0 to 16384)"));
+}
+
+TEST_CASE("num_layers of 1e300 or 2^32 is refused before any conversion to int") {
+  // Before the fix both were cast to int: undefined behaviour, then a garbage layer count.
+  std::string dir = untrusted_model("transformer_layers_1e300");
+  CHECK(contains(pixart_error(dir), dir + "/config.json: \"num_layers\" is 1e+300, out of range (allowed: 1 to 1024)"));
+  dir = untrusted_model("transformer_layers_2pow32");
+  CHECK(contains(pixart_error(dir), dir + "/config.json: \"num_layers\" is 4294967296, out of range"));
+}
+
+TEST_CASE("heads x head_dim cannot overflow the hidden size") {
+  const std::string dir = untrusted_model("transformer_heads_overflow");
+  CHECK(contains(pixart_error(dir), dir + "/config.json: \"num_attention_heads\" is 65536, out of range"));
+}

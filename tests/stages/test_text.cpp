@@ -153,3 +153,33 @@ TEST_CASE("the text encoder refuses more tokens than it has positions") {
   const Tensor ids = Tensor::zeros({1, enc.max_positions() + 1}, DType::i32);
   CHECK_THROWS_AS(enc.forward(ids, nullptr), Error);
 }
+
+// ---- hostile files (issue 10, finding 6); tests/data/untrusted/models/README.md ----
+
+namespace {
+std::string untrusted_model(const std::string& name) {
+  return std::string(STAGECRAFT_SOURCE_DIR) + "/tests/data/untrusted/models/" + name;
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+std::string clip_error(const std::string& dir) {
+  return error_of([&] { ClipTextEncoder::load(dir, DType::f32, Device::cpu()); });
+}
+}  // namespace
+
+TEST_CASE("CLIP config values of the wrong type or range are refused naming the file and key") {
+  // Before the fix "1e-5" as layer_norm_eps escaped as a raw nlohmann type_error.
+  std::string dir = untrusted_model("text_encoder_eps_string");
+  CHECK(has(clip_error(dir), dir + "/config.json: \"layer_norm_eps\" must be a finite number, got \"1e-5\""));
+  dir = untrusted_model("text_encoder_vocab_2pow32");
+  CHECK(has(clip_error(dir), dir + "/config.json: \"vocab_size\" is 4294967296, out of range"));
+}
+
+TEST_CASE("a tokenizer vocabulary id past int32 is refused instead of wrapping onto another token") {
+  TempDir tmp;
+  const std::string dir = tmp / "tok";
+  fs::create_directories(dir);
+  std::ofstream(dir + "/vocab.json") << R"({"a</w>": 4294967296, "<|startoftext|>": 1, "<|endoftext|>": 2})";
+  std::ofstream(dir + "/merges.txt") << "#version: 0.2\n";
+  const std::string msg = error_of([&] { ClipTokenizer::load(dir); });
+  CHECK(has(msg, "vocab.json: id of \"a</w>\" must be an integer from 0 to 2147483647, got 4294967296"));
+}

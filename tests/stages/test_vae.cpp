@@ -272,3 +272,31 @@ TEST_CASE("the VAE in bf16 compute stays close to f32") {
   MESSAGE("bf16: max |bf16 - f32| = " << err << " (output max " << range << ")");
   CHECK(err <= 0.1 * range);
 }
+
+// ---- hostile config.json files (issue 10, finding 6); tests/data/untrusted/models/README.md ----
+
+namespace {
+std::string untrusted_model(const std::string& name) {
+  return std::string(STAGECRAFT_SOURCE_DIR) + "/tests/data/untrusted/models/" + name;
+}
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("34 VAE levels are refused naming the file and key instead of shifting 1 << 33") {
+  // Before the fix the scale 1 << 33 was undefined and the folder was accepted as 32x32.
+  const std::string dir = untrusted_model("vae_34_levels");
+  const std::string msg = error_of([&] { VaeDecoder::load(dir, DType::f32, Device::cpu()); });
+  CHECK(contains(msg, dir + "/config.json: \"block_out_channels\" must be a list of 1 to 8 integers"));
+}
+
+TEST_CASE("a VAE norm_num_groups of 0 is refused instead of dividing by it") {
+  const std::string dir = untrusted_model("vae_zero_groups");
+  const std::string msg = error_of([&] { VaeDecoder::load(dir, DType::f32, Device::cpu()); });
+  CHECK(contains(msg, dir + "/config.json: \"norm_num_groups\" is 0, out of range (allowed: 1 to 65536)"));
+}
+
+TEST_CASE("VAE config values of the wrong JSON type are refused naming the key, not as raw JSON errors") {
+  const std::string dir = untrusted_model("vae_string_channels");
+  const std::string msg = error_of([&] { VaeDecoder::load(dir, DType::f32, Device::cpu()); });
+  CHECK(contains(msg, dir + "/config.json: \"block_out_channels[1]\" must be a whole number, got \"64\""));
+}

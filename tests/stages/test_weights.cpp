@@ -5,11 +5,13 @@
 #include <doctest/doctest.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
 #include "stages/model/model_index.hpp"
 #include "stages/model/weights.hpp"
+#include "stages/pipeline/latents_file.hpp"
 #include "test_pixart_vae_support.hpp"
 
 using namespace stagecraft;
@@ -152,4 +154,46 @@ TEST_CASE("model_index.json lists components with their classes and skips null e
   CHECK(idx.component_dir("vae") == root + "/vae");
   CHECK_FALSE(idx.has("safety_checker"));
   CHECK(contains(error_of([&] { idx.component("text_encoder"); }), "text_encoder"));
+}
+
+// ---- hostile model folders (issue 10, finding 6); tests/data/untrusted/models/README.md ----
+
+TEST_CASE("a shard named with a folder or .. is refused: shards live beside their index") {
+  TempDir tmp;
+  const std::string dir = make_component(tmp, "c", {{"w", Tensor::from_vector({1, 2}, {2})}});
+  std::filesystem::remove(dir + "/model.safetensors");
+  write_text(dir + "/model.safetensors.index.json", R"({"weight_map": {"w": "../other/model.safetensors"}})");
+  const std::string msg = error_of([&] { ModelComponent::open(dir); });
+  CHECK(contains(msg, "weight_map[\"w\"] is \"../other/model.safetensors\"; a shard must be a file name in"));
+}
+
+TEST_CASE("a config.json that is not an object is refused naming it") {
+  TempDir tmp;
+  const std::string dir = make_component(tmp, "c", {{"w", Tensor::from_vector({1, 2}, {2})}});
+  write_text(dir + "/config.json", "[1, 2, 3]");
+  CHECK(contains(error_of([&] { ModelComponent::open(dir); }), dir + "/config.json must hold a JSON object"));
+}
+
+TEST_CASE("latent_geometry checks stagecraft.json defaults and the configs it reads like the loaders do") {
+  // Before the fix latent_geometry took width -7 and height 13 from stagecraft.json as they were.
+  TempDir tmp;
+  const std::string root = tmp / "m";
+  std::filesystem::create_directories(root + "/vae");
+  std::filesystem::create_directories(root + "/transformer");
+  write_text(root + "/model_index.json", R"({"vae": ["diffusers", "AutoencoderKL"], "transformer": ["diffusers", "PixArtTransformer2DModel"]})");
+  write_text(root + "/vae/config.json", R"({"block_out_channels": [32, 64], "latent_channels": 4})");
+  write_text(root + "/transformer/config.json", R"({"sample_size": 16})");
+  CHECK(latent_geometry(root).default_width == 32);
+
+  write_text(root + "/stagecraft.json", R"({"defaults": {"width": -7, "height": 13}})");
+  CHECK(contains(error_of([&] { latent_geometry(root); }),
+                 root + "/stagecraft.json: defaults.width is -7, out of range"));
+
+  std::filesystem::remove(root + "/stagecraft.json");
+  std::ifstream in(std::string(STAGECRAFT_SOURCE_DIR) + "/tests/data/untrusted/models/vae_34_levels/config.json");
+  std::stringstream vae;
+  vae << in.rdbuf();
+  write_text(root + "/vae/config.json", vae.str());
+  CHECK(contains(error_of([&] { latent_geometry(root); }),
+                 root + "/vae/config.json: \"block_out_channels\" must be a list of 1 to 8 integers"));
 }
