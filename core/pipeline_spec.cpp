@@ -31,7 +31,7 @@ const std::vector<std::string> kLimitsKeys = {"max_pending_jobs", "credits", "ma
                                               "max_prompt_bytes"};
 const std::vector<std::string>& kDefaultsKeys = request_default_keys();
 const std::vector<std::string> kChannels = {"auto", "local", "zmq", "cuda_ipc", "nccl"};
-const std::vector<std::string>& kSchedulers = scheduler_names();
+const std::vector<std::string>& kSchedulers = request_scheduler_names();
 
 // What a pipeline file may ask of the parser: far beyond any real pipeline, low enough
 // that a hostile file cannot exhaust memory, stack or time (docs/pipeline-config.md).

@@ -50,7 +50,7 @@ const std::vector<std::string>& request_default_keys() {
   return keys;
 }
 
-const std::vector<std::string>& scheduler_names() {
+const std::vector<std::string>& request_scheduler_names() {
   static const std::vector<std::string> names = {"flow_match_euler", "ddim", "dpm_2m"};
   return names;
 }
@@ -84,11 +84,11 @@ std::optional<DefaultProblem> check_request_default(const std::string& key, cons
     return std::nullopt;
   }
   if (key == "scheduler") {
-    const std::string allowed = "one of: " + join(scheduler_names());
+    const std::string allowed = "one of: " + join(request_scheduler_names());
     if (!value.is_string() || value.get<std::string>().empty())
       return DefaultProblem{what + " must be a non-empty string, got " + shown(value), allowed};
     const std::string s = value.get<std::string>();
-    for (const auto& n : scheduler_names())
+    for (const auto& n : request_scheduler_names())
       if (s == n) return std::nullopt;
     return DefaultProblem{"unknown scheduler " + shown(value), allowed};
   }

@@ -16,8 +16,8 @@ namespace stagecraft {
 
 /// steps, guidance, width, height, scheduler, negative_prompt.
 const std::vector<std::string>& request_default_keys();
-/// The scheduler names a default (or a request) may give.
-const std::vector<std::string>& scheduler_names();
+/// The scheduler names a default may give (those of stages/schedulers; core cannot include it).
+const std::vector<std::string>& request_scheduler_names();
 
 struct DefaultProblem {
   std::string what;     ///< e.g. "defaults.steps is 0, out of range"
