@@ -4,7 +4,7 @@ PRESET ?= release
 JOBS ?= $(shell nproc)
 BUILD := build/$(PRESET)
 
-.PHONY: deps configure build demo test test-asan-engine bench clean
+.PHONY: deps configure build demo test test-asan-engine fuzz bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -28,6 +28,16 @@ test-asan-engine: deps
 	@cmake --build --preset asan -j $(JOBS) --target test_engine
 	@ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		build/asan/tests/actors/test_engine
+
+# The libFuzzer targets of tests/fuzz (safetensors, pipeline files, model configs, the
+# CLIP tokenizer, dump manifests), built with clang + ASan + UBSan in build/fuzz (CUDA off,
+# only the libraries they need) and run for FUZZ_SECONDS each; a finding fails the run.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=None "-DCMAKE_CXX_FLAGS=-O1 -gline-tables-only" \
+		-DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DSTAGECRAFT_CUDA=OFF -DSTAGECRAFT_FUZZ=ON >/dev/null
+	@cmake --build build/fuzz -j $(JOBS) --target fuzz_targets
+	@bash tests/fuzz/run.sh build/fuzz $(FUZZ_SECONDS)
 
 bench: build
 	@$(BUILD)/bench/bench_kernels

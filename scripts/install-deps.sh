@@ -8,6 +8,8 @@ PACKAGES=(
   libcaf-dev libboost-dev libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   doctest-dev libyaml-cpp-dev libopenblas-dev libpng-dev nlohmann-json3-dev
   python3-torch python3-numpy
+  # make fuzz: clang and its runtime libraries (libclang_rt.fuzzer, asan, ubsan).
+  clang libclang-rt-14-dev
 )
 
 missing=()
