@@ -10,8 +10,8 @@ zmq::message_t encode_control(const ControlMessage& m) {
   msgpack::packer<msgpack::sbuffer> pk(buf);
   int n = 2;
   const bool hello = m.kind == "hello", welcome = m.kind == "welcome", refused = m.kind == "refused",
-             credit = m.kind == "credit", rejected = m.kind == "rejected";
-  n += hello ? 2 : welcome ? 2 : refused ? 2 : credit ? 1 : rejected ? 3 : 0;
+             credit = m.kind == "credit", rejected = m.kind == "rejected", pong = m.kind == "pong";
+  n += hello ? 2 : welcome ? 2 : refused ? 2 : credit ? 1 : rejected ? 3 : pong ? 1 : 0;
   pk.pack_map(n);
   pk.pack("kind"), pk.pack(m.kind);
   pk.pack("version"), pk.pack(kWireVersion);
@@ -21,6 +21,7 @@ zmq::message_t encode_control(const ControlMessage& m) {
   if (credit) pk.pack("n"), pk.pack(m.credits);
   if (rejected) pk.pack("job_id"), pk.pack(m.job_id), pk.pack("reason"), pk.pack(m.reason), pk.pack("credits"),
       pk.pack(m.credits);
+  if (pong) pk.pack("known"), pk.pack(m.known);
   return zmq::message_t(buf.data(), buf.size());
 }
 
@@ -47,6 +48,9 @@ ControlMessage decode_control(const zmq::message_t& frame) {
     m.job_id = r.u64("job_id");
     m.reason = r.str("reason");
     m.credits = r.i64("credits");
+  } else if (m.kind == "ping") {
+  } else if (m.kind == "pong") {
+    m.known = r.boolean("known");
   } else if (m.kind == "packet") {
     if (r.has("job_id") && r.at("job_id").type == msgpack::type::POSITIVE_INTEGER) m.job_id = r.u64("job_id");
   } else {

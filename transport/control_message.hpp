@@ -8,6 +8,9 @@
 //   receiver -> sender     refused  {node, reason}              handshake refused; the sender gives up
 //   receiver -> sender     credit   {n}                         n packets were let go of
 //   receiver -> sender     rejected {job_id, reason, credits}   a packet was refused as malformed
+//   sender   -> receiver   ping     {}                          heartbeat
+//   receiver -> sender     pong     {known}                     false: the receiver does not know this
+//                                                               sender (it restarted): say hello again
 #include <cstdint>
 #include <string>
 
@@ -17,11 +20,12 @@
 namespace stagecraft::transport {
 
 struct ControlMessage {
-  std::string kind;  ///< hello | welcome | refused | credit | rejected | packet
+  std::string kind;  ///< hello | welcome | refused | credit | rejected | ping | pong | packet
   uint64_t version = 0;
   std::string node, pipeline_hash, reason;
   int64_t credits = 0;  ///< welcome: the window; credit: n; rejected: credits returned
   uint64_t job_id = 0;  ///< rejected: the packet's job, 0 when unreadable
+  bool known = true;    ///< pong: whether the receiver has this sender's handshake
 };
 
 /// One frame holding `m` (with this build's wire version).

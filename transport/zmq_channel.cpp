@@ -60,6 +60,8 @@ struct ZmqSendChannel::Impl {
   enum class State { connecting, ready, refused } state = State::connecting;
   std::string refusal;
   int credits = 0;
+  uint64_t losses = 0;
+  Clock::time_point last_heard = Clock::now(), next_ping = Clock::now();
   std::deque<PacketPtr> outbox;
   ChannelStats st;
   bool stopping = false;
@@ -68,6 +70,9 @@ struct ZmqSendChannel::Impl {
   void run();
   void handle_control(const ControlMessage& m);
   void send_queued();
+  void send_hello();
+  void heartbeat();
+  void lose_peer();
 };
 
 std::unique_ptr<ZmqSendChannel> ZmqSendChannel::connect(std::shared_ptr<zmq::context_t> ctx,
@@ -131,16 +136,61 @@ ChannelStats ZmqSendChannel::stats() const {
   return s;
 }
 
-void ZmqSendChannel::Impl::run() {
+uint64_t ZmqSendChannel::peer_losses() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->losses;
+}
+
+void ZmqSendChannel::Impl::send_hello() {
+  ControlMessage h;
+  h.kind = "hello";
+  h.node = hello.node;
+  h.pipeline_hash = hello.pipeline_hash;
+  // dontwait: with the receiver gone the DEALER may have nowhere to queue it; the next beat retries.
+  (void)sock.send(encode_control(h), zmq::send_flags::dontwait);
+}
+
+void ZmqSendChannel::Impl::lose_peer() {
   {
-    ControlMessage h;
-    h.kind = "hello";
-    h.node = hello.node;
-    h.pipeline_hash = hello.pipeline_hash;
-    sock.send(encode_control(h), zmq::send_flags::none);
+    std::lock_guard lk(mu);
+    if (state != State::ready) return;
+    state = State::connecting;
+    credits = 0;
+    ++losses;
   }
+  if (opt.on_peer_lost) opt.on_peer_lost();
+}
+
+/// Pings while ready, says hello again while connecting; a receiver silent past
+/// peer_timeout is lost (what it held is gone with it).
+void ZmqSendChannel::Impl::heartbeat() {
+  const auto now = Clock::now();
+  if (now < next_ping) return;
+  next_ping = now + opt.heartbeat;
+  State s;
+  {
+    std::lock_guard lk(mu);
+    s = state;
+  }
+  if (s == State::refused) return;
+  if (s == State::ready && now - last_heard > opt.peer_timeout) {
+    lose_peer();
+    s = State::connecting;
+  }
+  if (s == State::connecting) {
+    send_hello();
+  } else {
+    ControlMessage ping;
+    ping.kind = "ping";
+    (void)sock.send(encode_control(ping), zmq::send_flags::dontwait);
+  }
+}
+
+void ZmqSendChannel::Impl::run() {
+  send_hello();
+  next_ping = Clock::now() + opt.heartbeat;
   for (;;) {
-    const PollResult ev = poll_two(sock, wake, std::chrono::milliseconds(1000));
+    const PollResult ev = poll_two(sock, wake, opt.heartbeat);
     if (ev.wake) wake.drain();
     {
       std::lock_guard lk(mu);
@@ -158,6 +208,7 @@ void ZmqSendChannel::Impl::run() {
         // A receiver never sends garbage unless it is not a Stagecraft node; nothing to answer.
       }
     }
+    heartbeat();
   }
   sock.close();
 }
@@ -190,6 +241,13 @@ void ZmqSendChannel::Impl::send_queued() {
 }
 
 void ZmqSendChannel::Impl::handle_control(const ControlMessage& m) {
+  last_heard = Clock::now();
+  if (m.kind == "pong" && !m.known) {
+    // The receiver restarted and forgot us: what it held is gone; start over.
+    lose_peer();
+    send_hello();
+    return;
+  }
   bool credit_came = false;
   {
     std::lock_guard lk(mu);
@@ -197,9 +255,11 @@ void ZmqSendChannel::Impl::handle_control(const ControlMessage& m) {
       state = State::refused;
       refusal = "the receiver speaks " + version_mismatch(m.version);
     } else if (m.kind == "welcome") {
-      credits = static_cast<int>(m.credits);
-      state = State::ready;
-      credit_came = true;
+      if (state != State::ready) {  // a second welcome (two hellos crossed) grants nothing new
+        credits = static_cast<int>(m.credits);
+        state = State::ready;
+        credit_came = true;
+      }
     } else if (m.kind == "refused") {
       state = State::refused;
       refusal = m.reason;
@@ -230,11 +290,13 @@ struct ZmqRecvChannel::Impl : std::enable_shared_from_this<ZmqRecvChannel::Impl>
   struct Peer {
     std::string node;
     int outstanding = 0;  ///< delivered packets whose receipts are not yet released
+    uint64_t generation = 0;  ///< bumped at every hello: receipts of an older handshake return nothing
   };
+  uint64_t next_generation = 1;
   std::unordered_map<std::string, Peer> peers;  // I/O thread only
 
   mutable std::mutex mu;
-  std::vector<std::string> released;  ///< identities whose receipts were released
+  std::vector<std::pair<std::string, uint64_t>> released;  ///< (identity, generation) of released receipts
   ChannelStats st;
   bool stopping = false;
   std::thread io;
@@ -317,17 +379,19 @@ void ZmqRecvChannel::Impl::reply(const std::string& identity, const ControlMessa
 }
 
 void ZmqRecvChannel::Impl::return_credits() {
-  std::vector<std::string> ids;
+  std::vector<std::pair<std::string, uint64_t>> ids;
   {
     std::lock_guard lk(mu);
     ids.swap(released);
   }
   // One credit message per peer per wake-up, however many receipts it had released.
   std::unordered_map<std::string, int> per_peer;
-  for (auto& id : ids) ++per_peer[id];
+  for (auto& [id, gen] : ids) {
+    auto it = peers.find(id);
+    if (it != peers.end() && it->second.generation == gen) ++per_peer[id];
+  }
   for (auto& [id, n] : per_peer) {
     auto it = peers.find(id);
-    if (it == peers.end()) continue;
     it->second.outstanding -= n;
     ControlMessage c;
     c.kind = "credit";
@@ -373,7 +437,7 @@ void ZmqRecvChannel::Impl::handle(std::vector<zmq::message_t>& frames) {
                   "; start every node from the same pipeline file");
       return;
     }
-    peers[identity] = Peer{m.node, 0};
+    peers[identity] = Peer{m.node, 0, next_generation++};
     ControlMessage w;
     w.kind = "welcome";
     w.node = opt.hello.node;
@@ -381,6 +445,13 @@ void ZmqRecvChannel::Impl::handle(std::vector<zmq::message_t>& frames) {
     reply(identity, w);
     std::lock_guard lk(mu);
     st.peers = static_cast<int>(peers.size());
+    return;
+  }
+  if (m.kind == "ping") {
+    ControlMessage pong;
+    pong.kind = "pong";
+    pong.known = peers.count(identity) > 0;
+    reply(identity, pong);
     return;
   }
   if (m.kind != "packet") {  // a control kind only a receiver sends
@@ -423,11 +494,11 @@ void ZmqRecvChannel::Impl::handle(std::vector<zmq::message_t>& frames) {
     st.bytes += wire_tensor_bytes(*p);
   }
   std::weak_ptr<Impl> weak = shared_from_this();
-  Receipt receipt([weak, identity] {
+  Receipt receipt([weak, identity, gen = peer->second.generation] {
     if (auto self = weak.lock()) {
       {
         std::lock_guard lk(self->mu);
-        self->released.push_back(identity);
+        self->released.emplace_back(identity, gen);
       }
       self->wake.notify();
     }

@@ -21,6 +21,12 @@ namespace stagecraft::transport {
 struct ZmqSendOptions {
   /// A credit came back (I/O thread): a packet refused by try_send may go now.
   std::function<void()> on_credit;
+  /// How often the sender pings, and how long the receiver may stay silent before it is
+  /// taken as lost: then on_peer_lost runs, the credits are dropped (the packets in flight
+  /// there are gone with it) and the sender says hello again until a receiver welcomes it.
+  std::chrono::milliseconds heartbeat{500};
+  std::chrono::milliseconds peer_timeout{3000};
+  std::function<void()> on_peer_lost;
   /// A queued packet could not be sent (e.g. it held a GPU tensor); its credit is returned.
   std::function<void(PacketPtr, const std::string& why)> on_failed;
 };
@@ -34,6 +40,8 @@ class ZmqSendChannel : public SendChannel {
   bool try_send(PacketPtr packet) override;
   ChannelStats stats() const override;
   const std::string& endpoint() const;
+  /// Times the receiver was taken as lost (silent past peer_timeout, or restarted).
+  uint64_t peer_losses() const;
 
   struct Impl;
 

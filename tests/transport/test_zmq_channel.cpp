@@ -254,3 +254,64 @@ TEST_CASE("a malformed packet from a welcomed peer is rejected back to it with i
   CHECK(rx->wire_counters().refused_for(WireRefusal::length) == 1);
   CHECK(inbox.packets.empty());
 }
+
+TEST_CASE("a receiver that goes away is taken as lost and a new one at the same address is found again") {
+  auto ctx = std::make_shared<zmq::context_t>(1);
+  const std::string ep = ipc_endpoint("restart");
+  Inbox first;
+  auto rx = ZmqRecvChannel::bind(ctx, ep, {.hello = {"b", "h"}, .credits = 2, .on_packet = first.callback()});
+  std::atomic<int> lost{0};
+  CreditWaiter waiter;
+  auto tx = ZmqSendChannel::connect(ctx, ep, {"a", "h"},
+                                    {.on_credit = waiter.callback(),
+                                     .heartbeat = 20ms,
+                                     .peer_timeout = 150ms,
+                                     .on_peer_lost = [&] { lost++; }});
+  REQUIRE(tx->wait_ready(5s));
+  waiter.send(*tx, numbered_packet(1, 4));
+  REQUIRE(first.wait_for(1));
+  rx.reset();  // the receiving node dies
+  for (int i = 0; i < 200 && lost == 0; ++i) std::this_thread::sleep_for(5ms);
+  CHECK(lost == 1);
+  CHECK(tx->peer_losses() == 1);
+  CHECK_FALSE(tx->try_send(numbered_packet(2, 4)));  // no credits while nobody listens
+  // A restarted node at the same address: the sender says hello again and is welcomed.
+  Inbox second;
+  auto rx2 = ZmqRecvChannel::bind(ctx, ep, {.hello = {"b", "h"}, .credits = 2, .on_packet = second.callback()});
+  waiter.send(*tx, numbered_packet(3, 4));
+  REQUIRE(second.wait_for(1));
+  CHECK(second.packets[0]->job_id == 3);
+}
+
+TEST_CASE("receipts released after a fresh handshake return no stale credits") {
+  auto ctx = std::make_shared<zmq::context_t>(1);
+  Inbox inbox;
+  inbox.hold = true;
+  auto rx = ZmqRecvChannel::bind(ctx, ipc_endpoint("stale"),
+                                 {.hello = {"b", "h"}, .credits = 2, .on_packet = inbox.callback()});
+  // A raw peer: hello, two packets (both held), hello again, then the old receipts are released.
+  zmq::socket_t raw(*ctx, zmq::socket_type::dealer);
+  raw.set(zmq::sockopt::linger, 0);
+  raw.set(zmq::sockopt::rcvtimeo, 2000);
+  raw.connect(rx->endpoint());
+  ControlMessage hello;
+  hello.kind = "hello";
+  hello.node = "raw";
+  hello.pipeline_hash = "h";
+  zmq::message_t reply;
+  raw.send(encode_control(hello), zmq::send_flags::none);
+  REQUIRE(raw.recv(reply));
+  for (int i = 1; i <= 2; ++i) {
+    auto frames = encode_packet(*numbered_packet(uint64_t(i), 2));
+    for (size_t f = 0; f < frames.size(); ++f)
+      raw.send(frames[f], f + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+  REQUIRE(inbox.wait_for(2));
+  raw.send(encode_control(hello), zmq::send_flags::none);
+  REQUIRE(raw.recv(reply));
+  CHECK(decode_control(reply).kind == "welcome");
+  inbox.release_all();
+  // Nothing comes back for the two old receipts.
+  raw.set(zmq::sockopt::rcvtimeo, 200);
+  CHECK_FALSE(raw.recv(reply));
+}
