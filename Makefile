@@ -25,7 +25,9 @@ test: build
 # under AddressSanitizer + UBSan: any leak, use-after-free or UB fails the run.
 test-asan-engine: deps
 	@cmake --preset asan >/dev/null
-	@cmake --build --preset asan -j $(JOBS) --target test_engine
+	@cmake --build --preset asan -j $(JOBS) --target test_engine test_batch_policy
+	@ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		build/asan/tests/actors/test_batch_policy
 	@ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		build/asan/tests/actors/test_engine
 

@@ -8,6 +8,7 @@
 #include "actors/messages.hpp"
 #include "actors/stage_actor.hpp"
 #include "actors/trace.hpp"
+#include "core/request_check.hpp"
 #include "stages/builtin_stages.hpp"
 
 namespace stagecraft {
@@ -80,25 +81,12 @@ std::vector<const StageSpec*> chain_order(const PipelineSpec& spec) {
   return out;
 }
 
-void apply_defaults(Request& r, const nlohmann::json& d) {
-  auto num = [&](const char* k, double fallback) {
-    return d.contains(k) && d[k].is_number() ? d[k].get<double>() : fallback;
-  };
-  if (r.steps <= 0) r.steps = static_cast<int>(num("steps", r.steps));
-  if (r.guidance < 0) r.guidance = static_cast<float>(num("guidance", r.guidance));
-  if (r.width <= 0) r.width = static_cast<int>(num("width", r.width));
-  if (r.height <= 0) r.height = static_cast<int>(num("height", r.height));
-  if (r.scheduler.empty() && d.contains("scheduler") && d["scheduler"].is_string())
-    r.scheduler = d["scheduler"].get<std::string>();
-  if (r.negative_prompt.empty() && d.contains("negative_prompt") && d["negative_prompt"].is_string())
-    r.negative_prompt = d["negative_prompt"].get<std::string>();
-}
-
-std::future<JobResult> ready_error(uint64_t id, Errc code, std::string message) {
+std::future<JobResult> ready_error(uint64_t id, Errc code, std::string message, std::string stage = {}) {
   std::promise<JobResult> p;
   JobResult r;
   r.job_id = id;
   r.error = code;
+  r.stage = std::move(stage);
   r.message = std::move(message);
   p.set_value(std::move(r));
   return p.get_future();
@@ -155,7 +143,10 @@ std::unique_ptr<Engine> Engine::create(const PipelineSpec& spec) {
     core->counters.push_back(std::make_unique<actors::StageCounters>());
     std::shared_ptr<actors::PromptCache> cache;
     if (s.params.contains("cache") && s.params["cache"].is_object() && s.params["cache"].contains("entries")) {
-      const auto entries = s.params["cache"]["entries"].get<int64_t>();
+      const auto& n = s.params["cache"]["entries"];
+      SC_CHECK(n.is_number_integer(), Errc::invalid_argument,
+               "stage '" << s.name << "': cache.entries must be an integer, got " << n.dump());
+      const auto entries = n.get<int64_t>();
       if (entries > 0) cache = std::make_shared<actors::PromptCache>(static_cast<size_t>(entries));
     }
     core->caches.push_back(cache);
@@ -176,7 +167,14 @@ std::unique_ptr<Engine> Engine::create(const PipelineSpec& spec) {
       } catch (const std::exception& e) {
         SC_FAIL(Errc::stage_failed, "stage '" << s.name << "' (" << s.type << ") failed to load: " << e.what());
       }
-      if (r == 0) built[i].traits = sp->traits();
+      if (r == 0) {
+        try {
+          built[i].traits = sp->traits();
+        } catch (const std::exception& e) {
+          SC_FAIL(Errc::stage_failed, "stage '" << s.name << "' (" << s.type << ") failed in traits(): " << e.what());
+        }
+        core->first_replica.push_back(sp);
+      }
       built[i].stages.push_back(sp);
       built[i].lanes.push_back(lane.get());
       core->lanes.push_back(std::move(lane));
@@ -188,6 +186,7 @@ std::unique_ptr<Engine> Engine::create(const PipelineSpec& spec) {
   core->cfg = std::make_unique<caf::actor_system_config>();
   configure_scheduler(*core->cfg);
   core->system = std::make_unique<caf::actor_system>(*core->cfg);
+  std::vector<std::vector<actors::ReplicaConfig>> configs(core->chain.size());
   for (size_t i = 0; i < core->chain.size(); ++i) {
     const StageSpec& s = *core->chain[i];
     for (int r = 0; r < s.replicas; ++r) {
@@ -208,13 +207,12 @@ std::unique_ptr<Engine> Engine::create(const PipelineSpec& spec) {
       if (built[i].traits.max_batch > 1) rc.max_batch = std::min(rc.max_batch, built[i].traits.max_batch);
       rc.max_wait = std::chrono::microseconds(static_cast<int64_t>(s.batching.max_wait_ms * 1000.0));
       rc.iterative = built[i].traits.iterative;
-      auto a = actors::spawn_replica(*core->system, std::move(rc));
-      core->gates[i]->replicas.push_back(a);
-      core->all_actors.push_back(a);
+      core->gates[i]->set_replica(r, actors::spawn_replica(*core->system, rc));
+      configs[i].push_back(std::move(rc));
     }
   }
+  core->supervisor = actors::spawn_supervisor(*core->system, core.get(), std::move(configs));
   core->ingress = actors::spawn_ingress(*core->system, core.get(), core->gates[0].get());
-  core->all_actors.push_back(core->ingress);
 
   std::unique_ptr<Engine> engine(new Engine());
   engine->core_ = std::move(core);
@@ -223,9 +221,50 @@ std::unique_ptr<Engine> Engine::create(const PipelineSpec& spec) {
 
 Engine::~Engine() { shutdown(); }
 
+namespace {
+
+/// The door: the pipeline's limits, then every stage's own check. On refusal, the error
+/// to answer with; a stage whose hook throws something other than an Error is named.
+std::optional<std::pair<Error, std::string>> door_check(const EngineCore& c, const Request& r) {
+  try {
+    check_request(r, c.spec.limits);
+  } catch (const Error& e) {
+    return std::make_pair(e, std::string());
+  }
+  for (size_t i = 0; i < c.chain.size(); ++i) {
+    const std::string& name = c.chain[i]->name;
+    try {
+      c.first_replica[i]->check_request(r);
+    } catch (const Error& e) {
+      return std::make_pair(e, name);
+    } catch (const std::exception& e) {
+      return std::make_pair(Error(Errc::stage_failed, "stage '" + name + "' failed in check_request(): " + e.what()),
+                            name);
+    } catch (...) {
+      return std::make_pair(Error(Errc::stage_failed, "stage '" + name + "' failed in check_request()"), name);
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::future<JobResult> Engine::submit(Request request, Progress progress) {
-  auto& c = *core_;
+  const std::shared_ptr<EngineCore> core = core_;
+  auto& c = *core;
   c.submitted.fetch_add(1);
+  // The stages' hooks and the ingress actor live until shutdown's teardown, which waits
+  // for every LiveCall to end and lets no new one in.
+  actors::LiveCall live(c);
+  if (!live.ok() || c.closed.load()) {
+    c.refused.fetch_add(1);
+    return ready_error(0, Errc::cancelled, "engine is shut down; create a new one to submit jobs");
+  }
+  request = with_defaults(std::move(request), c.spec.defaults);
+  if (auto refusal = door_check(c, request)) {
+    c.invalid.fetch_add(1);
+    return ready_error(0, refusal->first.code(), refusal->first.what(), refusal->second);
+  }
   if (c.pending.fetch_add(1) >= c.spec.limits.max_pending_jobs) {
     c.pending.fetch_sub(1);
     c.refused.fetch_add(1);
@@ -237,7 +276,6 @@ std::future<JobResult> Engine::submit(Request request, Progress progress) {
   job->progress = std::move(progress);
   job->deadline = request.deadline;
   auto packet = std::make_shared<Packet>();
-  apply_defaults(request, c.spec.defaults);
   packet->request = std::move(request);
   auto fut = job->promise.get_future();
   {
@@ -258,25 +296,31 @@ std::future<JobResult> Engine::submit(Request request, Progress progress) {
 }
 
 bool Engine::cancel(uint64_t job_id) {
-  auto& c = *core_;
+  const std::shared_ptr<EngineCore> core = core_;
+  auto& c = *core;
   {
     std::lock_guard<std::mutex> lock(c.jobs_mutex);
     auto it = c.jobs.find(job_id);
-    if (it == c.jobs.end() || c.closed.load()) return false;
+    if (it == c.jobs.end()) return false;
     it->second->cancelled.store(true);
   }
-  for (const auto& a : c.all_actors) caf::anon_send(a, actors::cancel_atom::value);
+  // Once shutdown began it answers every job itself; the actors may be gone.
+  actors::LiveCall live(c);
+  if (live.ok())
+    for (const auto& a : c.actors()) caf::anon_send(a, actors::cancel_atom::value);
   return true;
 }
 
 uint64_t Engine::next_job_id() const { return core_->next_id.load(); }
 
 EngineStats Engine::stats() const {
-  const auto& c = *core_;
+  const std::shared_ptr<EngineCore> core = core_;
+  const auto& c = *core;
   EngineStats s;
   s.submitted = c.submitted.load();
   s.accepted = c.accepted.load();
   s.refused = c.refused.load();
+  s.invalid = c.invalid.load();
   s.completed = c.completed.load();
   s.failed = c.failed.load();
   s.cancelled = c.n_cancelled.load();
@@ -284,6 +328,13 @@ EngineStats Engine::stats() const {
   s.stage_failed = c.n_stage_failed.load();
   s.pending = c.pending.load();
   s.max_pending = c.spec.limits.max_pending_jobs;
+  std::vector<std::chrono::nanoseconds> busy(c.chain.size(), std::chrono::nanoseconds(0));
+  {
+    // Lanes are freed by shutdown under this lock, after it saved their busy time.
+    std::lock_guard<std::mutex> lock(c.lanes_mutex);
+    for (size_t l = 0; l < c.lanes.size(); ++l)
+      if (c.lanes[l]) busy[static_cast<size_t>(c.lane_stage[l])] += c.lanes[l]->busy_time();
+  }
   for (size_t i = 0; i < c.chain.size(); ++i) {
     StageStats st;
     st.name = c.chain[i]->name;
@@ -296,11 +347,11 @@ EngineStats Engine::stats() const {
     st.packets = k.packets.load();
     st.failures = k.failures.load();
     st.consecutive_failures = k.consecutive_failures.load();
+    st.restarts = k.restarts.load();
     st.cache_hits = k.cache_hits.load();
     st.cache_misses = k.cache_misses.load();
-    st.health = st.consecutive_failures >= 3 ? Health::degraded : Health::ok;
-    for (size_t l = 0; l < c.lanes.size(); ++l)
-      if (c.lane_stage[l] == static_cast<int>(i) && c.lanes[l]) st.busy += c.lanes[l]->busy_time();
+    st.health = st.consecutive_failures >= 3 || k.restarted.load() ? Health::degraded : Health::ok;
+    st.busy = busy[i] + std::chrono::nanoseconds(k.busy_ns_final.load());
     s.cache_hits += st.cache_hits;
     s.cache_misses += st.cache_misses;
     if (st.health == Health::degraded) s.health = Health::degraded;
@@ -310,25 +361,19 @@ EngineStats Engine::stats() const {
 }
 
 void Engine::write_chrome_trace(const std::string& path) const {
+  const std::shared_ptr<EngineCore> core = core_;
   std::vector<JobResult> jobs;
   {
-    std::lock_guard<std::mutex> lock(core_->trace_mutex);
-    jobs.assign(core_->recent.begin(), core_->recent.end());
+    std::lock_guard<std::mutex> lock(core->trace_mutex);
+    jobs.assign(core->recent.begin(), core->recent.end());
   }
-  actors::write_chrome_trace(path, jobs, core_->t0);
+  actors::write_chrome_trace(path, jobs, core->t0);
 }
 
-void Engine::shutdown(std::chrono::milliseconds drain) {
-  if (!core_) return;
-  auto& c = *core_;
-  {
-    std::lock_guard<std::mutex> lock(c.jobs_mutex);
-    if (c.closed.exchange(true) && !c.system) return;
-  }
-  if (!c.system) return;
-  const auto until = Clock::now() + drain;
-  while (c.pending.load() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+namespace {
 
+/// Answers every job still registered with Error(cancelled).
+void cancel_all(EngineCore& c) {
   std::vector<std::shared_ptr<JobState>> left;
   {
     std::lock_guard<std::mutex> lock(c.jobs_mutex);
@@ -339,16 +384,61 @@ void Engine::shutdown(std::chrono::milliseconds drain) {
     c.fail(Envelope{nullptr, j, {}, 0}, Errc::cancelled, "",
            "job " + std::to_string(j->id) + " was cancelled: the engine shut down before it finished");
   }
-  for (const auto& a : c.all_actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
-  // Lanes go before the actor system: their queued callbacks hold actor handles.
-  for (auto& l : c.lanes) l->synchronize();
-  for (auto& l : c.lanes) l.reset();
-  c.all_actors.clear();
+}
+
+}  // namespace
+
+void Engine::shutdown(std::chrono::milliseconds drain) {
+  if (!core_) return;
+  const std::shared_ptr<EngineCore> core = core_;
+  auto& c = *core;
+  {
+    std::lock_guard<std::mutex> lock(c.jobs_mutex);
+    c.closed.store(true);
+  }
+  if (actors::tl_in_progress_callback) {
+    // On an engine thread: waiting for the actors would wait for ourselves. Answer every
+    // job now; the teardown is left to the next shutdown() or the destructor.
+    cancel_all(c);
+    return;
+  }
+  std::lock_guard<std::mutex> once(c.shutdown_mutex);
+  if (c.torn_down) return;
+  const auto until = Clock::now() + drain;
+  while (c.pending.load() > 0 && Clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+
+  // No public call uses actors, lanes or stages from here on.
+  c.stopping.store(true);
+  while (c.live_calls.load() > 0) std::this_thread::yield();
+  cancel_all(c);
+
+  // Actors first (the supervisor first of all, so it restarts nothing), and wait until
+  // none runs: no handler can then touch a lane or stage, nor start lane work.
+  std::vector<caf::actor> actors = c.actors();
+  for (const auto& a : actors) caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
+  actors.clear();
+  c.system->await_all_actors_done();
+  // Lanes next: their queued work runs out (its done messages go nowhere) and releases
+  // the actor handles it holds; then the lanes, then the stages they ran, are freed.
+  std::vector<std::shared_ptr<Lane>> lanes;
+  {
+    std::lock_guard<std::mutex> lock(c.lanes_mutex);
+    for (auto& l : c.lanes) l->synchronize();
+    for (size_t l = 0; l < c.lanes.size(); ++l)
+      c.counters[static_cast<size_t>(c.lane_stage[l])]->busy_ns_final +=
+          std::chrono::duration_cast<std::chrono::nanoseconds>(c.lanes[l]->busy_time()).count();
+    lanes.swap(c.lanes);
+  }
+  lanes.clear();
+  c.stages.clear();
+  c.first_replica.clear();
+  // Every actor handle goes before the actor system.
+  for (auto& g : c.gates) g->clear_actors();
   c.ingress = nullptr;
-  for (auto& g : c.gates) g->replicas.clear();
+  c.supervisor = nullptr;
   c.system.reset();
   c.cfg.reset();
-  c.stages.clear();
+  c.torn_down = true;
 }
 
 }  // namespace stagecraft

@@ -4,6 +4,8 @@
 
 namespace stagecraft::actors {
 
+thread_local bool tl_in_progress_callback = false;
+
 std::optional<Errc> stop_reason(const JobState& job, Clock::time_point now) {
   if (job.cancelled.load(std::memory_order_relaxed)) return Errc::cancelled;
   if (job.deadline && now >= *job.deadline) return Errc::deadline_exceeded;
@@ -14,6 +16,7 @@ StageGate::StageGate(std::string name, int credits, int replicas)
     : name_(std::move(name)),
       credits_(credits),
       outstanding_(new std::atomic<int>[static_cast<size_t>(replicas)]),
+      slots_(new Slot[static_cast<size_t>(replicas)]),
       n_replicas_(replicas) {
   for (int i = 0; i < replicas; ++i) outstanding_[i].store(0);
 }
@@ -51,7 +54,25 @@ int StageGate::pick_replica() {
   return best;
 }
 
-void StageGate::release(int replica) {
+void StageGate::send(Envelope e) {
+  Slot& s = slots_[e.replica];
+  // The entry and the send happen under the slot's lock, so a supervisor replacing a dead
+  // replica either sees the entry (and answers the job) or the send reaches the new actor.
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.held[e.job->id] = e;
+  if (s.actor) caf::anon_send(s.actor, std::move(e));
+}
+
+void StageGate::release(int replica, uint64_t job_id) {
+  {
+    Slot& s = slots_[replica];
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.held.erase(job_id) == 0) return;  // answered by a supervisor already
+  }
+  free_credit(replica);
+}
+
+void StageGate::free_credit(int replica) {
   outstanding_[replica].fetch_sub(1);
   in_flight_.fetch_sub(1);
   if (!has_waiters_.load()) return;
@@ -62,6 +83,40 @@ void StageGate::release(int replica) {
     has_waiters_.store(false);
   }
   for (const auto& w : wake) caf::anon_send(w, credit_atom::value);
+}
+
+caf::actor StageGate::replica(int r) const {
+  std::lock_guard<std::mutex> lock(slots_[r].mu);
+  return slots_[r].actor;
+}
+
+void StageGate::set_replica(int r, caf::actor a) {
+  std::lock_guard<std::mutex> lock(slots_[r].mu);
+  slots_[r].actor = std::move(a);
+}
+
+std::vector<Envelope> StageGate::replace_replica(int r, const std::function<caf::actor()>& fresh) {
+  std::vector<Envelope> taken;
+  {
+    Slot& s = slots_[r];
+    std::lock_guard<std::mutex> lock(s.mu);
+    for (auto& [id, e] : s.held) taken.push_back(std::move(e));
+    s.held.clear();
+    s.actor = fresh();
+  }
+  for (size_t i = 0; i < taken.size(); ++i) free_credit(r);
+  return taken;
+}
+
+void StageGate::clear_actors() {
+  for (int r = 0; r < n_replicas_; ++r) {
+    std::lock_guard<std::mutex> lock(slots_[r].mu);
+    slots_[r].actor = nullptr;
+    slots_[r].held.clear();
+  }
+  std::lock_guard<std::mutex> lock(waiters_mutex_);
+  waiters_.clear();
+  has_waiters_.store(false);
 }
 
 void EngineCore::finish(const Envelope& e, JobResult result) {
@@ -120,6 +175,16 @@ void EngineCore::stop(const Envelope& e, Errc why, const std::string& stage) {
     fail(e, why, stage,
          "job " + std::to_string(e.job->id) + " passed its deadline " + where +
              "; give it a later deadline or fewer steps");
+}
+
+std::vector<caf::actor> EngineCore::actors() const {
+  std::vector<caf::actor> out;
+  if (supervisor) out.push_back(supervisor);
+  if (ingress) out.push_back(ingress);
+  for (const auto& g : gates)
+    for (int r = 0; r < g->replica_count(); ++r)
+      if (auto a = g->replica(r)) out.push_back(a);
+  return out;
 }
 
 }  // namespace stagecraft::actors

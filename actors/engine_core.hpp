@@ -1,6 +1,7 @@
 #pragma once
 // Engine internals shared by the actors: job bookkeeping, per-stage gates
-// (credits and replica load) and counters. Not part of the public API.
+// (credits, replica load and the ledger of what each replica holds), counters and
+// the engine's lifecycle flags. Not part of the public API.
 #include <atomic>
 #include <deque>
 #include <future>
@@ -12,9 +13,10 @@
 
 #include <caf/all.hpp>
 
-#include "actors/engine.hpp"
+#include "actors/job_result.hpp"
 #include "actors/prompt_cache.hpp"
 #include "core/lane.hpp"
+#include "core/pipeline_spec.hpp"
 #include "stages/stage.hpp"
 
 namespace stagecraft::actors {
@@ -23,7 +25,7 @@ namespace stagecraft::actors {
 struct JobState {
   uint64_t id = 0;
   std::promise<JobResult> promise;
-  Engine::Progress progress;
+  JobProgress progress;
   std::optional<Clock::time_point> deadline;
   std::atomic<bool> cancelled{false};
   std::atomic<bool> finished{false};
@@ -43,62 +45,98 @@ std::optional<Errc> stop_reason(const JobState& job, Clock::time_point now);
 struct StageCounters {
   std::atomic<uint64_t> batches{0}, packets{0}, failures{0}, consecutive_failures{0};
   std::atomic<uint64_t> cache_hits{0}, cache_misses{0};
+  std::atomic<uint64_t> restarts{0};
+  std::atomic<bool> restarted{false};  ///< a replica died; cleared by the next good run
+  std::atomic<int64_t> busy_ns_final{0};  ///< lane busy time, kept when shutdown frees the lanes
 };
 
-/// Entry to one stage: the credit bound over all its replicas, each replica's
-/// outstanding work (for least-loaded routing), and the senders waiting for a credit.
+/// Entry to one stage: the credit bound over all its replicas, each replica's actor and
+/// the packets it holds (for least-loaded routing, and so that a supervisor can answer
+/// the jobs of a replica that died), and the senders waiting for a credit.
+///
+/// Every packet inside a stage holds one credit and one ledger entry, from the moment it
+/// is sent to a replica (send) until it leaves the stage (release).
 class StageGate {
  public:
   StageGate(std::string name, int credits, int replicas);
   const std::string& name() const { return name_; }
   int credits() const { return credits_; }
   int in_flight() const { return in_flight_.load(); }
+  int replica_count() const { return n_replicas_; }
 
   /// Takes a credit if one is free. Otherwise registers `waiter` to get a credit_atom when
   /// one frees up (re-checking once so a release in between is never missed).
   bool acquire_or_wait(const caf::actor& waiter);
   /// Picks the replica with the least outstanding packets and counts one more for it.
   int pick_replica();
-  /// A packet left the stage: frees its replica slot and its credit, wakes waiters.
-  void release(int replica);
+  /// Records `e` in replica e.replica's ledger and sends it there (a credit is held).
+  void send(Envelope e);
+  /// A packet left the stage: frees its ledger entry, replica slot and credit, wakes
+  /// waiters. A second release of the same job is ignored.
+  void release(int replica, uint64_t job_id);
 
-  std::vector<caf::actor> replicas;  ///< set once at wiring, read-only afterwards
+  caf::actor replica(int r) const;
+  void set_replica(int r, caf::actor a);
+  /// Under the replica's lock: installs `fresh` as its actor (unless `keep_going` says no)
+  /// and hands back the envelopes the old actor held; their credits are released.
+  std::vector<Envelope> replace_replica(int r, const std::function<caf::actor()>& fresh);
+  /// Drops every actor handle (shutdown, after the actors stopped).
+  void clear_actors();
 
  private:
+  struct Slot {
+    mutable std::mutex mu;
+    caf::actor actor;
+    std::unordered_map<uint64_t, Envelope> held;  ///< job id -> the packet this replica holds
+  };
   bool try_acquire();
+  void free_credit(int replica);
   std::string name_;
   int credits_;
   std::atomic<int> in_flight_{0};
   std::unique_ptr<std::atomic<int>[]> outstanding_;
+  std::unique_ptr<Slot[]> slots_;
   int n_replicas_;
   std::mutex waiters_mutex_;
   std::vector<caf::actor> waiters_;
   std::atomic<bool> has_waiters_{false};
 };
 
-/// Everything the engine and its actors share. Owned by Engine (and kept alive by actors).
+/// Everything the engine and its actors share. Owned by Engine; a public call keeps
+/// its own reference for as long as it runs.
 struct EngineCore {
   PipelineSpec spec;
   std::unique_ptr<caf::actor_system_config> cfg;
   std::unique_ptr<caf::actor_system> system;
   caf::actor ingress;
-  std::vector<caf::actor> all_actors;
+  caf::actor supervisor;
 
   // Stage i in chain order.
   std::vector<const StageSpec*> chain;
   std::vector<std::unique_ptr<StageGate>> gates;
   std::vector<std::unique_ptr<StageCounters>> counters;
   std::vector<std::shared_ptr<PromptCache>> caches;  ///< null where a stage has none
-  std::vector<std::shared_ptr<Lane>> lanes;          ///< engine owns lanes and stages;
   std::vector<std::unique_ptr<Stage>> stages;        ///< actors hold raw pointers
+  std::vector<Stage*> first_replica;                 ///< per stage: the replica asked at the door
+
+  mutable std::mutex lanes_mutex;                    ///< stats() reads lanes shutdown frees
+  std::vector<std::shared_ptr<Lane>> lanes;
   std::vector<int> lane_stage;                       ///< stage index of each lane
 
   std::atomic<uint64_t> next_id{1};
   std::atomic<int> pending{0};
-  std::atomic<bool> closed{false};
-  std::atomic<uint64_t> submitted{0}, accepted{0}, refused{0}, completed{0}, failed{0};
+  std::atomic<uint64_t> submitted{0}, accepted{0}, refused{0}, invalid{0}, completed{0}, failed{0};
   std::atomic<uint64_t> n_cancelled{0}, n_deadline{0}, n_stage_failed{0};
   Clock::time_point t0 = Clock::now();
+
+  // Lifecycle. `closed`: no job is accepted any more (set under jobs_mutex, so every job
+  // registered before it is seen by shutdown). `stopping`: actors, lanes and stages are
+  // about to go; a public call uses them only inside a LiveCall, which teardown waits out.
+  std::atomic<bool> closed{false};
+  std::atomic<bool> stopping{false};
+  std::atomic<int> live_calls{0};
+  std::mutex shutdown_mutex;  ///< one shutdown at a time; a second waits for the first
+  bool torn_down = false;     ///< under shutdown_mutex
 
   mutable std::mutex jobs_mutex;
   std::unordered_map<uint64_t, std::shared_ptr<JobState>> jobs;
@@ -113,7 +151,34 @@ struct EngineCore {
   void fail(const Envelope& e, Errc code, const std::string& stage, const std::string& message);
   /// Fails `e` with the reason stop_reason() gave (cancelled / deadline_exceeded).
   void stop(const Envelope& e, Errc why, const std::string& stage);
+  /// Every actor now running (ingress, supervisor, replicas).
+  std::vector<caf::actor> actors() const;
 };
+
+/// A public call's use of actors, lanes or stages. false from enter() once shutdown
+/// began: the caller must not touch them (it answers as if the engine were closed).
+class LiveCall {
+ public:
+  explicit LiveCall(EngineCore& c) : c_(c) {
+    c_.live_calls.fetch_add(1);
+    ok_ = !c_.stopping.load();
+    if (!ok_) c_.live_calls.fetch_sub(1);
+  }
+  ~LiveCall() {
+    if (ok_) c_.live_calls.fetch_sub(1);
+  }
+  LiveCall(const LiveCall&) = delete;
+  LiveCall& operator=(const LiveCall&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  EngineCore& c_;
+  bool ok_ = false;
+};
+
+/// Set on an engine thread while it runs a caller's progress callback, so that a
+/// shutdown() from inside one does not wait for the thread it runs on.
+extern thread_local bool tl_in_progress_callback;
 
 }  // namespace stagecraft::actors
 

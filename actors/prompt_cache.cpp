@@ -15,7 +15,12 @@ std::string PromptCache::key_for(const std::string& model, const Request& r) {
   add(model);
   add(r.prompt);
   add(r.negative_prompt);
-  k += (r.guidance >= 0 && r.guidance <= 1.0f) ? "nocfg" : "cfg";
+  // Guidance decides whether the negative prompt is encoded; an unset one (< 0) takes a
+  // default the key cannot see, so it is a class of its own.
+  k += r.guidance < 0 ? "default" : r.guidance <= 1.0f ? "nocfg" : "cfg";
+  // The stage's run() checks the image size (and refuses sizes its model cannot make):
+  // a hit must not skip that for a size it never saw.
+  k += "|" + std::to_string(r.width) + "x" + std::to_string(r.height);
   return k;
 }
 

@@ -1,6 +1,8 @@
 #pragma once
-// An LRU of a stage's outputs keyed by what fully determines them: for the
-// text encoder, the model and the exact prompt and negative prompt. A hit
+// An LRU of a stage's outputs keyed by everything they depend on: for the text
+// encoder, the model, the exact prompt and negative prompt, whether guidance is on,
+// and the image size (its run() checks the size, so a size it never saw must not
+// hit another size's entry). A hit
 // hands out the same tensors (shared storage, no copy); stages downstream
 // only read them. Thread-safe, so a stage's replicas share one cache.
 //
@@ -25,8 +27,9 @@ class PromptCache {
   using Entry = std::map<std::string, Tensor>;
   explicit PromptCache(size_t capacity);
 
-  /// Model, prompt, negative prompt, and whether guidance is on (with guidance off an
-  /// encoder may skip the negative prompt, so those outputs differ).
+  /// Model, prompt, negative prompt, whether guidance is on (with guidance off an encoder
+  /// may skip the negative prompt, so those outputs differ; unset is a third case) and
+  /// width x height.
   static std::string key_for(const std::string& model, const Request& r);
 
   std::optional<Entry> get(const std::string& key);  ///< counts a hit or a miss

@@ -1,16 +1,26 @@
 #pragma once
-// The actors of a running pipeline. A replica actor owns one Stage replica on
-// one Lane. It batches queued packets (up to max_batch with equal batch_key,
-// waiting at most max_wait for a batch to fill), hands the batch to the lane,
-// and learns of completion by message, so its mailbox never waits on compute.
-// An iterative replica instead keeps an active set and runs one step per tick
-// over up to max_batch compatible jobs ordered by priority then arrival; jobs
-// join and leave at step boundaries. Finished packets leave only with a credit
-// of the next stage; until then they count against this stage's own credits,
-// which is what bounds every queue.
+// The actors of a running pipeline.
+//
+// A replica actor owns one Stage replica on one Lane: the glue between its mailbox,
+// the lane and the stage gates. Which waiting jobs run next, and with whom, is the
+// BatchPolicy's decision (actors/batch_policy.hpp); the actor hands the chosen batch
+// to the lane and learns of completion by message, so its mailbox never waits on
+// compute. Finished packets leave only with a credit of the next stage; until then
+// they count against this stage's own credits, which is what bounds every queue.
+//
+// Every stage callback the actor makes (batch_key, run, finished) is guarded: an
+// exception fails only the jobs concerned with stage_failed, naming the stage and the
+// callback, and a batch whose run() throws is rerun job by job (run_isolated). Waiting
+// jobs are swept for cancellation and deadlines on a timer set for the earliest deadline.
+//
+// The ingress actor holds admitted jobs until the first stage grants a credit. The
+// supervisor monitors every replica: when one dies anyway, it answers the jobs the
+// replica held (stage_failed), returns their credits, marks the stage degraded and
+// starts a new replica on the same stage and lane.
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <caf/all.hpp>
 
@@ -22,7 +32,7 @@ struct ReplicaConfig {
   EngineCore* core = nullptr;  ///< outlives the actor (Engine stops actors before freeing it)
   std::string name;            ///< the stage's name in the pipeline
   int replica = 0;
-  Stage* stage = nullptr;
+  Stage* stage = nullptr;      ///< outlives the actor, like the lane
   Lane* lane = nullptr;
   StageGate* gate = nullptr;   ///< this stage's entry
   StageGate* next = nullptr;   ///< the next stage's entry; null for the last stage
@@ -37,5 +47,7 @@ struct ReplicaConfig {
 caf::actor spawn_replica(caf::actor_system& sys, ReplicaConfig cfg);
 /// The front: holds admitted jobs until the first stage grants a credit.
 caf::actor spawn_ingress(caf::actor_system& sys, EngineCore* core, StageGate* first);
+/// Watches the replicas now in the gates; `configs[stage][replica]` restarts one.
+caf::actor spawn_supervisor(caf::actor_system& sys, EngineCore* core, std::vector<std::vector<ReplicaConfig>> configs);
 
 }  // namespace stagecraft::actors

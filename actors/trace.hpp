@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "actors/engine.hpp"
+#include "actors/job_result.hpp"
 
 namespace stagecraft::actors {
 

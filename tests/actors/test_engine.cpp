@@ -161,6 +161,7 @@ PipelineSpec pipeline(std::vector<StageSpec> stages, int max_pending = 256, int 
   p.stages = std::move(stages);
   p.limits.max_pending_jobs = max_pending;
   p.limits.credits = credits;
+  p.limits.max_steps = 10'000'000;  // "endless" jobs that only cancel, deadline or shutdown end
   p.defaults = {{"steps", 3}, {"guidance", 4.5}, {"width", 8}, {"height", 8}};
   return p;
 }

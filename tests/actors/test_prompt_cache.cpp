@@ -25,6 +25,17 @@ TEST_CASE("the prompt cache key separates model, prompt, negative prompt and gui
   CHECK(k != PromptCache::key_for("m", prompt("a", "", 1.0f)));
   CHECK(k == PromptCache::key_for("m", prompt("a", "", 7.0f)));  // any scale > 1 encodes the same
   CHECK(PromptCache::key_for("m", prompt("ab", "c")) != PromptCache::key_for("m", prompt("a", "bc")));
+  CHECK(k != PromptCache::key_for("m", prompt("a", "", -1.0f)));  // unset guidance: the default decides
+}
+
+TEST_CASE("the prompt cache key separates image sizes, which the encoder's run() checks") {
+  Request a = prompt("a"), b = prompt("a");
+  a.width = a.height = 32;
+  b.width = 36;
+  b.height = 32;
+  CHECK(PromptCache::key_for("m", a) != PromptCache::key_for("m", b));
+  b.width = 32;
+  CHECK(PromptCache::key_for("m", a) == PromptCache::key_for("m", b));
 }
 
 TEST_CASE("the prompt cache evicts the least recently used entry and counts hits and misses") {
