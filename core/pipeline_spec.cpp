@@ -35,6 +35,7 @@ const std::vector<std::string>& kSchedulers = request_scheduler_names();
 
 // What a pipeline file may ask of the parser: far beyond any real pipeline, low enough
 // that a hostile file cannot exhaust memory, stack or time (docs/pipeline-config.md).
+constexpr size_t kMaxFileBytes = 16 << 20;
 constexpr size_t kMaxStages = 4096;
 constexpr size_t kMaxEdges = 16384;
 constexpr size_t kMaxNodes = 1024;
@@ -306,7 +307,7 @@ class Parser {
     std::optional<long long> i;
     if (v.IsScalar()) i = parse_int(v.Scalar());
     if (!i) {
-      add(v, what + " must be an integer, got " + (v.IsScalar() ? "'" + v.Scalar() + "'" : type_name(v)),
+      add(v, what + " must be an integer, got " + (v.IsScalar() ? "'" + shown(v.Scalar()) + "'" : type_name(v)),
           allowed);
       return std::nullopt;
     }
@@ -322,7 +323,7 @@ class Parser {
     std::optional<double> d;
     if (v.IsScalar()) d = parse_double(v.Scalar());
     if (!d) {
-      add(v, what + " must be a number, got " + (v.IsScalar() ? "'" + v.Scalar() + "'" : type_name(v)),
+      add(v, what + " must be a number, got " + (v.IsScalar() ? "'" + shown(v.Scalar()) + "'" : type_name(v)),
           allowed);
       return std::nullopt;
     }
@@ -480,6 +481,12 @@ std::optional<nlohmann::json> Parser::param_json(const YAML::Node& n, const std:
 }
 
 PipelineSpec Parser::parse(const std::string& text) {
+  if (text.size() > kMaxFileBytes) {
+    add(SourceLoc{1, 1}, "the file is " + std::to_string(text.size()) + " bytes, more than " +
+                             std::to_string(kMaxFileBytes) + " (16 MiB)",
+        "a pipeline file of at most 16 MiB");
+    throw SpecError(problems_);
+  }
   // YAML is Unicode text; raw bytes that are not UTF-8 would reach names and
   // parameters and fail later without a position.
   if (const size_t bad = invalid_utf8_at(text); bad != std::string::npos) {
@@ -1028,6 +1035,9 @@ PipelineSpec load_pipeline_spec(const std::string& path) {
   std::error_code ec;
   SC_CHECK(fs::is_regular_file(path, ec), Errc::not_found,
            "pipeline file '" << path << "' not found; pass the path of a YAML file such as pipelines/tiny-shapes.yaml");
+  const auto bytes = fs::file_size(path, ec);
+  SC_CHECK(!ec && bytes <= kMaxFileBytes, Errc::parse,
+           path << ": a pipeline file may hold at most 16 MiB, this one holds " << bytes << " bytes");
   std::ifstream in(path, std::ios::binary);
   SC_CHECK(in, Errc::io, "cannot read pipeline file '" << path << "'; check its permissions");
   std::ostringstream text;

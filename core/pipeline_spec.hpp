@@ -5,7 +5,7 @@
 // fix a file in one pass. docs/pipeline-config.md is the reference for the keys.
 //
 // A pipeline file may come from anyone, so the parser bounds what it spends on one:
-// at most 4096 stages, 16384 edges and 1024 nodes, names of at most 128 bytes, stage
+// at most 16 MiB of text, 4096 stages, 16384 edges and 1024 nodes, names of at most 128 bytes, stage
 // parameters of at most 100,000 values and 1 MiB of text in all (a YAML alias counts
 // each time it is used), UTF-8 text only, and at most 100 problems reported.
 //

@@ -655,3 +655,8 @@ TEST_CASE("a model folder's stagecraft.json defaults pass the same checks as the
   // sample_size 1073741824 << 1 overflowed int before the fix.
   CHECK(contains(all, model + "/transformer/config.json: sample_size is 1073741824, out of range"));
 }
+
+TEST_CASE("a pipeline file over 16 MiB is refused before it is parsed") {
+  const auto ps = problems_of("# " + std::string(16 << 20, 'x') + "\nstages:\n  - {name: a, type: sleep}\n");
+  CHECK(contains(problem_at(ps, 1, 1).what, "more than 16777216 (16 MiB)"));
+}
