@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/json_brief.hpp"
 #include "core/safetensors.hpp"
 
 namespace fs = std::filesystem;
@@ -118,11 +119,7 @@ std::string stage_of(const std::string& file_name) {
   return stem;
 }
 
-std::string shown(const nlohmann::json& v) {
-  std::string s = v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  if (s.size() > 80) s = s.substr(0, 77) + "...";
-  return s;
-}
+std::string shown(const nlohmann::json& v) { return json_brief(v); }
 
 // A stage file named by a manifest: a plain .safetensors file name in the dump folder,
 // never a path (absolute, with folders or "..") that would read elsewhere.

@@ -1,5 +1,6 @@
 #include "core/pipeline_spec.hpp"
 
+#include "core/json_brief.hpp"
 #include "core/request_defaults.hpp"
 
 #include <yaml-cpp/yaml.h>
@@ -205,11 +206,11 @@ nlohmann::json model_defaults(const std::string& model_dir, std::vector<FileProb
     const bool ss_ok = ss.is_number_integer() && ss.get<int64_t>() >= 1 && ss.get<int64_t>() <= kMaxSide;
     const bool boc_ok = boc.is_array() && !boc.empty() && boc.size() <= 17;
     if (!ss_ok)
-      problems.push_back({t_path.string(), "sample_size is " + shown(ss.dump()) + ", out of range",
+      problems.push_back({t_path.string(), "sample_size is " + json_brief(ss) + ", out of range",
                           "an integer from 1 to " + std::to_string(kMaxSide)});
     if (!boc_ok)
       problems.push_back({v_path.string(),
-                          "block_out_channels must be a list of 1 to 17 channel counts, got " + shown(boc.dump()),
+                          "block_out_channels must be a list of 1 to 17 channel counts, got " + json_brief(boc),
                           "one entry per VAE level; the image is 2^(levels-1) latent cells wide per cell"});
     if (ss_ok && boc_ok) {
       const int64_t size = ss.get<int64_t>() << (boc.size() - 1);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/json_brief.hpp"
 
 namespace stagecraft {
 namespace fs = std::filesystem;
@@ -37,10 +38,16 @@ std::optional<int64_t> whole(const nlohmann::json& v) {
   return std::nullopt;
 }
 
+// Strings in single quotes, as the pipeline file's problems quote YAML values.
 std::string shown(const nlohmann::json& v) {
-  std::string s = v.is_string() ? "'" + v.get<std::string>() + "'" : v.dump();
-  if (s.size() > 80) s = s.substr(0, 77) + "...";
-  return s;
+  if (!v.is_string()) return json_brief(v);
+  std::string s = v.get<std::string>();
+  if (s.size() > 80) {
+    size_t cut = 77;
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // whole UTF-8 characters
+    s = s.substr(0, cut) + "...";
+  }
+  return "'" + s + "'";
 }
 
 }  // namespace

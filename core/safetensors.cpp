@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/json_brief.hpp"
 
 namespace stagecraft {
 
@@ -46,7 +47,7 @@ DType safetensors_dtype(const std::string& name, const std::string& path, const 
 
 uint64_t json_uint(const nlohmann::json& v, const std::string& path, const std::string& tensor, const char* field) {
   SC_CHECK(v.is_number_unsigned() || (v.is_number_integer() && v.get<int64_t>() >= 0), Errc::parse,
-           path << ": tensor '" << tensor << "': " << field << " must hold non-negative integers, got " << v.dump());
+           path << ": tensor '" << tensor << "': " << field << " must hold non-negative integers, got " << json_brief(v));
   return v.get<uint64_t>();
 }
 
@@ -115,13 +116,13 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
       SC_CHECK(v.is_object(), Errc::parse, path << ": __metadata__ must be an object of strings");
       for (auto m = v.begin(); m != v.end(); ++m) {
         SC_CHECK(m.value().is_string(), Errc::parse,
-                 path << ": __metadata__ value for '" << m.key() << "' must be a string, got " << m.value().dump());
+                 path << ": __metadata__ value for '" << m.key() << "' must be a string, got " << json_brief(m.value()));
         f.metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
     }
     SC_CHECK(v.is_object() && v.contains("dtype") && v.contains("shape") && v.contains("data_offsets"), Errc::parse,
-             path << ": tensor '" << name << "' needs an object with dtype, shape and data_offsets, got " << v.dump());
+             path << ": tensor '" << name << "' needs an object with dtype, shape and data_offsets, got " << json_brief(v));
     SC_CHECK(v["dtype"].is_string(), Errc::parse, path << ": tensor '" << name << "': dtype must be a string");
     Entry e;
     e.name = name;
@@ -145,12 +146,12 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
       e.shape.push_back(overflow ? 0 : static_cast<int64_t>(n));
     }
     SC_CHECK(!overflow, Errc::parse,
-             path << ": tensor '" << name << "' has shape " << v["shape"].dump() << " whose "
+             path << ": tensor '" << name << "' has shape " << json_brief(v["shape"]) << " whose "
                   << dtype_safetensors_name(e.dtype) << " byte size overflows 64 bits; the file is corrupt or hostile");
     const uint64_t elems = empty ? 0 : nonzero;
     const auto& off = v["data_offsets"];
     SC_CHECK(off.is_array() && off.size() == 2, Errc::parse,
-             path << ": tensor '" << name << "': data_offsets must be [begin, end], got " << off.dump());
+             path << ": tensor '" << name << "': data_offsets must be [begin, end], got " << json_brief(off));
     e.begin = json_uint(off[0], path, name, "data_offsets");
     e.end = json_uint(off[1], path, name, "data_offsets");
     SC_CHECK(e.begin <= e.end, Errc::parse,

@@ -5,16 +5,13 @@
 #include <optional>
 
 #include "core/error.hpp"
+#include "core/json_brief.hpp"
 
 namespace stagecraft {
 
 namespace {
 
-std::string shown(const nlohmann::json& v) {
-  std::string s = v.dump();
-  if (s.size() > 80) s = s.substr(0, 77) + "...";
-  return s;
-}
+std::string shown(const nlohmann::json& v) { return json_brief(v); }
 
 // `v` as an integer in [lo, hi], compared before any conversion; nullopt when it is not a whole number.
 std::optional<long long> whole(const nlohmann::json& v) {

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.hpp"
+#include "core/json_brief.hpp"
 #include "stages/model/weights.hpp"
 
 namespace fs = std::filesystem;
@@ -29,10 +30,10 @@ ModelIndex ModelIndex::open(const std::string& root) {
     if (!key.empty() && key[0] == '_') continue;  // _diffusers_version and friends
     if (!value.is_array()) continue;              // plain pipeline options (e.g. "requires_safety_checker")
     SC_CHECK(value.size() == 2, Errc::parse,
-             path << ": component \"" << key << "\" must be [library, class], got " << value.dump());
+             path << ": component \"" << key << "\" must be [library, class], got " << json_brief(value));
     if (value[0].is_null() || value[1].is_null()) continue;
     SC_CHECK(value[0].is_string() && value[1].is_string(), Errc::parse,
-             path << ": component \"" << key << "\" must be [library, class] strings, got " << value.dump());
+             path << ": component \"" << key << "\" must be [library, class] strings, got " << json_brief(value));
     idx.entries_[key] = ModelIndexEntry{key, value[0].get<std::string>(), value[1].get<std::string>()};
   }
   return idx;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.hpp"
+#include "core/json_brief.hpp"
 #include "stages/model/weights.hpp"
 #include "stages/text/unicode_tables.hpp"
 
@@ -157,7 +158,7 @@ ClipTokenizer ClipTokenizer::load(const std::string& dir) {
     SC_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() <= INT32_MAX &&
                  !(id.is_number_unsigned() && id.get<uint64_t>() > INT32_MAX),
              Errc::parse, vocab_path << ": id of \"" << piece << "\" must be an integer from 0 to " << INT32_MAX
-                                     << ", got " << id.dump());
+                                     << ", got " << json_brief(id));
     t.vocab_[piece] = static_cast<int32_t>(id.get<int64_t>());
   }
 

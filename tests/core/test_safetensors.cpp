@@ -359,3 +359,10 @@ TEST_CASE("the shipped model's weight files load: every tensor is aligned") {
     }
   }
 }
+
+TEST_CASE("a header entry nested a million levels deep is refused without recursing into it") {
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  const std::string path = write_raw("deep.safetensors", R"({"x": {"dtype": "F32", "shape": )" + deep +
+                                                             R"(, "data_offsets": [0, 0]}})", 0);
+  CHECK(contains(parse_error(path), "tensor 'x': shape must hold non-negative integers, got a list of 1 values"));
+}

@@ -9,6 +9,7 @@
 
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
+#include "stages/model/config_value.hpp"
 #include "stages/model/model_index.hpp"
 #include "stages/model/weights.hpp"
 #include "stages/pipeline/latents_file.hpp"
@@ -196,4 +197,17 @@ TEST_CASE("latent_geometry checks stagecraft.json defaults and the configs it re
   write_text(root + "/vae/config.json", vae.str());
   CHECK(contains(error_of([&] { latent_geometry(root); }),
                  root + "/vae/config.json: \"block_out_channels\" must be a list of 1 to 8 integers"));
+}
+
+TEST_CASE("a config value nested a million levels deep is refused without recursing into it") {
+  // nlohmann parses it iteratively, but dumping it into the message recursed once per level.
+  TempDir tmp;
+  const std::string dir = make_component(tmp, "c", {{"w", Tensor::from_vector({1, 2}, {2})}});
+  const std::string deep = std::string(1000000, '[') + std::string(1000000, ']');
+  write_text(dir + "/config.json", R"({"block_out_channels": )" + deep + "}");
+  const ModelComponent mc = ModelComponent::open(dir);
+  const ConfigFile c{mc.config(), dir + "/config.json"};
+  const std::string msg = error_of([&] { cfg_int_list(c, "block_out_channels", {64}, 1, 8, 1, 65536); });
+  INFO(msg.substr(0, 300));
+  CHECK(contains(msg, dir + "/config.json: \"block_out_channels[0]\" must be a whole number, got a list of 1 values"));
 }
