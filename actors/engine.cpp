@@ -81,17 +81,6 @@ std::vector<const StageSpec*> chain_order(const PipelineSpec& spec) {
   return out;
 }
 
-std::future<JobResult> ready_error(uint64_t id, Errc code, std::string message, std::string stage = {}) {
-  std::promise<JobResult> p;
-  JobResult r;
-  r.job_id = id;
-  r.error = code;
-  r.stage = std::move(stage);
-  r.message = std::move(message);
-  p.set_value(std::move(r));
-  return p.get_future();
-}
-
 /// Runs `fn` on `lane` and waits: load() must happen on the stage's lane thread.
 void run_on(Lane& lane, std::function<void()> fn) {
   std::promise<void> p;
@@ -249,42 +238,49 @@ std::optional<std::pair<Error, std::string>> door_check(const EngineCore& c, con
 
 }  // namespace
 
-std::future<JobResult> Engine::submit(Request request, Progress progress) {
-  const std::shared_ptr<EngineCore> core = core_;
-  auto& c = *core;
+namespace {
+
+JobResult refusal(Errc code, std::string message, std::string stage = {}) {
+  JobResult r;
+  r.error = code;
+  r.stage = std::move(stage);
+  r.message = std::move(message);
+  return r;
+}
+
+/// The door and the registration that submit() and submit_with_callback() share. On
+/// success the job is registered and handed to the ingress; `job` must carry its
+/// progress and done callbacks already.
+std::optional<JobResult> accept(EngineCore& c, Request request, const std::shared_ptr<JobState>& job) {
   c.submitted.fetch_add(1);
   // The stages' hooks and the ingress actor live until shutdown's teardown, which waits
   // for every LiveCall to end and lets no new one in.
   actors::LiveCall live(c);
   if (!live.ok() || c.closed.load()) {
     c.refused.fetch_add(1);
-    return ready_error(0, Errc::cancelled, "engine is shut down; create a new one to submit jobs");
+    return refusal(Errc::cancelled, "engine is shut down; create a new one to submit jobs");
   }
   request = with_defaults(std::move(request), c.spec.defaults);
-  if (auto refusal = door_check(c, request)) {
+  if (auto refused = door_check(c, request)) {
     c.invalid.fetch_add(1);
-    return ready_error(0, refusal->first.code(), refusal->first.what(), refusal->second);
+    return refusal(refused->first.code(), refused->first.what(), refused->second);
   }
   if (c.pending.fetch_add(1) >= c.spec.limits.max_pending_jobs) {
     c.pending.fetch_sub(1);
     c.refused.fetch_add(1);
-    return ready_error(0, Errc::overloaded,
-                       "engine overloaded: " + std::to_string(c.spec.limits.max_pending_jobs) +
-                           " jobs already pending (limits.max_pending_jobs); retry later or raise the limit");
+    return refusal(Errc::overloaded, "engine overloaded: " + std::to_string(c.spec.limits.max_pending_jobs) +
+                                         " jobs already pending (limits.max_pending_jobs); retry later or raise the limit");
   }
-  auto job = std::make_shared<JobState>();
-  job->progress = std::move(progress);
   job->deadline = request.deadline;
   auto packet = std::make_shared<Packet>();
   packet->request = std::move(request);
-  auto fut = job->promise.get_future();
   {
     // Registration and the closed check share the lock, so shutdown() sees every accepted job.
     std::lock_guard<std::mutex> lock(c.jobs_mutex);
     if (c.closed.load()) {
       c.pending.fetch_sub(1);
       c.refused.fetch_add(1);
-      return ready_error(0, Errc::cancelled, "engine is shut down; create a new one to submit jobs");
+      return refusal(Errc::cancelled, "engine is shut down; create a new one to submit jobs");
     }
     job->id = c.next_id.fetch_add(1);
     packet->job_id = job->id;
@@ -292,7 +288,35 @@ std::future<JobResult> Engine::submit(Request request, Progress progress) {
   }
   c.accepted.fetch_add(1);
   caf::anon_send(c.ingress, Envelope{packet, job, Clock::now(), 0});
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::future<JobResult> Engine::submit(Request request, Progress progress) {
+  const std::shared_ptr<EngineCore> core = core_;
+  auto job = std::make_shared<JobState>();
+  job->progress = std::move(progress);
+  auto fut = job->promise.get_future();
+  if (auto refused = accept(*core, std::move(request), job)) {
+    std::promise<JobResult> p;
+    p.set_value(std::move(*refused));
+    return p.get_future();
+  }
   return fut;
+}
+
+Engine::Submitted Engine::submit_with_callback(Request request, Progress progress, JobDone done) {
+  const std::shared_ptr<EngineCore> core = core_;
+  auto job = std::make_shared<JobState>();
+  job->progress = std::move(progress);
+  job->done = std::move(done);
+  Submitted s;
+  if (auto refused = accept(*core, std::move(request), job))
+    s.refused = std::move(refused);
+  else
+    s.id = job->id;
+  return s;
 }
 
 bool Engine::cancel(uint64_t job_id) {
@@ -396,7 +420,7 @@ void Engine::shutdown(std::chrono::milliseconds drain) {
     std::lock_guard<std::mutex> lock(c.jobs_mutex);
     c.closed.store(true);
   }
-  if (actors::tl_in_progress_callback) {
+  if (actors::tl_in_engine_callback) {
     // On an engine thread: waiting for the actors would wait for ourselves. Answer every
     // job now; the teardown is left to the next shutdown() or the destructor.
     cancel_all(c);

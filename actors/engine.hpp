@@ -27,8 +27,10 @@
 // engine, and none runs after shutdown() returned. docs/engine.md lists the guarantees.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "actors/job_result.hpp"
@@ -46,6 +48,14 @@ struct EngineAccess;  ///< tests reach the internals through it (tests/actors)
 class Engine {
  public:
   using Progress = JobProgress;
+  /// Receives a job's one result, on an engine thread (or on the thread running
+  /// shutdown(), for the jobs it cancels): keep it short. It may call the engine.
+  using JobDone = std::function<void(const JobResult&)>;
+  /// What submit_with_callback() did with a request.
+  struct Submitted {
+    uint64_t id = 0;                   ///< the accepted job's id (for cancel); 0 when refused
+    std::optional<JobResult> refused;  ///< set when it was not accepted: why (done is never called)
+  };
 
   /// Creates lanes, builds and loads every stage replica (load() on its lane), spawns the actors.
   /// Throws Error when a stage type is unknown, a load fails, or the graph is not a chain.
@@ -59,6 +69,9 @@ class Engine {
   /// shutdown) the future is already ready with Error(overloaded) (cancelled after
   /// shutdown); nothing is queued.
   std::future<JobResult> submit(Request request, Progress progress = {});
+  /// submit() for callers that would rather not hold a future per job (the service): the
+  /// same door, and `done` is called exactly once for an accepted job, never for a refused one.
+  Submitted submit_with_callback(Request request, Progress progress, JobDone done);
   /// Asks a job to stop; it ends with Error(cancelled) at its next stage or step boundary.
   /// False when the job is unknown or already finished.
   bool cancel(uint64_t job_id);

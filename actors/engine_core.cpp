@@ -4,7 +4,7 @@
 
 namespace stagecraft::actors {
 
-thread_local bool tl_in_progress_callback = false;
+thread_local bool tl_in_engine_callback = false;
 
 std::optional<Errc> stop_reason(const JobState& job, Clock::time_point now) {
   if (job.cancelled.load(std::memory_order_relaxed)) return Errc::cancelled;
@@ -150,7 +150,19 @@ void EngineCore::finish(const Envelope& e, JobResult result) {
   }
   // Decrement before fulfilling, so a caller woken by the future sees the slot free.
   pending.fetch_sub(1);
-  e.job->promise.set_value(std::move(result));
+  if (!e.job->done) {
+    e.job->promise.set_value(std::move(result));
+    return;
+  }
+  // A caller's callback: it must not take the engine down, and a shutdown() it calls must
+  // not wait for the thread it runs on.
+  const bool outer = tl_in_engine_callback;
+  tl_in_engine_callback = true;
+  try {
+    e.job->done(result);
+  } catch (...) {
+  }
+  tl_in_engine_callback = outer;
 }
 
 void EngineCore::succeed(const Envelope& e) {

@@ -26,6 +26,8 @@ struct JobState {
   uint64_t id = 0;
   std::promise<JobResult> promise;
   JobProgress progress;
+  /// When set, receives the result instead of the promise (Engine::submit_with_callback).
+  std::function<void(const JobResult&)> done;
   std::optional<Clock::time_point> deadline;
   std::atomic<bool> cancelled{false};
   std::atomic<bool> finished{false};
@@ -176,9 +178,9 @@ class LiveCall {
   bool ok_ = false;
 };
 
-/// Set on an engine thread while it runs a caller's progress callback, so that a
+/// Set on a thread while it runs a caller's progress or done callback, so that a
 /// shutdown() from inside one does not wait for the thread it runs on.
-extern thread_local bool tl_in_progress_callback;
+extern thread_local bool tl_in_engine_callback;
 
 }  // namespace stagecraft::actors
 

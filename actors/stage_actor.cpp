@@ -300,13 +300,13 @@ class ReplicaActor : public caf::event_based_actor {
 
   void report_progress(const JobState& job, const Packet& p) {
     if (!job.progress) return;
-    tl_in_progress_callback = true;
+    tl_in_engine_callback = true;
     try {
       job.progress(p.step, p.total_steps);
     } catch (...) {
       // A throwing progress callback must not take the pipeline down; the job goes on.
     }
-    tl_in_progress_callback = false;
+    tl_in_engine_callback = false;
   }
 
   /// Sends finished packets on while the next stage grants credits; the last stage completes jobs.

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <map>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -110,4 +112,38 @@ TEST_CASE("shutdown racing cancel, stats and submit from three threads answers e
     CHECK(st.accepted == st.completed + st.failed);
     engine.reset();
   }
+}
+
+TEST_CASE("submit_with_callback calls done once per accepted job, never for a refused one, also across shutdown") {
+  auto engine = Engine::create(busy_pipeline());
+  std::mutex mu;
+  std::map<uint64_t, int> calls;
+  std::map<uint64_t, Errc> errors;
+  auto done = [&](const JobResult& r) {
+    std::lock_guard<std::mutex> lock(mu);
+    ++calls[r.job_id];
+    if (r.error) errors[r.job_id] = *r.error;
+  };
+  Request bad;
+  bad.steps = -1;
+  Engine::Submitted refused = engine->submit_with_callback(bad, {}, done);
+  REQUIRE(refused.refused.has_value());
+  CHECK(refused.refused->error == Errc::invalid_argument);
+  CHECK(refused.id == 0);
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 20; ++i) {
+    Engine::Submitted s = engine->submit_with_callback(Request{}, {}, done);
+    REQUIRE_FALSE(s.refused.has_value());
+    ids.push_back(s.id);
+  }
+  std::this_thread::sleep_for(5ms);
+  engine->shutdown();  // some finished, the rest are cancelled: each answered once by now
+  std::lock_guard<std::mutex> lock(mu);
+  CHECK(calls.size() == ids.size());
+  for (uint64_t id : ids) {
+    CAPTURE(id);
+    CHECK(calls[id] == 1);
+    if (errors.count(id)) CHECK(errors[id] == Errc::cancelled);
+  }
+  CHECK(engine->submit_with_callback(Request{}, {}, done).refused->error == Errc::cancelled);
 }
