@@ -363,7 +363,7 @@ class Parser {
   void check_graph(SourceLoc edges_loc, bool explicit_edges);
   bool name_fits(const YAML::Node& at, const std::string& name, const std::string& what);
   std::optional<nlohmann::json> param_json(const YAML::Node& n, const std::string& who, const Entry& param);
-  bool to_json(const YAML::Node& n, int depth, nlohmann::json& out, const YAML::Node*& bad_utf8);
+  bool to_json(const YAML::Node& n, int depth, nlohmann::json& out, std::optional<YAML::Node>& bad_utf8);
 
   std::string file_, base_dir_;
   PipelineSpec spec_;
@@ -389,8 +389,8 @@ bool Parser::name_fits(const YAML::Node& at, const std::string& name, const std:
 /// node, but the JSON copy is expanded, so every value counts against one budget for
 /// the whole file: a 554-byte alias bomb stops here instead of filling the memory.
 /// False when the budget ran out, the nesting is too deep or a string is not UTF-8
-/// (`bad_utf8` then points at it).
-bool Parser::to_json(const YAML::Node& n, int depth, nlohmann::json& out, const YAML::Node*& bad_utf8) {
+/// (`bad_utf8` then holds it).
+bool Parser::to_json(const YAML::Node& n, int depth, nlohmann::json& out, std::optional<YAML::Node>& bad_utf8) {
   if (++param_values_ > kMaxParamValues || depth > kMaxParamDepth) return false;
   switch (n.Type()) {
     case YAML::NodeType::Scalar: {
@@ -399,7 +399,7 @@ bool Parser::to_json(const YAML::Node& n, int depth, nlohmann::json& out, const 
       if (is_quoted(n)) {
         // A quoted escape such as "\ud800" decodes to bytes that are not UTF-8.
         if (invalid_utf8_at(s) != std::string::npos) {
-          bad_utf8 = &n;
+          bad_utf8.emplace(n);
           return false;
         }
         out = s;
@@ -415,7 +415,7 @@ bool Parser::to_json(const YAML::Node& n, int depth, nlohmann::json& out, const 
         out = *d;
       } else {
         if (invalid_utf8_at(s) != std::string::npos) {
-          bad_utf8 = &n;
+          bad_utf8.emplace(n);
           return false;
         }
         out = s;
@@ -435,7 +435,7 @@ bool Parser::to_json(const YAML::Node& n, int depth, nlohmann::json& out, const 
       out = nlohmann::json::object();
       for (const auto& kv : n) {
         if (!kv.first.IsScalar()) {
-          bad_utf8 = nullptr;
+          bad_utf8.reset();
           add(kv.first, "a key inside a stage parameter is " + std::string(type_name(kv.first)),
               "plain names as keys");
           return false;
@@ -443,7 +443,7 @@ bool Parser::to_json(const YAML::Node& n, int depth, nlohmann::json& out, const 
         const std::string& key = kv.first.Scalar();
         if ((param_bytes_ += key.size()) > kMaxParamBytes) return false;
         if (invalid_utf8_at(key) != std::string::npos) {
-          bad_utf8 = &kv.first;
+          bad_utf8.emplace(kv.first);
           return false;
         }
         nlohmann::json v;
@@ -463,7 +463,8 @@ std::optional<nlohmann::json> Parser::param_json(const YAML::Node& n, const std:
     return std::nullopt;
   }
   const size_t problems_before = problems_.size();
-  const YAML::Node* bad_utf8 = nullptr;
+  // A handle, not a pointer: the nodes yaml-cpp's iterators hand out are temporaries.
+  std::optional<YAML::Node> bad_utf8;
   nlohmann::json out;
   if (to_json(n, 0, out, bad_utf8)) return out;
   if (bad_utf8) {
@@ -488,14 +489,28 @@ PipelineSpec Parser::parse(const std::string& text) {
         "a pipeline file of at most 16 MiB");
     throw SpecError(problems_);
   }
-  // YAML is Unicode text; raw bytes that are not UTF-8 would reach names and
-  // parameters and fail later without a position.
+  // YAML is Unicode text without control characters; raw bytes that are not UTF-8
+  // would reach names and parameters and fail later without a position, and yaml-cpp
+  // reads a NUL byte as the end of a scalar.
+  const auto where = [&](size_t at) {
+    const size_t line_start = at == 0 ? std::string::npos : text.rfind('\n', at - 1);
+    const int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n'));
+    const int col = static_cast<int>(at - (line_start == std::string::npos ? 0 : line_start + 1)) + 1;
+    return SourceLoc{line, col};
+  };
   if (const size_t bad = invalid_utf8_at(text); bad != std::string::npos) {
-    const size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
-    const int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n'));
-    const int col = static_cast<int>(bad - (line_start == std::string::npos || bad == 0 ? 0 : line_start + 1)) + 1;
-    add(SourceLoc{line, col}, "byte " + std::to_string(static_cast<unsigned char>(text[bad])) + " is not valid UTF-8",
+    add(where(bad), "byte " + std::to_string(static_cast<unsigned char>(text[bad])) + " is not valid UTF-8",
         "a UTF-8 text file (save it as UTF-8)");
+    throw SpecError(problems_);
+  }
+  const auto control = std::find_if(text.begin(), text.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return (c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F;
+  });
+  if (control != text.end()) {
+    add(where(static_cast<size_t>(control - text.begin())),
+        "byte " + std::to_string(static_cast<unsigned char>(*control)) + " is a control character",
+        "printable text, tabs and line breaks (YAML allows no other control characters)");
     throw SpecError(problems_);
   }
   YAML::Node root;

@@ -660,3 +660,10 @@ TEST_CASE("a pipeline file over 16 MiB is refused before it is parsed") {
   const auto ps = problems_of("# " + std::string(16 << 20, 'x') + "\nstages:\n  - {name: a, type: sleep}\n");
   CHECK(contains(problem_at(ps, 1, 1).what, "more than 16777216 (16 MiB)"));
 }
+
+TEST_CASE("a NUL byte in a parameter key is refused at its position (a fuzzer-found crash)") {
+  // fuzz_pipeline_spec found this input: the parameter check kept a pointer to a node
+  // yaml-cpp's iterator had already destroyed. Control characters are refused up front now.
+  const auto ps = file_problems(untrusted("pipelines/fuzz-nul-in-key.yaml"));
+  CHECK(contains(problem_at(ps, 7, 56).what, "byte 0 is a control character"));
+}
