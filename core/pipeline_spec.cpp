@@ -40,6 +40,8 @@ constexpr size_t kMaxFileBytes = 16 << 20;
 constexpr size_t kMaxStages = 4096;
 constexpr size_t kMaxEdges = 16384;
 constexpr size_t kMaxNodes = 1024;
+constexpr size_t kMaxPlugins = 64;
+constexpr size_t kMaxMapEntries = 200000;     ///< keys of all maps read, an alias counting each use
 constexpr size_t kMaxNameBytes = 128;         ///< stage and node names, stage types
 constexpr size_t kMaxParamValues = 100000;    ///< JSON values of all stage parameters; an alias counts per use
 constexpr size_t kMaxParamBytes = 1 << 20;    ///< bytes of their keys and strings
@@ -269,6 +271,16 @@ class Parser {
   std::vector<Entry> entries(const YAML::Node& map, const std::string& where) {
     std::vector<Entry> out;
     std::set<std::string> seen;
+    // An aliased map is read again at each use: 4096 stages aliasing one huge map would
+    // otherwise cost 4096 full passes. One budget for the whole file bounds it.
+    if ((map_entries_ += map.size()) > kMaxMapEntries) {
+      if (!maps_over_)
+        add(map, "the file's maps hold more than " + std::to_string(kMaxMapEntries) +
+                     " keys in all (a YAML alias counts each time it is used)",
+            "a smaller file");
+      maps_over_ = true;
+      return out;
+    }
     for (auto it = map.begin(); it != map.end(); ++it) {
       if (!it->first.IsScalar()) {
         add(it->first, "a key in " + where + " is " + type_name(it->first), "plain names as keys");
@@ -373,6 +385,8 @@ class Parser {
   bool graph_ok_ = false;       ///< every stage entry became a StageSpec, so the graph can be checked
   std::set<std::string> plugin_failed_;  ///< stages whose plugin: is bad; "" for a top-level one
   size_t param_values_ = 0, param_bytes_ = 0;  ///< spent of kMaxParamValues / kMaxParamBytes
+  size_t map_entries_ = 0;                     ///< spent of kMaxMapEntries
+  bool maps_over_ = false;                     ///< that budget ran out (reported once)
   bool params_over_ = false;                   ///< the budget ran out (reported once)
 };
 
@@ -602,6 +616,12 @@ void Parser::parse_model(const YAML::Node& v) {
 void Parser::parse_plugins(const YAML::Node& v) {
   const std::string allowed = "paths of shared libraries exporting stagecraft_register_stages, relative to this file";
   if (!expect_list(v, "plugins", allowed)) return;
+  if (v.size() > kMaxPlugins) {
+    add(v, "plugins: lists " + std::to_string(v.size()) + " plugins, more than " + std::to_string(kMaxPlugins),
+        "at most " + std::to_string(kMaxPlugins) + " plugins");
+    plugin_failed_.insert("");
+    return;
+  }
   for (const auto& p : v) {
     if (auto path = get_existing_file(p, "plugin", allowed))
       spec_.plugins.push_back(*path);

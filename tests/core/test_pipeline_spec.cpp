@@ -667,3 +667,14 @@ TEST_CASE("a NUL byte in a parameter key is refused at its position (a fuzzer-fo
   const auto ps = file_problems(untrusted("pipelines/fuzz-nul-in-key.yaml"));
   CHECK(contains(problem_at(ps, 7, 56).what, "byte 0 is a control character"));
 }
+
+TEST_CASE("4096 stages aliasing one huge map are refused after one budget of keys, not read 4096 times") {
+  std::string y = "stages:\n  - &s {name: a, type: sleep";
+  for (int i = 0; i < 60000; ++i) y += ", k" + std::to_string(i) + ": 1";
+  y += "}\n";
+  for (int i = 1; i < 4096; ++i) y += "  - *s\n";
+  const auto ps = problems_of(y);
+  bool budget = false;
+  for (const auto& p : ps) budget = budget || contains(p.what, "maps hold more than 200000 keys in all");
+  CHECK(budget);
+}
