@@ -139,6 +139,10 @@ DumpIndex index_dump(const std::string& dir) {
   DumpIndex idx;
   const fs::path manifest = fs::path(dir) / "manifest.json";
   if (fs::exists(manifest)) {
+    std::error_code ec;
+    const auto bytes = fs::file_size(manifest, ec);
+    SC_CHECK(ec || bytes <= (64u << 20), Errc::parse,
+             manifest.string() << " is " << bytes << " bytes; a dump manifest may hold at most 64 MiB");
     std::ifstream in(manifest);
     nlohmann::json m;
     try {

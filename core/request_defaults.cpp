@@ -121,6 +121,10 @@ ModelDefaults check_model_defaults(const std::string& model_dir) {
     out.problems.push_back({"cannot read the file", "a readable JSON file"});
     return out;
   }
+  if (const auto bytes = fs::file_size(path, ec); !ec && bytes > (64u << 20)) {
+    out.problems.push_back({"the file is " + std::to_string(bytes) + " bytes", "at most 64 MiB"});
+    return out;
+  }
   nlohmann::json m;
   try {
     m = nlohmann::json::parse(in);

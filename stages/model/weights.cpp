@@ -17,6 +17,13 @@ namespace stagecraft {
 nlohmann::json read_json_file(const std::string& path) {
   std::ifstream in(path);
   SC_CHECK(in.good(), Errc::io, "cannot read " << path << ": check that the file exists and is readable");
+  // Configs, vocabularies and shard indexes are kilobytes to a few megabytes; a model
+  // folder is untrusted, so a multi-gigabyte "config" is refused before it is read.
+  std::error_code ec;
+  const auto bytes = fs::file_size(path, ec);
+  SC_CHECK(ec || bytes <= kMaxJsonFileBytes, Errc::parse,
+           path << " is " << bytes << " bytes; a JSON file of a model folder may hold at most "
+                << kMaxJsonFileBytes / (1 << 20) << " MiB");
   try {
     return nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {

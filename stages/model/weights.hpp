@@ -66,7 +66,10 @@ class ModelComponent {
   std::set<std::string> used_;
 };
 
-/// Reads a JSON file; Error(io) / Error(parse) naming the path.
+/// Largest JSON file (config, vocabulary, index) read from a model folder.
+inline constexpr uint64_t kMaxJsonFileBytes = 64ull << 20;
+
+/// Reads a JSON file of at most kMaxJsonFileBytes; Error(io) / Error(parse) naming the path.
 nlohmann::json read_json_file(const std::string& path);
 
 }  // namespace stagecraft

@@ -164,6 +164,11 @@ ClipTokenizer ClipTokenizer::load(const std::string& dir) {
 
   std::ifstream in(merges_path, std::ios::binary);
   SC_CHECK(in.good(), Errc::io, "cannot read " << merges_path);
+  std::error_code size_ec;
+  const auto merges_bytes = fs::file_size(merges_path, size_ec);
+  SC_CHECK(size_ec || merges_bytes <= kMaxJsonFileBytes, Errc::parse,
+           merges_path << " is " << merges_bytes << " bytes; CLIP's is about 500 KB, at most "
+                       << kMaxJsonFileBytes / (1 << 20) << " MiB are read");
   std::stringstream ss;
   ss << in.rdbuf();
   std::string content = ss.str();

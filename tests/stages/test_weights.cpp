@@ -211,3 +211,12 @@ TEST_CASE("a config value nested a million levels deep is refused without recurs
   INFO(msg.substr(0, 300));
   CHECK(contains(msg, dir + "/config.json: \"block_out_channels[0]\" must be a whole number, got a list of 1 values"));
 }
+
+TEST_CASE("a model folder's JSON file over 64 MiB is refused before it is read") {
+  TempDir tmp;
+  const std::string path = tmp / "config.json";
+  write_text(path, "{}");
+  std::filesystem::resize_file(path, (64ull << 20) + 1);  // sparse: costs no disk
+  CHECK(contains(error_of([&] { read_json_file(path); }),
+                 path + " is 67108865 bytes; a JSON file of a model folder may hold at most 64 MiB"));
+}
