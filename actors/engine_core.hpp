@@ -4,6 +4,7 @@
 // the engine's lifecycle flags. Not part of the public API.
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -79,8 +80,9 @@ class StageGate {
 
   caf::actor replica(int r) const;
   void set_replica(int r, caf::actor a);
-  /// Under the replica's lock: installs `fresh` as its actor (unless `keep_going` says no)
-  /// and hands back the envelopes the old actor held; their credits are released.
+  /// Under the replica's lock: installs what `fresh()` returns as its actor (a null handle
+  /// when none may start, e.g. during shutdown) and hands back the envelopes the old actor
+  /// held, whose credits it returns. The supervisor answers those jobs.
   std::vector<Envelope> replace_replica(int r, const std::function<caf::actor()>& fresh);
   /// Drops every actor handle (shutdown, after the actors stopped).
   void clear_actors();

@@ -455,8 +455,9 @@ TEST_CASE("jobs waiting behind a full stage are answered within 10 ms of their d
   // the engine's (a timer per earliest deadline); the measurement adds thread wake-ups
   // on a loaded 2-core machine, which can be late by tens of ms now and then. So the
   // median must be within 10 ms and 80% of the jobs too; one outlier is not a failure.
-  // Measured here: see docs/engine.md (before the fix the jobs were answered only when
-  // the gate opened, hundreds of ms late).
+  // Measured on the 2-core machine: before the fix (2973207) median 1917 ms, max 1959 ms,
+  // 0 of 30 within 10 ms (they were answered only when the gate opened, 2 s in); after it,
+  // median 0.1-0.3 ms and max under 4 ms, release and ASan alike.
   g_gate.set(false);
   // max_batch 8: the waiting jobs make a partial batch, which is never queued on the lane
   // behind a running one, so they all stay where a sweep can reach them.
