@@ -25,6 +25,15 @@ void Wakeup::notify() {
   [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof one);
 }
 
+void poll_ignoring_signals(zmq_pollitem_t* items, int n, std::chrono::milliseconds timeout) {
+  if (zmq_poll(items, n, static_cast<long>(timeout.count())) >= 0) return;
+  if (zmq_errno() == EINTR) {
+    for (int i = 0; i < n; ++i) items[i].revents = 0;
+    return;
+  }
+  SC_FAIL(Errc::io, "zmq_poll failed: " << zmq_strerror(zmq_errno()));
+}
+
 void Wakeup::drain() {
   uint64_t v = 0;
   [[maybe_unused]] ssize_t n = read(fd_, &v, sizeof v);

@@ -3,7 +3,16 @@
 // socket (an eventfd): any thread calls notify(), the I/O thread sees the fd
 // readable in zmq::poll and calls drain(). ZeroMQ sockets are not thread-safe,
 // so other threads never touch the socket: they queue work and notify().
+#include <chrono>
+
+#include <zmq.h>
+
 namespace stagecraft::transport {
+
+/// zmq_poll that treats a signal (EINTR) as "nothing ready" instead of an error, so a
+/// SIGTERM meant for a drain handler never tears down an I/O loop. Throws Error(io)
+/// for any other failure.
+void poll_ignoring_signals(zmq_pollitem_t* items, int n, std::chrono::milliseconds timeout);
 
 class Wakeup {
  public:

@@ -21,7 +21,7 @@ struct PollResult {
 };
 PollResult poll_two(zmq::socket_t& sock, const Wakeup& wake, std::chrono::milliseconds timeout) {
   zmq_pollitem_t items[2] = {{sock.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, wake.fd(), ZMQ_POLLIN, 0}};
-  zmq::poll(items, 2, timeout);
+  poll_ignoring_signals(items, 2, timeout);
   return {(items[0].revents & ZMQ_POLLIN) != 0, (items[1].revents & ZMQ_POLLIN) != 0};
 }
 
