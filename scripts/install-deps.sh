@@ -8,6 +8,9 @@ PACKAGES=(
   libcaf-dev libboost-dev libzmq3-dev cppzmq-dev libmsgpack-cxx-dev
   doctest-dev libyaml-cpp-dev libopenblas-dev libpng-dev nlohmann-json3-dev
   python3-torch python3-numpy
+  # stagecraft serve / submit: the command line (CLI11), the Python client's tests
+  # (python3-zmq, python3-msgpack) and `promtool check metrics` on /metrics (prometheus).
+  libcli11-dev python3-zmq python3-msgpack prometheus
   # make fuzz: clang and its runtime libraries (libclang_rt.fuzzer, asan, ubsan).
   clang libclang-rt-14-dev
 )
