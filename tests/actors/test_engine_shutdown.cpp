@@ -148,3 +148,25 @@ TEST_CASE("submit_with_callback calls done once per accepted job, never for a re
   }
   CHECK(engine->submit_with_callback(Request{}, {}, done).refused->error == Errc::cancelled);
 }
+
+TEST_CASE("shutdown called from inside a progress callback answers every job and the destructor finishes the teardown") {
+  std::vector<std::future<JobResult>> futs;
+  {
+    auto engine = Engine::create(busy_pipeline());
+    Engine* e = engine.get();
+    std::atomic<int> shut{0};
+    auto progress = [e, &shut](int step, int) {
+      if (step == 2 && shut.fetch_add(1) == 0) e->shutdown();  // on an engine thread
+    };
+    for (int i = 0; i < 6; ++i) futs.push_back(engine->submit(Request{}, progress));
+    for (auto& f : futs) f.wait();  // answered without the teardown having run
+    CHECK(engine->submit(Request{}).get().error == Errc::cancelled);
+  }  // the destructor stops the actors and lanes
+  int cancelled = 0;
+  for (auto& f : futs) {
+    JobResult r = f.get();
+    cancelled += r.error == Errc::cancelled;
+    if (!r.ok()) CHECK(r.error == Errc::cancelled);
+  }
+  CHECK(cancelled >= 1);
+}
