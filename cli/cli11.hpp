@@ -20,6 +20,9 @@ namespace stagecraft::cli {
 /// exit code when the command should stop now: 0 after --help, 2 after a usage error
 /// (printed with the hint to run --help).
 inline std::optional<int> parse(CLI::App& app, const std::vector<std::string>& args) {
+  // An option given twice takes its last value, as in most tools (scripts append overrides).
+  for (CLI::Option* o : app.get_options())
+    if (o->get_expected_min() > 0 || o->get_expected_max() > 0) o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them reversed
   try {
     app.parse(reversed);

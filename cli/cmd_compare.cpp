@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <iostream>
 
-#include "cli/args.hpp"
+#include "cli/cli11.hpp"
 #include "cli/command.hpp"
 #include "core/dump.hpp"
 #include "core/error.hpp"
@@ -18,12 +18,15 @@ static std::string index_str(const std::vector<int64_t>& idx) {
 }
 
 static int run_compare(const std::vector<std::string>& argv) {
-  Args args(argv, {"atol", "rtol"});
-  SC_CHECK(args.positional().size() == 2, Errc::invalid_argument,
-           "usage: stagecraft compare DIR_A DIR_B [--atol A] [--rtol R]");
-  const double atol = args.get_double("atol", 1e-3), rtol = args.get_double("rtol", 1e-3);
-  const auto& a = args.positional()[0];
-  const auto& b = args.positional()[1];
+  CLI::App app{"Compare two stage dumps (docs/numerics.md) tensor by tensor and name the first divergence.",
+               "stagecraft compare"};
+  std::string a, b;
+  double atol = 1e-3, rtol = 1e-3;
+  app.add_option("DIR_A", a, "the first dump")->required();
+  app.add_option("DIR_B", b, "the second dump")->required();
+  app.add_option("--atol", atol, "absolute tolerance")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--rtol", rtol, "relative tolerance")->capture_default_str()->check(CLI::NonNegativeNumber);
+  if (auto rc = parse(app, argv)) return *rc;
   const DumpComparison cmp = compare_dumps(a, b, atol, rtol);
 
   std::printf("%-12s %-28s %-18s %12s %12s  %s\n", "stage", "tensor", "shape", "max_abs", "max_rel", "worst index");

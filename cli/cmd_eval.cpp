@@ -20,7 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "cli/args.hpp"
+#include "cli/cli11.hpp"
 #include "cli/command.hpp"
 #include "core/error.hpp"
 #include "kernels/ops.hpp"
@@ -133,32 +133,41 @@ std::vector<Tensor> generate_batch(const TextToImagePipeline& pipe, const Genera
 }
 
 int run_eval(const std::vector<std::string>& argv) {
-  cli::Args args(argv,
-                 {"--model", "--captions", "--n", "--seed", "--steps", "--guidance", "--scheduler", "--out-dir",
-                  "--device", "--dtype", "--batch", "--json"},
-                 {"--quiet"});
-  SC_CHECK(args.positional().empty(), Errc::invalid_argument,
-           "eval takes no positional arguments (got '" << args.positional()[0] << "')");
-  const std::string model = args.get_or("--model", default_model());
-  const std::string captions = args.get_or("--captions", default_captions());
-  const long long n = args.get_int("--n", 0), seed = args.get_int("--seed", 0), batch = args.get_int("--batch", 1);
-  SC_CHECK(n >= 0, Errc::invalid_argument, "--n must be >= 0 (0 = every caption)");
-  SC_CHECK(seed >= 0, Errc::invalid_argument, "--seed must be a non-negative integer");
-  SC_CHECK(batch >= 1, Errc::invalid_argument, "--batch must be >= 1");
-  const Device device = Device::parse(args.get_or("--device", "cpu"));
-  const DType dtype = parse_dtype(args.get_or("--dtype", "f32"));
-  const bool quiet = args.has("--quiet");
+  CLI::App app{"Generate the held-out captions and score colour, shape and position adherence from the pixels.",
+               "stagecraft eval"};
+  std::string model = default_model(), captions = default_captions(), scheduler, device_name = "cpu",
+              dtype_arg = "f32", out_dir_arg, json_arg;
+  int64_t n = 0, seed = 0, batch = 1, steps = 0;
+  double guidance = -1.0;
+  bool quiet = false;
+  app.add_option("--model", model, "a diffusers-layout model folder")->capture_default_str()->envname("STAGECRAFT_MODEL");
+  app.add_option("--captions", captions, "captions file")->capture_default_str();
+  app.add_option("--n", n, "captions to score (0 = every caption)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", seed, "seed of the first image")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--batch", batch, "images generated together")->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "denoising steps (default: the model's)");
+  app.add_option("--guidance", guidance, "guidance scale (default: the model's)");
+  app.add_option("--scheduler", scheduler, "flow_match_euler, ddim or dpm_2m (default: the model's)");
+  app.add_option("--device", device_name, "cpu or cuda:N")->capture_default_str();
+  app.add_option("--dtype", dtype_arg, "f32, f16 or bf16")->capture_default_str();
+  app.add_option("--out-dir", out_dir_arg, "also write every image here");
+  app.add_option("--json", json_arg, "write the scores as JSON");
+  app.add_flag("--quiet", quiet, "no per-image lines");
+  if (auto rc = cli::parse(app, argv)) return *rc;
+  const Device device = Device::parse(device_name);
+  const DType dtype = parse_dtype(dtype_arg);
   const auto items = read_captions(captions, static_cast<size_t>(n), static_cast<uint64_t>(seed));
-  const auto out_dir = args.get("--out-dir");
+  const std::optional<std::string> out_dir =
+      out_dir_arg.empty() ? std::nullopt : std::optional<std::string>(out_dir_arg);
   if (out_dir) fs::create_directories(*out_dir);
 
   const auto t_load = Clock::now();
   const TextToImagePipeline pipe = TextToImagePipeline::load(model, device, dtype);
   const double load_s = std::chrono::duration<double>(Clock::now() - t_load).count();
   GenerateOptions base;
-  base.steps = static_cast<int>(args.get_int("--steps", 0));
-  base.guidance = static_cast<float>(args.get_double("--guidance", -1.0));
-  base.scheduler = args.get_or("--scheduler", "");
+  base.steps = static_cast<int>(std::clamp<int64_t>(steps, 0, 100000));
+  base.guidance = static_cast<float>(guidance);
+  base.scheduler = scheduler;
   const GenerateOptions opt = pipe.resolve(base);
 
   std::cout << "eval " << model << ": " << items.size() << " captions from " << captions << ", seeds " << seed
@@ -228,7 +237,8 @@ int run_eval(const std::vector<std::string>& argv) {
             << count([](const ShapeScore& s) { return s.all_ok(); }) << "/" << m.n << " with every part right)\n"
             << std::setprecision(3) << "throughput       " << m.n / gen_s << " images/s (" << std::setprecision(1)
             << gen_s << " s generating " << m.n << " images; scoring and PNG writing not counted)\n";
-  if (const auto json_path = args.get("--json")) {
+  if (!json_arg.empty()) {
+    const std::string* json_path = &json_arg;
     const nlohmann::json summary = {
         {"model", model}, {"n", m.n}, {"steps", opt.steps}, {"guidance", opt.guidance},
         {"scheduler", opt.scheduler}, {"seed", seed}, {"batch", batch}, {"device", device.str()},

@@ -9,7 +9,7 @@
 #include <iomanip>
 #include <iostream>
 
-#include "cli/args.hpp"
+#include "cli/cli11.hpp"
 #include "cli/command.hpp"
 #include "core/dump.hpp"
 #include "core/error.hpp"
@@ -26,8 +26,8 @@ using namespace stagecraft;
 
 /// A flag's value as an int, saturated rather than wrapped, so that 4294967297 steps is
 /// refused at the door instead of becoming 1.
-int saturate_int(long long v) {
-  return static_cast<int>(std::clamp<long long>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+int saturate_int(int64_t v) {
+  return static_cast<int>(std::clamp<int64_t>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
 }
 
 // --model, else $STAGECRAFT_MODEL, else the shipped model in the source tree, else models/tiny-shapes here.
@@ -39,40 +39,54 @@ std::string default_model() {
 }
 
 int run_generate(const std::vector<std::string>& argv) {
-  cli::Args args(argv,
-                 {"--model", "--prompt", "--negative-prompt", "--seed", "--steps", "--guidance", "--scheduler",
-                  "--width", "--height", "--device", "--dtype", "--out", "--resize", "--tile", "--tile-overlap",
-                  "--latents", "--dump"},
-                 {"--quiet"});
-  SC_CHECK(args.positional().empty(), Errc::invalid_argument,
-           "generate takes no positional arguments (got '" << args.positional()[0] << "'); use --prompt TEXT");
-  const auto prompt = args.get("--prompt");
-  SC_CHECK(prompt.has_value(), Errc::invalid_argument, "generate needs --prompt TEXT");
-  const std::string out = args.get_or("--out", "out.png");
+  CLI::App app{"Generate one image with the sequential pipeline (no actors): the reference the engine is checked "
+               "against. Prints per-stage times.",
+               "stagecraft generate"};
+  std::string prompt, negative, model = default_model(), device_name = "cpu", dtype_name_arg = "f32",
+                      out = "out.png", scheduler, resize, latents_file, dump_dir;
+  int64_t seed = 0, steps = 0, width = 0, height = 0, tile = 0, tile_overlap = 0;
+  double guidance = -1.0;
+  bool quiet = false;
+  app.add_option("--prompt", prompt, "what to draw")->required();
+  app.add_option("--negative-prompt", negative, "what to steer away from");
+  app.add_option("--model", model, "a diffusers-layout model folder")->capture_default_str()->envname("STAGECRAFT_MODEL");
+  app.add_option("--seed", seed, "seed of the initial noise")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--steps", steps, "denoising steps (default: the model's)");
+  app.add_option("--guidance", guidance, "classifier-free guidance scale (default: the model's)");
+  app.add_option("--scheduler", scheduler, "flow_match_euler, ddim or dpm_2m (default: the model's)");
+  app.add_option("--width", width, "image width (default: the model's)");
+  app.add_option("--height", height, "image height (default: the model's)");
+  app.add_option("--device", device_name, "cpu or cuda:N")->capture_default_str();
+  app.add_option("--dtype", dtype_name_arg, "f32, f16 or bf16")->capture_default_str();
+  app.add_option("--out", out, "PNG to write")->capture_default_str();
+  app.add_option("--resize", resize, "resize the image to WxH before writing it");
+  auto* tile_opt = app.add_option("--tile", tile, "decode in tiles of this many pixels")->check(CLI::PositiveNumber);
+  app.add_option("--tile-overlap", tile_overlap, "overlap of decode tiles, in pixels")->needs(tile_opt);
+  app.add_option("--latents", latents_file, "initial noise from a file (docs/numerics.md)");
+  app.add_option("--dump", dump_dir, "write every stage's tensors to this folder (docs/numerics.md)");
+  app.add_flag("--quiet", quiet, "print nothing on success");
+  if (auto rc = cli::parse(app, argv)) return *rc;
   {
     // Fail before minutes of compute, not after.
     const fs::path parent = fs::absolute(out).parent_path();
     SC_CHECK(fs::is_directory(parent), Errc::io, "--out " << out << ": folder " << parent.string() << " does not exist");
   }
-  const std::string model = args.get_or("--model", default_model());
-  const Device device = Device::parse(args.get_or("--device", "cpu"));
-  const DType dtype = parse_dtype(args.get_or("--dtype", "f32"));
+  const Device device = Device::parse(device_name);
+  const DType dtype = parse_dtype(dtype_name_arg);
 
   GenerateOptions o;
-  o.prompt = *prompt;
-  o.negative_prompt = args.get_or("--negative-prompt", "");
-  const long long seed = args.get_int("--seed", 0);
-  SC_CHECK(seed >= 0, Errc::invalid_argument, "--seed must be a non-negative integer");
+  o.prompt = prompt;
+  o.negative_prompt = negative;
   o.seed = static_cast<uint64_t>(seed);
-  o.steps = saturate_int(args.get_int("--steps", 0));
-  o.guidance = static_cast<float>(args.get_double("--guidance", -1.0));
-  o.scheduler = args.get_or("--scheduler", "");
-  o.width = saturate_int(args.get_int("--width", 0));
-  o.height = saturate_int(args.get_int("--height", 0));
-  if (args.has("--tile")) {
+  o.steps = saturate_int(steps);
+  o.guidance = static_cast<float>(guidance);
+  o.scheduler = scheduler;
+  o.width = saturate_int(width);
+  o.height = saturate_int(height);
+  if (app.count("--tile")) {
     TilingOptions t;
-    t.tile = static_cast<int>(args.get_int("--tile", t.tile));
-    t.overlap = static_cast<int>(args.get_int("--tile-overlap", t.overlap));
+    t.tile = static_cast<int>(tile);
+    if (app.count("--tile-overlap")) t.overlap = static_cast<int>(tile_overlap);
     o.tiling = t;
   }
 
@@ -89,12 +103,11 @@ int run_generate(const std::vector<std::string>& argv) {
     r.scheduler = o.scheduler;
     check_request(r, LimitsSpec{});
   }
-  if (const auto latents = args.get("--latents")) {
+  if (!latents_file.empty()) {
     // Checked against the model's latent shape before any weights load (docs/numerics.md).
-    o.initial_latents =
-        read_latents_file(*latents, latent_geometry(model), 1, o.width, o.height);
+    o.initial_latents = read_latents_file(latents_file, latent_geometry(model), 1, o.width, o.height);
   }
-  if (const auto dir = args.get("--dump")) o.dump = std::make_shared<DumpWriter>(*dir);
+  if (!dump_dir.empty()) o.dump = std::make_shared<DumpWriter>(dump_dir);
 
   const auto t0 = std::chrono::steady_clock::now();
   const TextToImagePipeline pipe = TextToImagePipeline::load(model, device, dtype);
@@ -102,10 +115,10 @@ int run_generate(const std::vector<std::string>& argv) {
   const GenerateResult r = pipe.generate(o);
 
   Tensor rgb = r.image.select(0, 0);
-  if (const auto size = args.get("--resize")) {
+  if (!resize.empty()) {
     int w = 0, h = 0;
-    SC_CHECK(std::sscanf(size->c_str(), "%dx%d", &w, &h) == 2 && w > 0 && h > 0, Errc::invalid_argument,
-             "--resize wants WxH, e.g. 256x256, got '" << *size << "'");
+    SC_CHECK(std::sscanf(resize.c_str(), "%dx%d", &w, &h) == 2 && w > 0 && h > 0, Errc::invalid_argument,
+             "--resize wants WxH, e.g. 256x256, got '" << resize << "'");
     rgb = resize_bilinear(rgb, h, w);
   }
   write_png(out, rgb);
@@ -114,12 +127,12 @@ int run_generate(const std::vector<std::string>& argv) {
                           {"model", model},
                           {"device", device.str()},
                           {"dtype", dtype_name(dtype)},
-                          {"latents_file", args.get_or("--latents", "")}});
+                          {"latents_file", latents_file}});
     o.dump->flush();
-    if (!args.has("--quiet")) std::cout << "wrote dump " << o.dump->dir() << "\n";
+    if (!quiet) std::cout << "wrote dump " << o.dump->dir() << "\n";
   }
 
-  if (!args.has("--quiet")) {
+  if (!quiet) {
     const auto& g = r.resolved;
     std::cout << "wrote " << out << " (" << rgb.size(1) << "x" << rgb.size(0) << ") prompt=\"" << g.prompt
               << "\" seed=" << g.seed << " steps=" << g.steps << " guidance=" << g.guidance

@@ -12,7 +12,8 @@
 #include <mutex>
 
 #include "actors/engine.hpp"
-#include "cli/args.hpp"
+#include "cli/cli11.hpp"
+#include "cli/progress_display.hpp"
 #include "cli/command.hpp"
 #include "core/dump.hpp"
 #include "core/error.hpp"
@@ -30,8 +31,8 @@ using namespace stagecraft;
 
 /// A flag's value as an int, saturated rather than wrapped, so that 4294967297 steps is
 /// refused at the door instead of becoming 1.
-int saturate_int(long long v) {
-  return static_cast<int>(std::clamp<long long>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+int saturate_int(int64_t v) {
+  return static_cast<int>(std::clamp<int64_t>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
 }
 
 /// out.png with --n 3 -> out-0.png, out-1.png, out-2.png
@@ -42,24 +43,40 @@ std::string numbered(const std::string& out, int i, int n) {
 }
 
 int run_run(const std::vector<std::string>& argv) {
-  cli::Args args(argv,
-                 {"prompt", "negative-prompt", "out", "n", "seed", "steps", "guidance", "width",
-                  "height", "scheduler", "trace", "latents", "dump"},
-                 {"quiet"});
-  SC_CHECK(args.positional().size() == 1, Errc::invalid_argument,
-           "run takes one pipeline file, e.g. stagecraft run pipelines/tiny-shapes.yaml --prompt TEXT");
-  const auto prompt = args.get("prompt");
-  SC_CHECK(prompt.has_value(), Errc::invalid_argument, "run needs --prompt TEXT");
-  const std::string out = args.get_or("out", "out.png");
-  const int n = static_cast<int>(args.get_int("n", 1));
-  SC_CHECK(n >= 1, Errc::invalid_argument, "--n must be at least 1, got " << n);
-  const long long seed = args.get_int("seed", 0);
-  SC_CHECK(seed >= 0, Errc::invalid_argument, "--seed must be a non-negative integer");
-  const bool quiet = args.has("quiet");
+  CLI::App app{"Run a pipeline file through the actor engine and write the image(s); byte-identical to "
+               "`stagecraft generate` for the same seed and settings.",
+               "stagecraft run"};
+  std::string file, prompt, negative, out = "out.png", scheduler, trace_path, latents_file, dump_dir_arg;
+  int64_t n = 1, seed = 0, steps = 0, width = 0, height = 0;
+  double guidance = -1.0;
+  bool quiet = false;
+  app.add_option("FILE", file, "the pipeline file")->required()->check(CLI::ExistingFile);
+  app.add_option("--prompt", prompt, "what to draw")->required();
+  app.add_option("--negative-prompt", negative, "what to steer away from");
+  app.add_option("--out", out, "PNG to write (OUT-0.png, OUT-1.png, ... for --n > 1)")->capture_default_str();
+  app.add_option("--n", n, "jobs submitted at once, seeds S, S+1, ...")->capture_default_str()->check(
+      CLI::Range(int64_t(1), int64_t(1) << 20));
+  app.add_option("--seed", seed, "seed of the first job")->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--steps", steps, "denoising steps (default: the pipeline's)");
+  app.add_option("--guidance", guidance, "classifier-free guidance scale (default: the pipeline's)");
+  app.add_option("--width", width, "image width (default: the pipeline's)");
+  app.add_option("--height", height, "image height (default: the pipeline's)");
+  app.add_option("--scheduler", scheduler, "flow_match_euler, ddim or dpm_2m (default: the pipeline's)");
+  app.add_option("--trace", trace_path, "write a Chrome trace (open it in Perfetto)");
+  app.add_option("--latents", latents_file, "initial noise, one row per job (docs/numerics.md)");
+  app.add_option("--dump", dump_dir_arg, "write every stage's tensors (DIR, or DIR/job-<i> for --n > 1)");
+  app.add_flag("--quiet", quiet, "print nothing on success");
+  if (auto rc = cli::parse(app, argv)) return *rc;
+  {
+    // Fail before any model loads, not after the compute.
+    const fs::path parent = fs::absolute(out).parent_path();
+    SC_CHECK(fs::is_directory(parent), Errc::io, "--out " << out << ": folder " << parent.string() << " does not exist");
+  }
+  const int jobs = static_cast<int>(n);
 
   PipelineSpec spec;
   try {
-    spec = load_pipeline_spec(args.positional()[0]);
+    spec = load_pipeline_spec(file);
   } catch (const SpecError& e) {
     for (const auto& p : e.problems) std::cerr << p.str() << "\n";
     return 1;
@@ -69,75 +86,77 @@ int run_run(const std::vector<std::string>& argv) {
     return 1;
   }
   // --n jobs are submitted together: make room for them at the front door.
-  spec.limits.max_pending_jobs = std::max(spec.limits.max_pending_jobs, n);
+  spec.limits.max_pending_jobs = std::max(spec.limits.max_pending_jobs, jobs);
 
   // The door every request passes (core/request_check.hpp), before the engine loads a
   // model: a bad --steps, --guidance, size or prompt is refused here, naming the field.
   // The engine checks again at submit(), with each stage's own check (latent factor, scheduler).
   auto request_for = [&](int i) {
     Request r;
-    r.prompt = *prompt;
-    r.negative_prompt = args.get_or("negative-prompt", "");
+    r.prompt = prompt;
+    r.negative_prompt = negative;
     r.seed = static_cast<uint64_t>(seed) + static_cast<uint64_t>(i);
-    r.steps = saturate_int(args.get_int("steps", 0));
-    r.guidance = static_cast<float>(args.get_double("guidance", -1.0));
-    r.width = saturate_int(args.get_int("width", 0));
-    r.height = saturate_int(args.get_int("height", 0));
-    r.scheduler = args.get_or("scheduler", "");
+    r.steps = saturate_int(steps);
+    r.guidance = static_cast<float>(guidance);
+    r.width = saturate_int(width);
+    r.height = saturate_int(height);
+    r.scheduler = scheduler;
     return r;
   };
   check_request(with_defaults(request_for(0), spec.defaults), spec.limits);
 
   // Supplied noise: one row per job, checked before the engine loads anything.
   Tensor latents;
-  if (const auto file = args.get("latents")) {
+  if (!latents_file.empty()) {
     SC_CHECK(!spec.model_dir.empty(), Errc::invalid_argument,
              "--latents needs a pipeline with a model (set `model:` in " << spec.path << ")");
     auto size = [&](const char* key) {
-      const long long v = args.get_int(key, 0);
+      const int64_t v = std::string(key) == "width" ? width : height;
       if (v > 0) return static_cast<int>(v);
       const auto& d = spec.defaults;
       return d.contains(key) && d[key].is_number() ? d[key].get<int>() : 0;
     };
-    latents = read_latents_file(*file, latent_geometry(spec.model_dir), n, size("width"), size("height"));
+    latents = read_latents_file(latents_file, latent_geometry(spec.model_dir), jobs, size("width"), size("height"));
   }
   // A dumping job must run every stage itself: a prompt-cache hit would skip the text
   // encoder and leave its tensors out of the dump.
-  const auto dump_dir = args.get("dump");
+  const std::optional<std::string> dump_dir =
+      dump_dir_arg.empty() ? std::nullopt : std::optional<std::string>(dump_dir_arg);
   if (dump_dir)
     for (auto& s : spec.stages) s.params.erase("cache");
   std::vector<std::shared_ptr<DumpWriter>> dumps;
   auto engine = Engine::create(spec);
 
-  std::mutex print_mu;
+  cli::ProgressDisplay shown(jobs);
   std::vector<std::future<JobResult>> futs;
-  for (int i = 0; i < n; ++i) {
+  for (int i = 0; i < jobs; ++i) {
     Request r = request_for(i);
     if (latents.defined()) r.initial_latents = latents_row(latents, i);
     if (dump_dir) {
-      r.dump = std::make_shared<DumpWriter>(n == 1 ? *dump_dir : (fs::path(*dump_dir) / ("job-" + std::to_string(i))).string());
+      r.dump = std::make_shared<DumpWriter>(jobs == 1 ? *dump_dir : (fs::path(*dump_dir) / ("job-" + std::to_string(i))).string());
       dumps.push_back(r.dump);
     }
     Engine::Progress progress;
-    if (!quiet)
-      progress = [&print_mu, i](int step, int total) {
-        std::lock_guard<std::mutex> lock(print_mu);
-        std::fprintf(stderr, "\rjob %d: step %d/%d", i, step, total);
-        if (step == total) std::fprintf(stderr, "\n");
-      };
+    if (!quiet) progress = [&shown, i](int step, int total) { shown.step(i, step, total); };
     futs.push_back(engine->submit(r, progress));
   }
 
   int failed = 0;
-  for (int i = 0; i < n; ++i) {
-    JobResult res = futs[static_cast<size_t>(i)].get();
+  std::vector<JobResult> results;
+  for (int i = 0; i < jobs; ++i) {
+    results.push_back(futs[static_cast<size_t>(i)].get());
+    if (!quiet) shown.done(i);
+  }
+  if (!quiet) shown.finish();
+  for (int i = 0; i < jobs; ++i) {
+    JobResult& res = results[static_cast<size_t>(i)];
     if (dump_dir) {
       // Written for failed jobs too: the stages that ran show where it went wrong.
       auto& d = *dumps[static_cast<size_t>(i)];
       d.set_manifest({{"pipeline", spec.path},
                       {"model", spec.model_dir},
                       {"job", i},
-                      {"latents_file", args.get_or("latents", "")}});
+                      {"latents_file", latents_file}});
       d.flush();
       if (!quiet) std::cout << "wrote dump " << d.dir() << "\n";
     }
@@ -146,13 +165,13 @@ int run_run(const std::vector<std::string>& argv) {
       ++failed;
       continue;
     }
-    const std::string path = numbered(out, i, n);
+    const std::string path = numbered(out, i, jobs);
     write_png(path, res.tensor("image").select(0, 0));
     if (!quiet) std::cout << "wrote " << path << " (seed " << static_cast<uint64_t>(seed) + i << ")\n";
   }
-  if (const auto trace = args.get("trace")) {
-    engine->write_chrome_trace(*trace);
-    if (!quiet) std::cout << "wrote trace " << *trace << " (open it in https://ui.perfetto.dev)\n";
+  if (!trace_path.empty()) {
+    engine->write_chrome_trace(trace_path);
+    if (!quiet) std::cout << "wrote trace " << trace_path << " (open it in https://ui.perfetto.dev)\n";
   }
   if (!quiet) {
     const EngineStats st = engine->stats();

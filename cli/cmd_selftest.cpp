@@ -1,6 +1,7 @@
 // `stagecraft selftest`: runs every kernel once on each device against its reference.
 #include <iostream>
 
+#include "cli/cli11.hpp"
 #include "cli/command.hpp"
 #include "core/error.hpp"
 #include "kernels/selftest.hpp"
@@ -9,8 +10,8 @@ using namespace stagecraft;
 
 namespace {
 int run_selftest_cmd(const std::vector<std::string>& args) {
-  SC_CHECK(args.empty(), Errc::invalid_argument,
-           "selftest takes no arguments (got '" << args.front() << "'); run `stagecraft selftest`");
+  CLI::App app{"Run every kernel once on each device against its naive reference.", "stagecraft selftest"};
+  if (auto rc = cli::parse(app, args)) return *rc;
   return stagecraft::kernels::run_selftest(std::cout) == 0 ? 0 : 1;
 }
 }  // namespace

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <iostream>
 
-#include "cli/args.hpp"
+#include "cli/cli11.hpp"
 #include "cli/command.hpp"
 #include "core/pipeline_spec.hpp"
 #include "stages/spec_check.hpp"
@@ -18,12 +18,12 @@ int print_problems(const std::vector<stagecraft::SpecProblem>& problems) {
 }
 
 int run_validate(const std::vector<std::string>& argv) {
-  stagecraft::cli::Args args(argv, {});
-  if (args.positional().size() != 1) {
-    std::cerr << "usage: stagecraft validate FILE\n";
-    return 2;
-  }
-  const std::string& path = args.positional()[0];
+  CLI::App app{"Check a pipeline file the way the engine reads it; print the resolved graph, or every problem as "
+               "FILE:LINE:COL: what — allowed.",
+               "stagecraft validate"};
+  std::string path;
+  app.add_option("FILE", path, "the pipeline file")->required();
+  if (auto rc = stagecraft::cli::parse(app, argv)) return *rc;
   stagecraft::PipelineSpec spec;
   try {
     spec = stagecraft::load_pipeline_spec(path);
