@@ -8,7 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${1:-build/fuzz}
 SECONDS_EACH=${2:-60}
-TARGETS=(fuzz_safetensors fuzz_pipeline_spec fuzz_model_config fuzz_clip_tokenizer fuzz_dump)
+TARGETS=(fuzz_safetensors fuzz_pipeline_spec fuzz_model_config fuzz_clip_tokenizer fuzz_dump fuzz_job_request
+         fuzz_wire_packet)
 failed=()
 for t in "${TARGETS[@]}"; do
   bin="$BUILD/tests/fuzz/$t"
