@@ -223,7 +223,7 @@ std::vector<std::string> bad_inputs() {
       submit_with("steps", "twenty"),
       submit_with("steps", 0),
       submit_with("steps", 100000),
-      submit_with("width", 33),
+      submit_with("width", 0),  // 0 sent explicitly: not "the default"
       submit_with("width", 100000),
       submit_with("guidance", std::numeric_limits<double>::quiet_NaN()),
       submit_with("pipeline", "nope"),
