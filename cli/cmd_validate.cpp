@@ -37,6 +37,7 @@ int run_validate(const std::vector<std::string>& argv) {
     return print_problems(problems);
   }
   if (auto problems = stagecraft::check_stage_types(spec); !problems.empty()) return print_problems(problems);
+  for (const auto& w : stagecraft::batching_warnings(spec)) std::cerr << w.str() << "\n";
   std::cout << stagecraft::describe_pipeline(spec);
   return 0;
 }

@@ -32,4 +32,20 @@ std::vector<SpecProblem> check_stage_types(const PipelineSpec& spec) {
   return problems;
 }
 
+std::vector<SpecProblem> batching_warnings(const PipelineSpec& spec) {
+  std::vector<SpecProblem> warnings;
+  for (const auto& s : spec.stages) {
+    const int credits = spec.credits_for(s);
+    if (s.batching.max_batch <= credits) continue;
+    warnings.push_back({spec.path, s.loc,
+                        "warning: stage '" + s.name + "' batches up to " + std::to_string(s.batching.max_batch) +
+                            " (batching.max_batch) but at most " + std::to_string(credits) +
+                            " packets may be inside it at once (credits), so its batches never exceed " +
+                            std::to_string(credits),
+                        "set `queue_limit: " + std::to_string(s.batching.max_batch) +
+                            "` or more on the stage, or raise limits.credits"});
+  }
+  return warnings;
+}
+
 }  // namespace stagecraft

@@ -17,4 +17,9 @@ namespace stagecraft {
 /// (naming the known types), located at the stage's entry in the file.
 std::vector<SpecProblem> check_stage_types(const PipelineSpec& spec);
 
+/// Settings that are valid but defeat each other, as warnings (the file still runs): a
+/// stage whose batching.max_batch exceeds its credits can never fill a batch, because
+/// at most `credits` packets are inside it at once.
+std::vector<SpecProblem> batching_warnings(const PipelineSpec& spec);
+
 }  // namespace stagecraft

@@ -171,6 +171,27 @@ TEST_CASE("check_stage_types reports unknown types at their stage with the known
   CHECK(contains(problems[0].str(), "t.yaml:3:5: unknown stage type 'sleeep'"));
 }
 
+TEST_CASE("a batch that credits keep from filling is a warning that says what to set") {
+  const auto spec = parse_pipeline_spec(
+      "limits: {credits: 4}\nstages:\n  - {name: a, type: sleep, batching: {max_batch: 2}}\n"
+      "  - {name: d, type: synthetic_denoiser, batching: {max_batch: 8}}\n"
+      "  - {name: e, type: synthetic_denoiser, batching: {max_batch: 8}, queue_limit: 8}\n",
+      "w.yaml", ".");
+  const auto warnings = batching_warnings(spec);
+  REQUIRE(warnings.size() == 1);
+  CHECK(warnings[0].loc.line == 4);
+  CHECK(contains(warnings[0].what, "stage 'd' batches up to 8"));
+  CHECK(contains(warnings[0].what, "never exceed 4"));
+  CHECK(contains(warnings[0].allowed, "queue_limit: 8"));
+}
+
+TEST_CASE("the shipped pipelines let their batches fill") {
+  for (const char* f : {"tiny-shapes.yaml", "synthetic-denoise.yaml", "synthetic-chain8.yaml"}) {
+    const auto spec = load_pipeline_spec(std::string(STAGECRAFT_SOURCE_DIR) + "/pipelines/" + f);
+    CHECK_MESSAGE(batching_warnings(spec).empty(), f);
+  }
+}
+
 TEST_CASE("stage types are checked on what parsed of a file with other problems") {
   try {
     parse_pipeline_spec(
