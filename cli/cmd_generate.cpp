@@ -11,6 +11,7 @@
 
 #include "cli/cli11.hpp"
 #include "cli/command.hpp"
+#include "cli/command_support.hpp"
 #include "core/dump.hpp"
 #include "core/error.hpp"
 #include "core/request_check.hpp"
@@ -66,11 +67,7 @@ int run_generate(const std::vector<std::string>& argv) {
   app.add_option("--dump", dump_dir, "write every stage's tensors to this folder (docs/numerics.md)");
   app.add_flag("--quiet", quiet, "print nothing on success");
   if (auto rc = cli::parse(app, argv)) return *rc;
-  {
-    // Fail before minutes of compute, not after.
-    const fs::path parent = fs::absolute(out).parent_path();
-    SC_CHECK(fs::is_directory(parent), Errc::io, "--out " << out << ": folder " << parent.string() << " does not exist");
-  }
+  cli::require_output_folder("--out", out);
   const Device device = Device::parse(device_name);
   const DType dtype = parse_dtype(dtype_name_arg);
 

@@ -15,6 +15,7 @@
 #include "cli/cli11.hpp"
 #include "cli/progress_display.hpp"
 #include "cli/command.hpp"
+#include "cli/command_support.hpp"
 #include "core/dump.hpp"
 #include "core/error.hpp"
 #include "core/pipeline_spec.hpp"
@@ -67,24 +68,12 @@ int run_run(const std::vector<std::string>& argv) {
   app.add_option("--dump", dump_dir_arg, "write every stage's tensors (DIR, or DIR/job-<i> for --n > 1)");
   app.add_flag("--quiet", quiet, "print nothing on success");
   if (auto rc = cli::parse(app, argv)) return *rc;
-  {
-    // Fail before any model loads, not after the compute.
-    const fs::path parent = fs::absolute(out).parent_path();
-    SC_CHECK(fs::is_directory(parent), Errc::io, "--out " << out << ": folder " << parent.string() << " does not exist");
-  }
+  cli::require_output_folder("--out", out);
   const int jobs = static_cast<int>(n);
 
-  PipelineSpec spec;
-  try {
-    spec = load_pipeline_spec(file);
-  } catch (const SpecError& e) {
-    for (const auto& p : e.problems) std::cerr << p.str() << "\n";
-    return 1;
-  }
-  if (auto problems = check_stage_types(spec); !problems.empty()) {
-    for (const auto& p : problems) std::cerr << p.str() << "\n";
-    return 1;
-  }
+  std::optional<PipelineSpec> loaded = cli::load_pipeline_or_report(file);
+  if (!loaded) return 1;
+  PipelineSpec& spec = *loaded;
   // --n jobs are submitted together: make room for them at the front door.
   spec.limits.max_pending_jobs = std::max(spec.limits.max_pending_jobs, jobs);
 

@@ -9,6 +9,7 @@
 #include "actors/engine.hpp"
 #include "cli/cli11.hpp"
 #include "cli/command.hpp"
+#include "cli/command_support.hpp"
 #include "core/pipeline_spec.hpp"
 #include "service/http_gateway.hpp"
 #include "service/job_server.hpp"
@@ -64,17 +65,9 @@ int run_serve(const std::vector<std::string>& argv) {
   if (!curve_secret.empty()) opt.curve = service::CurveOptions{curve_secret, curve_clients};
   opt.client_timeout = std::chrono::milliseconds(client_timeout_ms);
 
-  PipelineSpec spec;
-  try {
-    spec = load_pipeline_spec(file);
-  } catch (const SpecError& e) {
-    for (const auto& p : e.problems) std::cerr << p.str() << "\n";
-    return 1;
-  }
-  if (auto problems = check_stage_types(spec); !problems.empty()) {
-    for (const auto& p : problems) std::cerr << p.str() << "\n";
-    return 1;
-  }
+  std::optional<PipelineSpec> loaded = cli::load_pipeline_or_report(file);
+  if (!loaded) return 1;
+  PipelineSpec& spec = *loaded;
   auto engine = Engine::create(spec);
   service::JobServer server(*engine, spec, opt, [](const Tensor& rgb) { return encode_png(rgb); });
   std::unique_ptr<service::HttpGateway> gateway;

@@ -11,6 +11,7 @@
 
 #include "cli/cli11.hpp"
 #include "cli/command.hpp"
+#include "cli/command_support.hpp"
 #include "cli/progress_display.hpp"
 #include "clients/cpp/client.hpp"
 #include "core/error.hpp"
@@ -61,9 +62,7 @@ int run_submit(const std::vector<std::string>& argv) {
   app.add_option("--timeout-s", timeout_s, "give up waiting after this long")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_flag("--quiet", quiet, "no progress");
   if (auto rc = cli::parse(app, argv)) return *rc;
-  const fs::path dir = fs::path(out).parent_path();
-  SC_CHECK(dir.empty() || fs::is_directory(dir), Errc::not_found,
-           "the output folder '" << dir.string() << "' does not exist; create it first");
+  cli::require_output_folder("--out", out);
   if (app.count("--seed")) f.seed = seed;
   if (steps) f.steps = steps;
   if (width) f.width = width;

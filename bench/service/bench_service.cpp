@@ -24,7 +24,7 @@
 
 #include "clients/cpp/client.hpp"
 #include "core/pipeline_spec.hpp"
-#include "service/job_server.hpp"
+#include "service/served_engine.hpp"
 #include "stages/builtin_stages.hpp"
 #include "stages/post/image.hpp"
 #include "stages/spec_check.hpp"
@@ -71,21 +71,13 @@ PipelineSpec synthetic(double step_ms, int steps, int max_pending) {
   return p;
 }
 
-struct Served {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<service::JobServer> server;
-  std::thread loop;
-  Served(const PipelineSpec& spec, service::ServerOptions opt) {
-    opt.bind = "tcp://127.0.0.1:*";
-    engine = Engine::create(spec);
-    server = std::make_unique<service::JobServer>(*engine, spec, opt,
-                                                  [](const Tensor& rgb) { return encode_png(rgb); });
-    loop = std::thread([this] { server->run(); });
-  }
-  ~Served() {
-    server->request_drain();
-    loop.join();
-    engine->shutdown();
+/// The shipped model's images are PNG-encoded as `stagecraft serve` does.
+struct Served : service::ServedEngine {
+  Served(const PipelineSpec& spec, service::ServerOptions opt)
+      : service::ServedEngine(spec, on_loopback(std::move(opt)), [](const Tensor& rgb) { return encode_png(rgb); }) {}
+  static service::ServerOptions on_loopback(service::ServerOptions o) {
+    o.bind = "tcp://127.0.0.1:*";
+    return o;
   }
 };
 
@@ -139,7 +131,7 @@ bool load_figure(int clients, int total) {
   for (int i = 0; i < clients; ++i)
     threads.emplace_back([&, i] {
       const int mine = total / clients + (i < total % clients ? 1 : 0);
-      runs[size_t(i)] = drive(s.server->endpoint(), "l" + std::to_string(i), mine, 8, 4, i == 0);
+      runs[size_t(i)] = drive(s.endpoint(), "l" + std::to_string(i), mine, 8, 4, i == 0);
     });
   for (auto& t : threads) t.join();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -165,7 +157,7 @@ bool overhead_figure(bool quick) {
   Served s(synthetic(0, 1, 4096), client_limit(4096));
   std::vector<double> us;
   {
-    client::Client c(s.server->endpoint());
+    client::Client c(s.endpoint());
     client::SubmitFields f;
     f.prompt = "x";
     for (int i = 0; i < (quick ? 300 : 2000); ++i) {
@@ -185,7 +177,7 @@ bool overhead_figure(bool quick) {
   std::vector<ClientRun> runs(static_cast<size_t>(clients));
   const auto t0 = Clock::now();
   for (int i = 0; i < clients; ++i)
-    threads.emplace_back([&, i] { runs[size_t(i)] = drive(s.server->endpoint(), "t" + std::to_string(i),
+    threads.emplace_back([&, i] { runs[size_t(i)] = drive(s.endpoint(), "t" + std::to_string(i),
                                                           per_client, 32, 1, false); });
   for (auto& t : threads) t.join();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -250,7 +242,7 @@ bool barrage_figure(int good_jobs) {
     zmq::socket_t raw(ctx, zmq::socket_type::dealer);
     raw.set(zmq::sockopt::linger, 0);
     raw.set(zmq::sockopt::rcvtimeo, 1000);
-    raw.connect(s.server->endpoint());
+    raw.connect(s.endpoint());
     const auto bad = bad_inputs();
     for (size_t i = 0; !stop; ++i) {
       const std::string& m = bad[i % bad.size()];
@@ -271,7 +263,7 @@ bool barrage_figure(int good_jobs) {
   std::vector<std::thread> good;
   std::vector<ClientRun> runs(4);
   for (int i = 0; i < 4; ++i)
-    good.emplace_back([&, i] { runs[size_t(i)] = drive(s.server->endpoint(), "g" + std::to_string(i),
+    good.emplace_back([&, i] { runs[size_t(i)] = drive(s.endpoint(), "g" + std::to_string(i),
                                                        good_jobs / 4, 8, 2, false); });
   for (auto& t : good) t.join();
   stop = true;
@@ -299,7 +291,7 @@ bool model_figure() {
   const auto t0 = Clock::now();
   for (int i = 0; i < 8; ++i)
     threads.emplace_back([&, i] {
-      runs[size_t(i)] = drive(s.server->endpoint(), "m" + std::to_string(i), i < 2 ? 7 : 6, 2, 0, false, &f);
+      runs[size_t(i)] = drive(s.endpoint(), "m" + std::to_string(i), i < 2 ? 7 : 6, 2, 0, false, &f);
     });
   for (auto& t : threads) t.join();
   int results = 0, errors = 0, dup = 0, lost = 0;

@@ -8,7 +8,7 @@
 #include <thread>
 
 #include "clients/cpp/client.hpp"
-#include "service/job_server.hpp"
+#include "service/served_engine.hpp"
 #include "stages/builtin_stages.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -32,25 +32,14 @@ PipelineSpec synthetic(double step_ms, int max_pending = 64, int steps = 4) {
   return p;
 }
 
-/// An engine and a server on a free loopback port, served from a thread until the fixture ends.
-struct Served {
-  std::unique_ptr<Engine> engine;
-  std::unique_ptr<service::JobServer> server;
-  std::thread loop;
-  explicit Served(const PipelineSpec& spec, service::ServerOptions opt = {}) {
-    opt.bind = "tcp://127.0.0.1:*";
-    engine = Engine::create(spec);
-    server = std::make_unique<service::JobServer>(*engine, spec, opt, [](const Tensor&) {
-      return std::vector<uint8_t>{};
-    });
-    loop = std::thread([this] { server->run(); });
+/// An engine and a server on a free loopback port, served until the fixture ends.
+struct Served : service::ServedEngine {
+  explicit Served(const PipelineSpec& spec, service::ServerOptions opt = {})
+      : service::ServedEngine(spec, on_loopback(std::move(opt))) {}
+  static service::ServerOptions on_loopback(service::ServerOptions o) {
+    o.bind = "tcp://127.0.0.1:*";
+    return o;
   }
-  ~Served() {
-    server->request_drain();
-    loop.join();
-    engine->shutdown();
-  }
-  const std::string& endpoint() const { return server->endpoint(); }
 };
 
 client::SubmitFields fields(int steps = 0) {
@@ -74,7 +63,7 @@ TEST_CASE("a job submitted through the C++ client comes back with progress and o
   CHECK(o.images.empty());  // synthetic stages make no image
   REQUIRE_FALSE(steps.empty());
   CHECK(steps.back() == 5);
-  CHECK(s.server->counters().results == 1);
+  CHECK(s.server().counters().results == 1);
 }
 
 TEST_CASE("every accepted job from 8 concurrent clients gets exactly one terminal reply") {
@@ -104,7 +93,7 @@ TEST_CASE("every accepted job from 8 concurrent clients gets exactly one termina
   for (auto& t : threads) t.join();
   CHECK(terminal == kClients * kJobs);
   CHECK(duplicates == 0);
-  CHECK(s.server->counters().accepted == kClients * kJobs);
+  CHECK(s.server().counters().accepted == kClients * kJobs);
 }
 
 TEST_CASE("a full queue refuses with overloaded and a retry_after_ms") {
@@ -172,7 +161,7 @@ TEST_CASE("requests the engine would refuse never become jobs") {
   client::Outcome o = c.generate("p", f);
   CHECK(o.code == "unknown_pipeline");
   CHECK(o.message.find("'synthetic'") != std::string::npos);
-  CHECK(s.server->counters().accepted == 0);
+  CHECK(s.server().counters().accepted == 0);
 }
 
 TEST_CASE("with CurveZMQ only clients on the allow-list are served") {
@@ -193,7 +182,7 @@ TEST_CASE("with CurveZMQ only clients on the allow-list are served") {
   client::Client bad(s.endpoint(), {.server_public_key = server_pub, .client_public_key = bad_pub,
                                     .client_secret_key = bad_sec});
   CHECK_THROWS_AS(bad.generate("curve-no", fields(1), {}, 1500ms), Error);
-  CHECK(s.server->counters().accepted == 1);
+  CHECK(s.server().counters().accepted == 1);
 }
 
 TEST_CASE("a key file that holds no valid key is refused naming the file") {

@@ -25,7 +25,7 @@ import zmq
 import zmq.asyncio
 
 from . import protocol
-from .client import CurveKeys
+from .client import CurveKeys, connect_dealer
 from .protocol import Progress, Result
 
 
@@ -66,13 +66,7 @@ class AsyncClient:
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", *, heartbeat: float = 2.0,
                  curve: Optional[CurveKeys] = None):
         self._ctx = zmq.asyncio.Context.instance()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            self._sock.curve_serverkey = curve.server_public.encode()
-            self._sock.curve_publickey = curve.client_public.encode()
-            self._sock.curve_secretkey = curve.client_secret.encode()
-        self._sock.connect(endpoint)
+        self._sock = connect_dealer(self._ctx, endpoint, curve)
         self._heartbeat = heartbeat
         self._queues: Dict[str, "asyncio.Queue[Dict[str, Any]]"] = {}
         self._info: Dict[str, "asyncio.Future[Dict[str, Any]]"] = {}

@@ -37,6 +37,18 @@ class CurveKeys:
         self.client_secret = client_secret
 
 
+def connect_dealer(ctx: zmq.Context, endpoint: str, curve: Optional[CurveKeys]) -> zmq.Socket:
+    """A DEALER connected to the server, with CurveZMQ keys when given (both clients use it)."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        sock.curve_serverkey = curve.server_public.encode()
+        sock.curve_publickey = curve.client_public.encode()
+        sock.curve_secretkey = curve.client_secret.encode()
+    sock.connect(endpoint)
+    return sock
+
+
 class Job:
     """A submitted job. `result()` blocks until its terminal reply."""
 
@@ -57,13 +69,7 @@ class Client:
     def __init__(self, endpoint: str = "tcp://127.0.0.1:5555", *, heartbeat: float = 2.0,
                  curve: Optional[CurveKeys] = None, context: Optional[zmq.Context] = None):
         self._ctx = context or zmq.Context.instance()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        if curve is not None:
-            self._sock.curve_serverkey = curve.server_public.encode()
-            self._sock.curve_publickey = curve.client_public.encode()
-            self._sock.curve_secretkey = curve.client_secret.encode()
-        self._sock.connect(endpoint)
+        self._sock = connect_dealer(self._ctx, endpoint, curve)
         self._heartbeat = heartbeat
         self._next_ping = time.monotonic() + heartbeat
         self._inbox: Dict[str, Deque[Dict[str, Any]]] = defaultdict(deque)  # replies by job id

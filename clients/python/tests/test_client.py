@@ -74,7 +74,9 @@ class Server:
         return self.proc.wait(timeout=60)
 
 
-class ShippedModelTest(unittest.TestCase):
+class ServedTestCase(unittest.TestCase):
+    """One `stagecraft serve` of the shipped pipeline for the whole class; it must drain to exit 0."""
+
     @classmethod
     def setUpClass(cls) -> None:
         cls.server = Server(SHIPPED)
@@ -82,6 +84,9 @@ class ShippedModelTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls) -> None:
         assert cls.server.stop() == 0
+
+
+class ShippedModelTest(ServedTestCase):
 
     def test_a_generated_png_is_byte_identical_to_stagecraft_generate(self) -> None:
         prompt = "a red circle in the center on a blue background"
@@ -133,15 +138,7 @@ def http_post(url: str, body: bytes, content_type: str = "application/json"):
         return e.code, json.loads(e.read())
 
 
-class HttpGatewayTest(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = Server(SHIPPED)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        assert cls.server.stop() == 0
-
+class HttpGatewayTest(ServedTestCase):
     def test_an_openai_style_request_returns_a_png_in_b64_json(self) -> None:
         status, body = http_post(self.server.http + "/v1/images/generations",
                                  json.dumps({"prompt": "a red circle in the center on a blue background",
