@@ -5,11 +5,13 @@
 //
 //   bench_transport            # throughput at 1, 4, 16 MiB over ipc and tcp, then the hop latency
 //   bench_transport --quick    # fewer rounds
+//   bench_transport --credits 8   # the receiver's window (default 4, the engine's default credits)
 #include <unistd.h>
 
 #include <algorithm>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -135,11 +137,17 @@ double hop_latency_us(const std::shared_ptr<zmq::context_t>& ctx, const std::str
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false;
+  int credits = 4;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) quick = true;
+    if (std::strcmp(argv[i], "--credits") == 0 && i + 1 < argc) credits = std::max(1, std::atoi(argv[++i]));
+  }
   const int rounds = quick ? 3 : 7;
   const size_t round_bytes = size_t(quick ? 128 : 256) << 20;
   auto ctx = std::make_shared<zmq::context_t>(1);
-  std::printf("bench_transport: %d rounds of %zu MiB each, medians; channel credits 4\n", rounds, round_bytes >> 20);
+  std::printf("bench_transport: %d rounds of %zu MiB each, medians; channel credits %d\n", rounds, round_bytes >> 20,
+              credits);
   std::printf("%-5s %8s %14s %14s %7s %s\n", "", "tensor", "channel GB/s", "bare GB/s", "ratio", "(target >= 0.90)");
   bool all_pass = true;
   for (const char* kind : {"ipc", "tcp"}) {
@@ -153,7 +161,7 @@ int main(int argc, char** argv) {
       for (int r = 0; r < rounds; ++r) {
         const std::string ep = std::string(kind) == "ipc" ? ipc_endpoint("tput") : "tcp://127.0.0.1:*";
         const double b = bare_round(*ctx, ep, payload, count);
-        const double c = channel_round(ctx, ep, t, count, 4);
+        const double c = channel_round(ctx, ep, t, count, credits);
         bare.push_back(double(bytes) * count / b / 1e9);
         ch.push_back(double(bytes) * count / c / 1e9);
         ratio.push_back(b / c);
