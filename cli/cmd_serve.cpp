@@ -44,7 +44,8 @@ int run_serve(const std::vector<std::string>& argv) {
   app.add_option("--http-max-body-bytes", http_opt.max_body_bytes, "larger HTTP bodies get 413")->capture_default_str()
       ->check(CLI::Range(size_t(1024), size_t(1) << 30));
   app.add_option("--price-per-device-hour", opt.price_per_device_hour,
-                 "what one device (lane) costs per hour, for the cost-per-million-images metric")
+                 "what one device (lane) costs per hour, for the cost-per-million-images metric "
+                 "(default: the pipeline file's pricing.device_hour)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--max-jobs-per-client", opt.max_jobs_per_client, "jobs one client may have in flight")->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
@@ -68,6 +69,7 @@ int run_serve(const std::vector<std::string>& argv) {
   std::optional<PipelineSpec> loaded = cli::load_pipeline_or_report(file);
   if (!loaded) return 1;
   PipelineSpec& spec = *loaded;
+  if (!app.count("--price-per-device-hour")) opt.price_per_device_hour = spec.price_per_device_hour;
   auto engine = Engine::create(spec);
   service::JobServer server(*engine, spec, opt, [](const Tensor& rgb) { return encode_png(rgb); });
   std::unique_ptr<service::HttpGateway> gateway;

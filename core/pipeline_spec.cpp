@@ -22,7 +22,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::vector<std::string> kTopKeys = {"model", "defaults", "nodes", "stages", "edges", "limits", "plugins"};
+const std::vector<std::string> kTopKeys = {"model",  "defaults", "nodes",  "stages",
+                                           "edges",  "limits",   "plugins", "pricing"};
 const std::vector<std::string> kStageKeys = {"name",     "type",        "node",  "device",
                                              "replicas", "batching",    "queue_limit", "plugin"};
 const std::vector<std::string> kBatchingKeys = {"max_batch", "max_wait_ms"};
@@ -366,6 +367,7 @@ class Parser {
   void parse_plugins(const YAML::Node& v);
   void parse_defaults(const YAML::Node& v);
   void parse_limits(const YAML::Node& v);
+  void parse_pricing(const YAML::Node& v);
   void parse_nodes(const YAML::Node& v);
   void parse_stages(const YAML::Node& v, SourceLoc key_loc);
   void parse_stage(const YAML::Node& v, size_t index);
@@ -559,6 +561,7 @@ PipelineSpec Parser::parse(const std::string& text) {
   if (top.count("plugins")) parse_plugins(top["plugins"].value);
   if (top.count("defaults")) parse_defaults(top["defaults"].value);
   if (top.count("limits")) parse_limits(top["limits"].value);
+  if (top.count("pricing")) parse_pricing(top["pricing"].value);
   if (top.count("nodes")) parse_nodes(top["nodes"].value);
 
   // Fill the request defaults the file left out: the model's own, then built-in ones.
@@ -687,6 +690,18 @@ void Parser::parse_limits(const YAML::Node& v) {
         spec_.limits.max_prompt_bytes = static_cast<int>(*i);
     } else {
       add(e.key_node, "unknown key '" + shown(e.key) + "' in limits", one_of(kLimitsKeys, e.key));
+    }
+  }
+}
+
+void Parser::parse_pricing(const YAML::Node& v) {
+  if (!expect_map(v, "pricing", "a map, e.g. {device_hour: 2.5}")) return;
+  for (const auto& e : entries(v, "pricing")) {
+    if (e.key == "device_hour") {
+      if (auto x = get_number(e.value, "pricing.device_hour", 0.0, "a price >= 0 per device and hour"))
+        spec_.price_per_device_hour = *x;
+    } else {
+      add(e.key_node, "unknown key '" + shown(e.key) + "' in pricing", one_of({"device_hour"}, e.key));
     }
   }
 }

@@ -84,6 +84,9 @@ struct PipelineSpec {
   std::vector<EdgeSpec> edges;    ///< filled with the linear order of `stages` when the file has none
   std::vector<std::string> plugins;  ///< top-level `plugins:` paths, resolved; loaded before any stage
   LimitsSpec limits;
+  /// `pricing: {device_hour: X}`: what one device (a stage replica's lane) costs per hour,
+  /// for the service's cost-per-million-images metric; 0 when the file gives none.
+  double price_per_device_hour = 0;
 
   const StageSpec* find_stage(const std::string& name) const;
   /// Credits for a stage: its queue_limit, or limits.credits when that is 0.

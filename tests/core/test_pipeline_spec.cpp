@@ -678,3 +678,20 @@ TEST_CASE("4096 stages aliasing one huge map are refused after one budget of key
   for (const auto& p : ps) budget = budget || contains(p.what, "maps hold more than 200000 keys in all");
   CHECK(budget);
 }
+
+TEST_CASE("pricing gives the price per device-hour, and refuses negative prices and unknown keys") {
+  const auto spec = parse_pipeline_spec("pricing: {device_hour: 2.5}\nstages:\n  - {name: a, type: sleep}\n",
+                                        "p.yaml", ".");
+  CHECK(spec.price_per_device_hour == 2.5);
+  CHECK(parse_pipeline_spec("stages:\n  - {name: a, type: sleep}\n", "p.yaml", ".").price_per_device_hour == 0);
+  try {
+    parse_pipeline_spec("pricing: {device_hour: -1, per_gpu: 3}\nstages:\n  - {name: a, type: sleep}\n", "p.yaml",
+                        ".");
+    FAIL("accepted");
+  } catch (const SpecError& e) {
+    REQUIRE(e.problems.size() == 2);
+    CHECK(e.problems[0].str().find("p.yaml:1:") == 0);
+    CHECK(e.problems[0].what.find("pricing.device_hour") != std::string::npos);
+    CHECK(e.problems[1].what.find("unknown key 'per_gpu' in pricing") != std::string::npos);
+  }
+}

@@ -71,15 +71,19 @@ class Server:
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        rc = self.proc.wait(timeout=60)
+        self.proc.stderr.close()
+        return rc
 
 
 class ServedTestCase(unittest.TestCase):
     """One `stagecraft serve` of the shipped pipeline for the whole class; it must drain to exit 0."""
 
+    server_args: tuple = ()
+
     @classmethod
     def setUpClass(cls) -> None:
-        cls.server = Server(SHIPPED)
+        cls.server = Server(SHIPPED, *cls.server_args)
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -139,6 +143,8 @@ def http_post(url: str, body: bytes, content_type: str = "application/json"):
 
 
 class HttpGatewayTest(ServedTestCase):
+    server_args = ("--price-per-device-hour", "2.5")
+
     def test_an_openai_style_request_returns_a_png_in_b64_json(self) -> None:
         status, body = http_post(self.server.http + "/v1/images/generations",
                                  json.dumps({"prompt": "a red circle in the center on a blue background",
@@ -182,6 +188,7 @@ class HttpGatewayTest(ServedTestCase):
             text = r.read().decode()
         self.assertIn('stagecraft_jobs_total{outcome="completed"}', text)
         self.assertIn('stagecraft_stage_compute_seconds_bucket{stage="denoise",le="+Inf"}', text)
+        self.assertIn("stagecraft_cost_per_million_images ", text)  # from --price-per-device-hour
         promtool = shutil.which("promtool")
         if promtool is None:
             if os.environ.get("CI"):
@@ -293,7 +300,7 @@ class DrainTest(unittest.TestCase):
                 self.assertEqual(e.exception.code, "shutting_down")
                 r = job.result(timeout=30)
                 self.assertEqual(r.images, [])
-            self.assertEqual(server.proc.wait(timeout=30), 0)
+            self.assertEqual(server.stop(), 0)
 
 
 if __name__ == "__main__":
