@@ -41,6 +41,11 @@ int run_serve(const std::vector<std::string>& argv) {
                  "HOST:PORT of the HTTP side (/healthz, /readyz, /metrics, /v1/images/generations); "
                  "port 0 picks a free one, 'off' disables it")->capture_default_str()
       ->envname("STAGECRAFT_HTTP");
+  int64_t http_read_timeout_ms = http_opt.read_timeout.count();
+  app.add_option("--http-read-timeout-ms", http_read_timeout_ms,
+                 "a request must arrive whole within this; slower senders are cut off")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(10), int64_t(3600000)));
   app.add_option("--http-max-body-bytes", http_opt.max_body_bytes, "larger HTTP bodies get 413")->capture_default_str()
       ->check(CLI::Range(size_t(1024), size_t(1) << 30));
   app.add_option("--price-per-device-hour", opt.price_per_device_hour,
@@ -81,6 +86,7 @@ int run_serve(const std::vector<std::string>& argv) {
     SC_CHECK(!port.empty() && port.find_first_not_of("0123456789") == std::string::npos && std::stoi(port) < 65536,
              Errc::invalid_argument, "--http port '" << port << "' is not a port number");
     http_opt.port = static_cast<uint16_t>(std::stoi(port));
+    http_opt.read_timeout = std::chrono::milliseconds(http_read_timeout_ms);
     gateway = std::make_unique<service::HttpGateway>(server, http_opt);
     std::fprintf(stderr, "HTTP on http://%s:%u (/v1/images/generations, /metrics, /healthz, /readyz)\n",
                  http_opt.host.c_str(), unsigned(gateway->port()));

@@ -143,7 +143,16 @@ def http_post(url: str, body: bytes, content_type: str = "application/json"):
 
 
 class HttpGatewayTest(ServedTestCase):
-    server_args = ("--price-per-device-hour", "2.5")
+    server_args = ("--price-per-device-hour", "2.5", "--http-read-timeout-ms", "500")
+
+    def test_a_slow_sender_is_cut_off_and_others_are_still_served(self) -> None:
+        host, port = self.server.http.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as slow:
+            slow.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\n")  # and then nothing more
+            with urllib.request.urlopen(self.server.http + "/healthz", timeout=10) as r:
+                self.assertEqual(r.status, 200)
+            slow.settimeout(5)
+            self.assertEqual(slow.recv(1024), b"")  # closed by the server after the read timeout
 
     def test_an_openai_style_request_returns_a_png_in_b64_json(self) -> None:
         status, body = http_post(self.server.http + "/v1/images/generations",
