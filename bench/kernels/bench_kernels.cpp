@@ -3,7 +3,8 @@
 // repeats), then the same-run ratio targets with PASS/MISS:
 //   CPU linear vs direct cblas_sgemm at the same shape      (target >= 0.90)
 //   CPU attention 1024 tok d64 vs linear throughput         (target >= 0.40)
-// Usage: bench_kernels [--quick]   (--quick: a sub-minute subset)
+// Usage: bench_kernels [--quick] [--winograd]   (--quick: a sub-minute subset;
+//        --winograd: only the SD-VAE-width 3x3 conv table, Winograd vs im2col vs sgemm)
 #include <cblas.h>
 
 #include <algorithm>
@@ -23,7 +24,10 @@
 
 #include "core/device.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
+#include "kernels/cpu/common.hpp"
+#include "kernels/cpu/winograd.hpp"
 #include "kernels/ops.hpp"
+#include "kernels/reference/reference.hpp"
 #include "kernels/selftest.hpp"
 
 using namespace stagecraft;
@@ -217,6 +221,62 @@ void bench_conv_direct(bool quick) {
   }
 }
 
+// The CPU's Winograd 3x3 paths against im2col + sgemm (the path these shapes took before
+// Winograd: all are above the direct kernel's 32 MFLOP) and against a square sgemm
+// (1536^3) as the machine's GEMM rate, one of each per round, rounds interleaved so every
+// path sees the same load; medians over rounds. GFLOP/s-equivalent = direct-convolution
+// FLOPs (2·O·I·9·H·W) / time. Also the error of each path against im2col + sgemm at
+// Kaiming-scaled weights (relative to the largest output), the VAE's regime.
+void bench_conv_winograd(bool quick) {
+  struct S { int64_t c, hw; };
+  std::vector<S> shapes = {{512, 32}, {512, 64}, {256, 128}, {128, 256}, {64, 32}, {32, 32}, {64, 16}};
+  if (quick) shapes = {{512, 32}, {256, 64}, {64, 32}};
+  const Device cpu = Device::cpu();
+  const int64_t G = 1536;
+  Tensor ga = rnd({G, G}, cpu), gb = rnd({G, G}, cpu);
+  std::vector<float> gc(static_cast<size_t>(G * G));
+  const double gflop = 2.0 * G * G * G;
+  std::printf("%-24s %9s %9s %9s %9s | %7s %7s %7s | %9s %9s\n", "conv 3x3 s1 p1", "im2col", "wino F4", "wino F2",
+              "sgemm", "F4/prev", "F2/prev", "F4/gemm", "err F4", "err F2");
+  for (const S& s : shapes) {
+    Tensor x = rnd({1, s.c, s.hw, s.hw}, cpu), w = rnd({s.c, s.c, 3, 3}, cpu, 1.0f / std::sqrt(9.0f * s.c)),
+           b = rnd({s.c}, cpu, 0.1f);
+    const double flops = 2.0 * s.c * s.c * 9 * s.hw * s.hw;
+    const int rounds = quick ? 3 : (flops > 1e10 ? 5 : 9);
+    std::vector<double> tg, t4, t2, ts, r4, r2;
+    Tensor yg, y4, y2;
+    for (int i = 0; i <= rounds; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      yg = kernels::cpu::conv2d_gemm(x, w, &b, 1, 1);
+      const auto t1 = std::chrono::steady_clock::now();
+      y4 = kernels::cpu::conv2d_winograd(x, w, &b, 4);
+      const auto t2c = std::chrono::steady_clock::now();
+      y2 = kernels::cpu::conv2d_winograd(x, w, &b, 2);
+      const auto t3 = std::chrono::steady_clock::now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(G), static_cast<int>(G),
+                  static_cast<int>(G), 1.0f, ga.data_as<float>(), static_cast<int>(G), gb.data_as<float>(),
+                  static_cast<int>(G), 0.0f, gc.data(), static_cast<int>(G));
+      const auto t4c = std::chrono::steady_clock::now();
+      if (i == 0) continue;  // warm-up (and the weight transforms, which the cache then keeps)
+      auto sec = [](auto a, auto z) { return std::chrono::duration<double>(z - a).count(); };
+      tg.push_back(sec(t0, t1));
+      t4.push_back(sec(t1, t2c));
+      t2.push_back(sec(t2c, t3));
+      ts.push_back(sec(t3, t4c));
+      r4.push_back(tg.back() / t4.back());
+      r2.push_back(tg.back() / t2.back());
+    }
+    for (auto* v : {&tg, &t4, &t2, &ts, &r4, &r2}) std::sort(v->begin(), v->end());
+    const size_t m = tg.size() / 2;
+    const double scale = std::max(1.0, kernels::reference::max_abs(yg));
+    const double e4 = kernels::reference::max_abs_diff(y4, yg) / scale, e2 = kernels::reference::max_abs_diff(y2, yg) / scale;
+    const double gs = gflop / ts[m];
+    std::printf("%-24s %9.1f %9.1f %9.1f %9.1f | %6.2fx %6.2fx %6.2fx | %9.2e %9.2e\n",
+                (dims({s.c, s.hw, s.hw}) + " -> " + std::to_string(s.c)).c_str(), flops / tg[m] / 1e9,
+                flops / t4[m] / 1e9, flops / t2[m] / 1e9, gs / 1e9, r4[m], r2[m], (flops / t4[m]) / gs, e4, e2);
+  }
+}
+
 void bench_memory_bound(Device d, bool quick) {
   const int reps = d.is_cuda() ? 20 : (quick ? 3 : 7);
   const int64_t C = quick ? 128 : 256;
@@ -254,14 +314,21 @@ const char* verdict(bool ok) { return ok ? "PASS" : "MISS"; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, winograd_only = false;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
+    } else if (std::strcmp(argv[i], "--winograd") == 0) {
+      winograd_only = true;
     } else {
-      std::fprintf(stderr, "usage: bench_kernels [--quick]\n");
+      std::fprintf(stderr, "usage: bench_kernels [--quick] [--winograd]\n");
       return 2;
     }
+  }
+  if (winograd_only) {
+    std::printf("CPU conv2d 3x3 at SD-VAE widths (threads: %d)\n", kernels::cpu::num_threads());
+    bench_conv_winograd(quick);
+    return 0;
   }
   // Validate before timing: every op once per device against the naive reference.
   std::ostringstream log;
@@ -285,6 +352,11 @@ int main(int argc, char** argv) {
   std::printf("\nCPU conv2d 3x3 on small maps: the op (direct kernel up to 32 MFLOP and 1 MiB of padded input) vs im2col+sgemm, "
               "medians of interleaved pairs\n");
   bench_conv_direct(quick);
+
+  std::printf("\nCPU conv2d 3x3 at SD-VAE widths: Winograd F(4x4) / F(2x2) vs im2col+sgemm vs sgemm %dx%dx%d, "
+              "GFLOP/s-equivalent (direct-conv FLOPs / time), medians of interleaved rounds; ratios are medians of "
+              "per-round ratios\n", 1536, 1536, 1536);
+  bench_conv_winograd(quick);
 
   std::printf("\nratios (same run)\n");
   double log_sum = 0;

@@ -5,12 +5,15 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include "kernels/cpu/common.hpp"
 #include "kernels/cpu/conv3x3_direct.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
+#include "kernels/cpu/winograd.hpp"
 
 namespace stagecraft::kernels::cpu {
 namespace {
@@ -28,21 +31,52 @@ bool use_direct_3x3(int64_t I, int64_t H, int64_t W, int64_t O, int64_t kh, int6
   return padded <= kDirectMaxImageBytes && flops <= kDirectMaxFlops;
 }
 
+// Winograd F(4x4, 3x3) where it wins (docs/kernels.md has the measurements): enough
+// channels on both sides for the 36 GEMMs to run near sgemm's rate, and a map of at
+// least 16x16 so that edge tiles (computed in full, cropped) waste little.
+// STAGECRAFT_WINOGRAD=0 turns the path off, for A/B runs of whole models.
+bool use_winograd(int64_t I, int64_t H, int64_t W, int64_t O) {
+  static const bool enabled = [] {
+    const char* e = std::getenv("STAGECRAFT_WINOGRAD");
+    return !(e && std::string(e) == "0");
+  }();
+  return enabled && I >= 32 && O >= 32 && H >= 16 && W >= 16;
+}
+
 }  // namespace
 
 namespace {
-Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding, bool allow_direct) {
+
+enum class Path { automatic, gemm_only, winograd };
+
+Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding, Path path,
+                   int wino_m = 4, int64_t wino_scratch = 0) {
   const int64_t N = x.size(0), I = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
   const int64_t Ho = (H + 2 * padding - kh) / stride + 1, Wo = (W + 2 * padding - kw) / stride + 1;
+  const bool is3x3same = kh == 3 && kw == 3 && stride == 1 && padding == 1;
+  if (path == Path::winograd && !is3x3same) path = Path::gemm_only;
+  if (path == Path::automatic && is3x3same && use_winograd(I, H, W, O)) path = Path::winograd;
+  const int64_t P = Ho * Wo, Kdim = I * kh * kw;
+  if (path == Path::winograd) {
+    // The weights' transform comes from the cache (winograd.hpp): computed on a conv's
+    // first call, reused on every later call with the same weight tensor.
+    F32In xf(x);
+    std::unique_ptr<F32In> bf;
+    if (bias) bf = std::make_unique<F32In>(*bias);
+    F32Out out({N, O, Ho, Wo}, x.dtype());
+    if (N * O * P == 0) return out.finish();
+    const auto u = winograd_weights_cached(w, wino_m);
+    conv3x3_winograd(xf.data(), *u, bf ? bf->data() : nullptr, out.data(), N, H, W, wino_scratch);
+    return out.finish();
+  }
   F32In xf(x), wf(w);
   std::unique_ptr<F32In> bf;
   if (bias) bf = std::make_unique<F32In>(*bias);
   F32Out out({N, O, Ho, Wo}, x.dtype());
   float* py = out.data();
-  const int64_t P = Ho * Wo, Kdim = I * kh * kw;
   if (N * O * P == 0) return out.finish();
-  if (allow_direct && use_direct_3x3(I, H, W, O, kh, kw, stride, padding)) {
+  if (path == Path::automatic && use_direct_3x3(I, H, W, O, kh, kw, stride, padding)) {
     conv3x3_direct(xf.data(), wf.data(), bf ? bf->data() : nullptr, py, N, I, H, W, O);
     return out.finish();
   }
@@ -101,11 +135,15 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int str
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
-  return conv2d_impl(x, w, bias, stride, padding, true);
+  return conv2d_impl(x, w, bias, stride, padding, Path::automatic);
 }
 
 Tensor conv2d_gemm(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
-  return conv2d_impl(x, w, bias, stride, padding, false);
+  return conv2d_impl(x, w, bias, stride, padding, Path::gemm_only);
+}
+
+Tensor conv2d_winograd(const Tensor& x, const Tensor& w, const Tensor* bias, int m, int64_t scratch_floats) {
+  return conv2d_impl(x, w, bias, 1, 1, Path::winograd, m, scratch_floats);
 }
 
 }  // namespace stagecraft::kernels::cpu

@@ -3,6 +3,8 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "tests/kernels/kernel_cases.hpp"
 
+#include "kernels/cpu/winograd.hpp"
+
 using namespace stagecraft;
 const Device cpu = Device::cpu();
 
@@ -96,4 +98,89 @@ TEST_CASE("ops return their input unchanged when there is nothing to do") {
   CHECK(ops::contiguous(x).data() == x.data());
   CHECK(ops::cast(x, DType::f32).data() == x.data());
   CHECK(ops::to_device(x, Device::cpu()).data() == x.data());
+}
+
+// ---------------------------------------------------------------- Winograd (CPU only)
+
+namespace {
+// Max |got - ref| relative to max(1, max |ref|), as check_op measures it.
+double rel_err(const Tensor& got, const Tensor& ref) {
+  return kernels::reference::max_abs_diff(got, ref) / std::max(1.0, kernels::reference::max_abs(ref));
+}
+}  // namespace
+
+TEST_CASE("Winograd F(4x4) and F(2x2) 3x3 convs match the naive reference over odd shapes, bands and chunks") {
+  struct S { int64_t n, i, h, w, o; int64_t scratch; };
+  // scratch 0 is the default budget (one band); small budgets force many bands of tile rows,
+  // some uneven. W = 263 gives 66 tiles per row, more than one 64-tile transform chunk.
+  const S shapes[] = {{1, 1, 1, 1, 1, 0},      {2, 5, 9, 7, 3, 0},       {1, 17, 13, 11, 9, 0},
+                      {3, 33, 18, 17, 31, 0},  {1, 64, 16, 16, 64, 0},   {2, 3, 6, 263, 5, 0},
+                      {2, 7, 37, 10, 6, 4000}, {1, 9, 23, 29, 11, 1},    {1, 40, 8, 130, 24, 200000}};
+  for (int m : {4, 2})
+    for (const S& s : shapes)
+      for (bool with_bias : {false, true}) {
+        const Tensor x = kcases::rand_tensor({s.n, s.i, s.h, s.w}), w = kcases::rand_tensor({s.o, s.i, 3, 3}),
+                     b = kcases::rand_tensor({s.o});
+        const Tensor* bp = with_bias ? &b : nullptr;
+        const Tensor got = kernels::cpu::conv2d_winograd(x, w, bp, m, s.scratch);
+        const Tensor want = kernels::reference::conv2d(x, w, bp, 1, 1);
+        CAPTURE(m);
+        CAPTURE(shape_str(x.shape()));
+        CAPTURE(s.o);
+        CAPTURE(s.scratch);
+        CAPTURE(with_bias);
+        REQUIRE(got.shape() == want.shape());
+        CHECK(rel_err(got, want) <= kcases::tolerance(DType::f32));
+      }
+}
+
+TEST_CASE("Winograd takes f16 and bf16 tensors and a batch gives each image the bits of its lone run") {
+  for (DType dt : {DType::f16, DType::bf16}) {
+    const Tensor x = kcases::rand_tensor({2, 24, 14, 15}, dt), w = kcases::rand_tensor({20, 24, 3, 3}, dt),
+                 b = kcases::rand_tensor({20}, dt);
+    const Tensor got = kernels::cpu::conv2d_winograd(x, w, &b);
+    CHECK(got.dtype() == dt);
+    CHECK(rel_err(got, kernels::reference::conv2d(x, w, &b, 1, 1)) <= kcases::tolerance(dt));
+  }
+  const Tensor x = kcases::rand_tensor({3, 16, 21, 18}), w = kcases::rand_tensor({12, 16, 3, 3});
+  const Tensor all = kernels::cpu::conv2d_winograd(x, w, nullptr);
+  for (int64_t n = 0; n < 3; ++n) {
+    const Tensor one = kernels::cpu::conv2d_winograd(x.slice(0, n, n + 1).contiguous(), w, nullptr);
+    CHECK(kernels::reference::max_abs_diff(one, all.slice(0, n, n + 1)) == 0.0);
+  }
+}
+
+TEST_CASE("the Winograd weight cache hits on the same weights and never serves stale ones") {
+  kernels::cpu::winograd_cache_clear();
+  const Tensor x = kcases::rand_tensor({1, 8, 12, 12});
+  Tensor w = kcases::rand_tensor({6, 8, 3, 3});
+  const auto s0 = kernels::cpu::winograd_cache_stats();
+  const Tensor y1 = kernels::cpu::conv2d_winograd(x, w, nullptr);
+  const Tensor y2 = kernels::cpu::conv2d_winograd(x, w, nullptr);
+  const auto s1 = kernels::cpu::winograd_cache_stats();
+  CHECK(s1.entries == 1);
+  CHECK(s1.misses - s0.misses == 1);
+  CHECK(s1.hits - s0.hits == 1);
+  CHECK(kernels::reference::max_abs_diff(y1, y2) == 0.0);
+  // Weights rewritten in place: the sampled values differ, so the transform is redone.
+  w.fill(0.25);
+  CHECK(rel_err(kernels::cpu::conv2d_winograd(x, w, nullptr), kernels::reference::conv2d(x, w, nullptr, 1, 1)) <=
+        1e-4);
+  // Weights freed and new ones of the same shape made, likely at the recycled address: the
+  // entry of the freed storage must not answer for them.
+  for (int k = 0; k < 4; ++k) {
+    w = Tensor();
+    w = kcases::rand_tensor({6, 8, 3, 3});
+    CHECK(rel_err(kernels::cpu::conv2d_winograd(x, w, nullptr), kernels::reference::conv2d(x, w, nullptr, 1, 1)) <=
+          1e-4);
+  }
+  // A view at another offset of the same storage is another weight.
+  const Tensor both = kcases::rand_tensor({2, 6, 8, 3, 3});
+  for (int64_t k = 0; k < 2; ++k) {
+    const Tensor wk = both.select(0, k);
+    CHECK(rel_err(kernels::cpu::conv2d_winograd(x, wk, nullptr), kernels::reference::conv2d(x, wk, nullptr, 1, 1)) <=
+          1e-4);
+  }
+  kernels::cpu::winograd_cache_clear();
+  CHECK(kernels::cpu::winograd_cache_stats().entries == 0);
 }

@@ -1,0 +1,353 @@
+// Winograd F(4x4, 3x3) and F(2x2, 3x3) for the CPU backend (see winograd.hpp for the
+// algebra). The (m+2)^2 products U[ξ]·V[ξ] are OpenBLAS sgemm calls, each threaded by
+// OpenBLAS; the tile transforms are our own loops over chunks of 64 tiles held as
+// [coefficient][tile] arrays, so every step is a contiguous loop the compiler vectorises
+// and the chunk (2 x 9 KiB for F(4x4)) stays in L1. Transforms run in parallel_for over
+// channels, never at the same time as a GEMM, so OpenBLAS's threads and ours do not
+// compete for the two cores.
+#include "kernels/cpu/winograd.hpp"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include "core/storage.hpp"
+#include "kernels/cpu/common.hpp"
+
+namespace stagecraft::kernels::cpu {
+namespace {
+
+// Lavin & Gray's matrices. F(4x4) uses the points 0, ±1, ±2 and ∞; its Aᵀ has entries up to
+// 8, which is where its larger rounding error comes from (measured in docs/kernels.md).
+template <int M>
+struct Mats;
+
+template <>
+struct Mats<4> {
+  static constexpr int A = 6;
+  static constexpr float BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                     {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr double G[6][3] = {{1.0 / 4, 0, 0},
+                                     {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                     {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                     {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                     {0, 0, 1}};
+  static constexpr float AT[4][6] = {{1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+};
+
+template <>
+struct Mats<2> {
+  static constexpr int A = 4;
+  static constexpr float BT[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}};
+  static constexpr double G[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+  static constexpr float AT[2][4] = {{1, 1, 1, 0}, {0, 1, -1, -1}};
+};
+
+constexpr int kChunk = 64;  // tiles per transform chunk (one tile row of a 256-px map)
+// V and M of one band together at most this many floats (32 MiB), whatever the map.
+constexpr int64_t kScratchFloats = int64_t{8} << 20;
+
+template <int M>
+struct Plan {
+  static constexpr int A = M + 2, AA = A * A;
+  int64_t I, O, H, W;
+  int64_t th, tw;  // tile rows / columns of the image
+  int64_t T;       // tiles in the current band (columns of the GEMMs)
+};
+
+// V[ξ][c][toff + t] for the tiles (tr, j0 .. j0 + tc) of channel plane xc.
+template <int M>
+void input_tile_chunk(const Plan<M>& p, const float* xc, int64_t tr, int64_t j0, int tc, float* v, int64_t c,
+                      int64_t toff) {
+  using Mt = Mats<M>;
+  constexpr int A = M + 2;
+  alignas(32) float line[A][M * kChunk + 2];
+  alignas(32) float d[A][A][kChunk];
+  alignas(32) float tmp[A][A][kChunk];
+  const int64_t x0 = M * j0 - 1, len = M * tc + 2;
+  for (int i = 0; i < A; ++i) {
+    const int64_t y = M * tr - 1 + i;
+    float* l = line[i];
+    if (y < 0 || y >= p.H) {
+      std::memset(l, 0, sizeof(float) * static_cast<size_t>(len));
+      continue;
+    }
+    const float* row = xc + y * p.W;
+    const int64_t lo = std::max<int64_t>(0, -x0), hi = std::min<int64_t>(len, p.W - x0);  // in-image part of the line
+    for (int64_t k = 0; k < lo; ++k) l[k] = 0.0f;
+    if (hi > lo) std::memcpy(l + lo, row + x0 + lo, sizeof(float) * static_cast<size_t>(hi - lo));
+    for (int64_t k = std::max(hi, lo); k < len; ++k) l[k] = 0.0f;
+  }
+  for (int i = 0; i < A; ++i)
+    for (int j = 0; j < A; ++j)
+      for (int t = 0; t < tc; ++t) d[i][j][t] = line[i][M * t + j];
+  // tmp = Bᵀ d (rows), then V = tmp B (columns); zero coefficients are skipped.
+  for (int a = 0; a < A; ++a)
+    for (int j = 0; j < A; ++j) {
+      float* o = tmp[a][j];
+      for (int t = 0; t < tc; ++t) o[t] = 0.0f;
+      for (int i = 0; i < A; ++i) {
+        const float b = Mt::BT[a][i];
+        if (b == 0.0f) continue;
+        const float* s = d[i][j];
+        for (int t = 0; t < tc; ++t) o[t] += b * s[t];
+      }
+    }
+  for (int a = 0; a < A; ++a)
+    for (int b = 0; b < A; ++b) {
+      float* dst = v + ((a * A + b) * p.I + c) * p.T + toff;
+      alignas(32) float acc[kChunk];
+      for (int t = 0; t < tc; ++t) acc[t] = 0.0f;
+      for (int j = 0; j < A; ++j) {
+        const float k = Mt::BT[b][j];
+        if (k == 0.0f) continue;
+        const float* s = tmp[a][j];
+        for (int t = 0; t < tc; ++t) acc[t] += k * s[t];
+      }
+      std::memcpy(dst, acc, sizeof(float) * static_cast<size_t>(tc));
+    }
+}
+
+// y[o] rows of tile row tr, tiles j0 .. j0 + tc, from M[ξ][o][toff + t].
+template <int M>
+void output_tile_chunk(const Plan<M>& p, const float* mbuf, int64_t o, int64_t tr, int64_t j0, int tc,
+                       int64_t toff, float bias, float* yo) {
+  using Mt = Mats<M>;
+  constexpr int A = M + 2;
+  alignas(32) float tmp[M][A][kChunk];
+  alignas(32) float line[M * kChunk];
+  for (int r = 0; r < M; ++r)
+    for (int b = 0; b < A; ++b) {
+      float* dst = tmp[r][b];
+      for (int t = 0; t < tc; ++t) dst[t] = 0.0f;
+      for (int a = 0; a < A; ++a) {
+        const float k = Mt::AT[r][a];
+        if (k == 0.0f) continue;
+        const float* s = mbuf + ((a * A + b) * p.O + o) * p.T + toff;
+        for (int t = 0; t < tc; ++t) dst[t] += k * s[t];
+      }
+    }
+  const int64_t xs = M * j0, cols = std::min<int64_t>(M * tc, p.W - xs);
+  for (int r = 0; r < M; ++r) {
+    const int64_t y = M * tr + r;
+    if (y >= p.H) break;
+    for (int s = 0; s < M; ++s) {
+      alignas(32) float acc[kChunk];
+      for (int t = 0; t < tc; ++t) acc[t] = bias;
+      for (int b = 0; b < A; ++b) {
+        const float k = Mt::AT[s][b];
+        if (k == 0.0f) continue;
+        const float* src = tmp[r][b];
+        for (int t = 0; t < tc; ++t) acc[t] += k * src[t];
+      }
+      for (int t = 0; t < tc; ++t) line[M * t + s] = acc[t];
+    }
+    std::memcpy(yo + y * p.W + xs, line, sizeof(float) * static_cast<size_t>(cols));
+  }
+}
+
+// Reused per calling thread: allocating (and page-faulting) 32 MiB per call would cost
+// several ms, as much as a whole 512-channel 32x32 conv's transforms.
+float* scratch(int64_t floats) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < floats) {
+    buf.clear();
+    buf.shrink_to_fit();
+    buf.resize(static_cast<size_t>(floats));
+  }
+  return buf.data();
+}
+
+template <int M>
+void conv_impl(const float* x, const WinogradWeights& u, const float* bias, float* y, int64_t N, int64_t H, int64_t W,
+               int64_t budget) {
+  constexpr int A = M + 2, AA = A * A;
+  Plan<M> p{u.I, u.O, H, W, (H + M - 1) / M, (W + M - 1) / M, 0};
+  // Rows of tiles per band: as many as the scratch budget allows, then evened out over the
+  // bands so the last band is not a sliver (GEMM efficiency falls with its column count).
+  const int64_t per_row = AA * (p.I + p.O) * p.tw;
+  const int64_t max_rows = std::clamp<int64_t>(budget / per_row, 1, p.th);
+  const int64_t bands = (p.th + max_rows - 1) / max_rows;
+  const int64_t band_rows = (p.th + bands - 1) / bands;
+  float* v = scratch(AA * (p.I + p.O) * band_rows * p.tw);
+  float* mbuf = v + AA * p.I * band_rows * p.tw;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xn = x + n * p.I * H * W;
+    float* yn = y + n * p.O * H * W;
+    for (int64_t tr0 = 0; tr0 < p.th; tr0 += band_rows) {
+      const int64_t tr1 = std::min(p.th, tr0 + band_rows);
+      p.T = (tr1 - tr0) * p.tw;
+      parallel_for(p.I, 4, [&](int64_t c0, int64_t c1) {
+        for (int64_t c = c0; c < c1; ++c)
+          for (int64_t tr = tr0; tr < tr1; ++tr)
+            for (int64_t j0 = 0; j0 < p.tw; j0 += kChunk)
+              input_tile_chunk<M>(p, xn + c * H * W, tr, j0, static_cast<int>(std::min<int64_t>(kChunk, p.tw - j0)), v,
+                                  c, (tr - tr0) * p.tw + j0);
+      });
+      for (int xi = 0; xi < AA; ++xi)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(p.O), static_cast<int>(p.T),
+                    static_cast<int>(p.I), 1.0f, u.u.get() + xi * p.O * p.I, static_cast<int>(p.I), v + xi * p.I * p.T,
+                    static_cast<int>(p.T), 0.0f, mbuf + xi * p.O * p.T, static_cast<int>(p.T));
+      parallel_for(p.O, 4, [&](int64_t o0, int64_t o1) {
+        for (int64_t o = o0; o < o1; ++o)
+          for (int64_t tr = tr0; tr < tr1; ++tr)
+            for (int64_t j0 = 0; j0 < p.tw; j0 += kChunk)
+              output_tile_chunk<M>(p, mbuf, o, tr, j0, static_cast<int>(std::min<int64_t>(kChunk, p.tw - j0)),
+                                   (tr - tr0) * p.tw + j0, bias ? bias[o] : 0.0f, yn + o * H * W);
+      });
+    }
+  }
+}
+
+template <int M>
+void transform_weights(const float* w, int64_t O, int64_t I, float* u) {
+  constexpr int A = M + 2;
+  using Mt = Mats<M>;
+  // In double: the transform runs once per weight, and G's thirds and sixths are inexact in f32.
+  parallel_for(O, 8, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o)
+      for (int64_t c = 0; c < I; ++c) {
+        const float* g = w + (o * I + c) * 9;
+        double gt[A][3];  // G g
+        for (int a = 0; a < A; ++a)
+          for (int l = 0; l < 3; ++l) gt[a][l] = Mt::G[a][0] * g[l] + Mt::G[a][1] * g[3 + l] + Mt::G[a][2] * g[6 + l];
+        for (int a = 0; a < A; ++a)
+          for (int b = 0; b < A; ++b)
+            u[((a * A + b) * O + o) * I + c] =
+                static_cast<float>(gt[a][0] * Mt::G[b][0] + gt[a][1] * Mt::G[b][1] + gt[a][2] * Mt::G[b][2]);
+      }
+  });
+}
+
+// ---------------------------------------------------------------- cache
+
+struct Entry {
+  std::weak_ptr<Storage> storage;
+  Shape shape, strides;
+  DType dtype;
+  uint64_t sample;
+  std::shared_ptr<const WinogradWeights> u;
+  int64_t bytes;
+};
+using Key = std::tuple<const Storage*, size_t, int>;  // storage, byte offset, m
+
+struct Cache {
+  std::mutex mu;
+  std::map<Key, Entry> entries;
+  int64_t bytes = 0, hits = 0, misses = 0;
+};
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+int64_t cache_budget_bytes() {
+  static const int64_t b = [] {
+    const char* e = std::getenv("STAGECRAFT_WINOGRAD_CACHE_MB");
+    const long long mb = e ? std::atoll(e) : 1024;
+    return static_cast<int64_t>(std::max<long long>(0, mb)) << 20;
+  }();
+  return b;
+}
+
+// FNV-1a over 64 evenly spaced elements' bytes (whole tensor when smaller).
+uint64_t sample_of(const Tensor& w) {
+  const auto* base = static_cast<const unsigned char*>(w.data());
+  const int64_t n = w.numel(), esz = static_cast<int64_t>(dtype_size(w.dtype()));
+  const int64_t step = std::max<int64_t>(1, n / 64);
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t i = 0; i < n; i += step)
+    for (int64_t b = 0; b < esz; ++b) h = (h ^ base[i * esz + b]) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+std::shared_ptr<const WinogradWeights> winograd_transform_weights(const float* w, int64_t O, int64_t I, int m) {
+  auto r = std::make_shared<WinogradWeights>();
+  r->m = m;
+  r->O = O;
+  r->I = I;
+  const int A = m + 2;
+  r->u.reset(new float[static_cast<size_t>(A * A * O * I)]);
+  if (m == 4)
+    transform_weights<4>(w, O, I, r->u.get());
+  else
+    transform_weights<2>(w, O, I, r->u.get());
+  return r;
+}
+
+std::shared_ptr<const WinogradWeights> winograd_weights_cached(const Tensor& w, int m) {
+  auto transform = [&] {
+    F32In wf(w);
+    return winograd_transform_weights(wf.data(), w.size(0), w.size(1), m);
+  };
+  const int64_t budget = cache_budget_bytes();
+  if (budget == 0 || !w.is_contiguous()) return transform();
+  Cache& c = cache();
+  const Key key{w.storage().get(), w.byte_offset(), m};
+  const uint64_t sample = sample_of(w);
+  {
+    std::lock_guard<std::mutex> lk(c.mu);
+    auto it = c.entries.find(key);
+    if (it != c.entries.end()) {
+      const Entry& e = it->second;
+      const auto live = e.storage.lock();
+      if (live == w.storage() && e.shape == w.shape() && e.strides == w.strides() && e.dtype == w.dtype() &&
+          e.sample == sample) {
+        ++c.hits;
+        return e.u;
+      }
+      c.bytes -= e.bytes;  // freed storage (address recycled) or weights rewritten: stale
+      c.entries.erase(it);
+    }
+    ++c.misses;
+  }
+  auto u = transform();  // outside the lock: other convs keep running meanwhile
+  const int64_t bytes = static_cast<int64_t>((m + 2) * (m + 2)) * u->O * u->I * 4;
+  std::lock_guard<std::mutex> lk(c.mu);
+  for (auto it = c.entries.begin(); it != c.entries.end();) {  // drop entries of freed weights
+    if (it->second.storage.expired()) {
+      c.bytes -= it->second.bytes;
+      it = c.entries.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (c.bytes + bytes <= budget && c.entries.find(key) == c.entries.end()) {
+    c.entries.emplace(key, Entry{w.storage(), w.shape(), w.strides(), w.dtype(), sample, u, bytes});
+    c.bytes += bytes;
+  }
+  return u;
+}
+
+WinogradCacheStats winograd_cache_stats() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  return {static_cast<int64_t>(c.entries.size()), c.bytes, c.hits, c.misses};
+}
+
+void winograd_cache_clear() {
+  Cache& c = cache();
+  std::lock_guard<std::mutex> lk(c.mu);
+  c.entries.clear();
+  c.bytes = 0;
+}
+
+void conv3x3_winograd(const float* x, const WinogradWeights& u, const float* bias, float* y, int64_t N, int64_t H,
+                      int64_t W, int64_t scratch_floats) {
+  const int64_t budget = scratch_floats > 0 ? scratch_floats : kScratchFloats;
+  if (u.m == 4)
+    conv_impl<4>(x, u, bias, y, N, H, W, budget);
+  else
+    conv_impl<2>(x, u, bias, y, N, H, W, budget);
+}
+
+}  // namespace stagecraft::kernels::cpu

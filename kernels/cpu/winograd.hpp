@@ -1,0 +1,62 @@
+#pragma once
+// Winograd convolution for 3x3 / stride 1 / padding 1 (internal to kernels/cpu/; conv2d
+// picks it by shape, see conv2d.cpp and docs/kernels.md). F(m x m, 3x3) computes an
+// m x m output tile from an (m+2) x (m+2) input tile with (m+2)^2 multiplications per
+// channel pair instead of 9 m^2: 4x fewer for F(4x4) (m = 4), 2.25x for F(2x2).
+//
+//   U[ξ][o][c] = (G g[o][c] Gᵀ)[ξ]        weights, transformed once (WinogradWeights)
+//   V[ξ][c][t] = (Bᵀ d[c][t] B)[ξ]        input tiles, per band of tiles
+//   M[ξ]       = U[ξ] · V[ξ]              (m+2)^2 sgemm calls per band (OpenBLAS)
+//   y[o][t]    = Aᵀ M[·][o][t] A (+ bias)
+//
+// Images are processed one at a time and in bands of whole tile rows, so the scratch
+// (V and M of one band) stays bounded (~32 MiB whatever the map) and an image's result
+// never depends on the other images of the batch (the tile grid and every GEMM shape are
+// those of the image alone).
+#include <cstdint>
+#include <memory>
+
+#include "core/tensor.hpp"
+
+namespace stagecraft::kernels::cpu {
+
+/// Transformed weights of one conv: (m+2)^2 matrices of O x I floats.
+struct WinogradWeights {
+  int m = 4;  ///< output tile size (2 or 4)
+  int64_t O = 0, I = 0;
+  std::unique_ptr<float[]> u;  ///< [(m+2)^2][O][I]
+};
+
+/// Transforms contiguous f32 weights w [O, I, 3, 3] for F(m x m, 3x3), m in {2, 4}.
+std::shared_ptr<const WinogradWeights> winograd_transform_weights(const float* w, int64_t O, int64_t I, int m);
+
+/// The transformed weights of `w` from the process-wide cache, transforming them on a miss.
+/// Keyed by storage, byte offset, shape, strides and dtype, plus a sample of the values (so a
+/// weight written in place after a call is noticed); an entry whose storage has been freed
+/// is dropped, so a new tensor at a recycled address never hits a stale entry. The cache is
+/// bounded in bytes (STAGECRAFT_WINOGRAD_CACHE_MB, default 1024; 0 turns it off): once full
+/// new weights are transformed per call instead of evicting, because a decoder walks its
+/// layers in a cycle, where LRU would evict every entry just before its next use.
+std::shared_ptr<const WinogradWeights> winograd_weights_cached(const Tensor& w, int m);
+
+/// Entries and bytes held by the cache (for tests and benchmarks); clear drops them all.
+struct WinogradCacheStats {
+  int64_t entries = 0, bytes = 0, hits = 0, misses = 0;
+};
+WinogradCacheStats winograd_cache_stats();
+void winograd_cache_clear();
+
+/// y[N, O, H, W] = conv3x3(x[N, I, H, W]) + bias (bias may be null), stride 1, padding 1,
+/// with weights from winograd_transform_weights / winograd_weights_cached. `scratch_floats`
+/// bounds V + M of one band (0: the default 8M floats = 32 MiB; tests pass small values to
+/// force many bands); one tile row is the least a band holds.
+void conv3x3_winograd(const float* x, const WinogradWeights& u, const float* bias, float* y, int64_t N, int64_t H,
+                      int64_t W, int64_t scratch_floats = 0);
+
+}  // namespace stagecraft::kernels::cpu
+
+namespace stagecraft::kernels::cpu {
+/// conv2d 3x3 / stride 1 / padding 1 forced onto Winograd F(m x m, 3x3) whatever the shape
+/// (tests and benchmarks; conv2d picks it by shape). Implemented in conv2d.cpp.
+Tensor conv2d_winograd(const Tensor& x, const Tensor& w, const Tensor* bias, int m = 4, int64_t scratch_floats = 0);
+}  // namespace stagecraft::kernels::cpu
