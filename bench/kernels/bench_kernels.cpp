@@ -25,6 +25,7 @@
 #include "core/device.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
 #include "kernels/cpu/common.hpp"
+#include "kernels/cpu/conv3x3_direct.hpp"
 #include "kernels/cpu/winograd.hpp"
 #include "kernels/ops.hpp"
 #include "kernels/reference/reference.hpp"
@@ -221,59 +222,83 @@ void bench_conv_direct(bool quick) {
   }
 }
 
-// The CPU's Winograd 3x3 paths against im2col + sgemm (the path these shapes took before
-// Winograd: all are above the direct kernel's 32 MFLOP) and against a square sgemm
-// (1536^3) as the machine's GEMM rate, one of each per round, rounds interleaved so every
-// path sees the same load; medians over rounds. GFLOP/s-equivalent = direct-convolution
-// FLOPs (2·O·I·9·H·W) / time. Also the error of each path against im2col + sgemm at
-// Kaiming-scaled weights (relative to the largest output), the VAE's regime.
+// The CPU's 3x3 stride-1 paths on the same input, one of each per round, rounds
+// interleaved so every path sees the same load; medians over rounds:
+//   im2col  im2col + sgemm (conv2d_gemm)
+//   direct  the direct AVX2 kernel, only where conv2d took it before Winograd (<= 32 MFLOP)
+//   F4, F2  Winograd F(4x4,3x3) and F(2x2,3x3), weights from the cache (as in a model)
+//   op      ops::conv2d, i.e. whichever path conv2d.cpp now picks for the shape
+//   sgemm   a square 1536^3 sgemm: the machine's GEMM rate in this round
+// GFLOP/s-equivalent = direct-convolution FLOPs (2·O·I·9·H·W) / time; "op/prev" is the
+// median per-round ratio of the previous path's time (direct where it applied, else
+// im2col) to the op's. err: max |path - im2col| / max(1, max |im2col|) at Kaiming-scaled
+// weights, the VAE's regime.
 void bench_conv_winograd(bool quick) {
-  struct S { int64_t c, hw; };
-  std::vector<S> shapes = {{512, 32}, {512, 64}, {256, 128}, {128, 256}, {64, 32}, {32, 32}, {64, 16}};
-  if (quick) shapes = {{512, 32}, {256, 64}, {64, 32}};
+  struct S { int64_t ci, co, hw; };
+  // The SD-VAE decoder's 3x3 layers at a 256x256 image (and its conv_in / conv_out), then
+  // smaller maps and channel counts where conv2d's choice of path changes (docs/kernels.md).
+  std::vector<S> shapes = {{512, 512, 32}, {512, 512, 64}, {512, 256, 128}, {256, 256, 128}, {256, 128, 256},
+                           {128, 128, 256}, {4, 512, 32},  {128, 3, 256},   {128, 128, 64},  {64, 64, 64},
+                           {64, 64, 32},    {32, 32, 32},  {128, 128, 16},  {64, 64, 16},    {32, 32, 16}};
+  if (quick) shapes = {{512, 512, 32}, {256, 256, 64}, {64, 64, 32}, {64, 64, 16}, {32, 32, 16}};
   const Device cpu = Device::cpu();
   const int64_t G = 1536;
   Tensor ga = rnd({G, G}, cpu), gb = rnd({G, G}, cpu);
   std::vector<float> gc(static_cast<size_t>(G * G));
   const double gflop = 2.0 * G * G * G;
-  std::printf("%-24s %9s %9s %9s %9s | %7s %7s %7s | %9s %9s\n", "conv 3x3 s1 p1", "im2col", "wino F4", "wino F2",
-              "sgemm", "F4/prev", "F2/prev", "F4/gemm", "err F4", "err F2");
+  std::printf("%-20s %7s %7s %7s %7s %7s %7s | %7s %7s %7s | %8s %8s\n", "conv 3x3 s1 p1", "im2col", "direct", "F4",
+              "F2", "op", "sgemm", "op/prev", "F4/im2c", "op/gemm", "err F4", "err F2");
   for (const S& s : shapes) {
-    Tensor x = rnd({1, s.c, s.hw, s.hw}, cpu), w = rnd({s.c, s.c, 3, 3}, cpu, 1.0f / std::sqrt(9.0f * s.c)),
-           b = rnd({s.c}, cpu, 0.1f);
-    const double flops = 2.0 * s.c * s.c * 9 * s.hw * s.hw;
+    Tensor x = rnd({1, s.ci, s.hw, s.hw}, cpu), w = rnd({s.co, s.ci, 3, 3}, cpu, 1.0f / std::sqrt(9.0f * s.ci)),
+           b = rnd({s.co}, cpu, 0.1f);
+    const double flops = 2.0 * s.co * s.ci * 9 * s.hw * s.hw;
+    const bool had_direct = flops <= 32e6 && kernels::cpu::conv3x3_direct_available() &&
+                            s.ci * (s.hw + 2) * ((s.hw + 7) / 8 * 8 + 2) * 4 <= (1 << 20);
     const int rounds = quick ? 3 : (flops > 1e10 ? 5 : 9);
-    std::vector<double> tg, t4, t2, ts, r4, r2;
-    Tensor yg, y4, y2;
+    const int inner = std::max<int>(1, static_cast<int>(1e8 / flops));
+    std::vector<double> tg, td, t4, t2, to, ts, rop, r4;
+    Tensor yg, y4, y2, yd = Tensor::empty({1, s.co, s.hw, s.hw}, DType::f32);
     for (int i = 0; i <= rounds; ++i) {
-      const auto t0 = std::chrono::steady_clock::now();
-      yg = kernels::cpu::conv2d_gemm(x, w, &b, 1, 1);
-      const auto t1 = std::chrono::steady_clock::now();
-      y4 = kernels::cpu::conv2d_winograd(x, w, &b, 4);
-      const auto t2c = std::chrono::steady_clock::now();
-      y2 = kernels::cpu::conv2d_winograd(x, w, &b, 2);
-      const auto t3 = std::chrono::steady_clock::now();
+      using clk = std::chrono::steady_clock;
+      auto timed = [&](const std::function<void()>& fn) {
+        const auto t0 = clk::now();
+        for (int k = 0; k < inner; ++k) fn();
+        return std::chrono::duration<double>(clk::now() - t0).count() / inner;
+      };
+      const double g = timed([&] { yg = kernels::cpu::conv2d_gemm(x, w, &b, 1, 1); });
+      const double dr = had_direct ? timed([&] {
+        kernels::cpu::conv3x3_direct(x.data_as<float>(), w.data_as<float>(), b.data_as<float>(), yd.data_as<float>(), 1,
+                                     s.ci, s.hw, s.hw, s.co);
+      }) : 0.0;
+      const double f4 = timed([&] { y4 = kernels::cpu::conv2d_winograd(x, w, &b, 4); });
+      const double f2 = timed([&] { y2 = kernels::cpu::conv2d_winograd(x, w, &b, 2); });
+      const double op = timed([&] { ops::conv2d(x, w, &b, 1, 1); });
+      const auto t0 = clk::now();
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(G), static_cast<int>(G),
                   static_cast<int>(G), 1.0f, ga.data_as<float>(), static_cast<int>(G), gb.data_as<float>(),
                   static_cast<int>(G), 0.0f, gc.data(), static_cast<int>(G));
-      const auto t4c = std::chrono::steady_clock::now();
+      const double sg = std::chrono::duration<double>(clk::now() - t0).count();
       if (i == 0) continue;  // warm-up (and the weight transforms, which the cache then keeps)
-      auto sec = [](auto a, auto z) { return std::chrono::duration<double>(z - a).count(); };
-      tg.push_back(sec(t0, t1));
-      t4.push_back(sec(t1, t2c));
-      t2.push_back(sec(t2c, t3));
-      ts.push_back(sec(t3, t4c));
-      r4.push_back(tg.back() / t4.back());
-      r2.push_back(tg.back() / t2.back());
+      tg.push_back(g);
+      td.push_back(dr);
+      t4.push_back(f4);
+      t2.push_back(f2);
+      to.push_back(op);
+      ts.push_back(sg);
+      rop.push_back((had_direct ? dr : g) / op);
+      r4.push_back(g / f4);
     }
-    for (auto* v : {&tg, &t4, &t2, &ts, &r4, &r2}) std::sort(v->begin(), v->end());
+    for (auto* v : {&tg, &td, &t4, &t2, &to, &ts, &rop, &r4}) std::sort(v->begin(), v->end());
     const size_t m = tg.size() / 2;
     const double scale = std::max(1.0, kernels::reference::max_abs(yg));
     const double e4 = kernels::reference::max_abs_diff(y4, yg) / scale, e2 = kernels::reference::max_abs_diff(y2, yg) / scale;
     const double gs = gflop / ts[m];
-    std::printf("%-24s %9.1f %9.1f %9.1f %9.1f | %6.2fx %6.2fx %6.2fx | %9.2e %9.2e\n",
-                (dims({s.c, s.hw, s.hw}) + " -> " + std::to_string(s.c)).c_str(), flops / tg[m] / 1e9,
-                flops / t4[m] / 1e9, flops / t2[m] / 1e9, gs / 1e9, r4[m], r2[m], (flops / t4[m]) / gs, e4, e2);
+    auto rate = [&](double t) { return flops / t / 1e9; };
+    char direct[16] = "      -";
+    if (had_direct) std::snprintf(direct, sizeof direct, "%7.1f", rate(td[m]));
+    std::printf("%-20s %7.1f %7s %7.1f %7.1f %7.1f %7.1f | %6.2fx %6.2fx %6.2fx | %8.1e %8.1e\n",
+                (dims({s.ci, s.hw, s.hw}) + ">" + std::to_string(s.co)).c_str(), rate(tg[m]), direct, rate(t4[m]),
+                rate(t2[m]), rate(to[m]), gs / 1e9, rop[m], r4[m], rate(to[m]) / (gs / 1e9), e4, e2);
   }
 }
 

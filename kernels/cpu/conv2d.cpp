@@ -31,16 +31,22 @@ bool use_direct_3x3(int64_t I, int64_t H, int64_t W, int64_t O, int64_t kh, int6
   return padded <= kDirectMaxImageBytes && flops <= kDirectMaxFlops;
 }
 
-// Winograd F(4x4, 3x3) where it wins (docs/kernels.md has the measurements): enough
-// channels on both sides for the 36 GEMMs to run near sgemm's rate, and a map of at
-// least 16x16 so that edge tiles (computed in full, cropped) waste little.
+// Winograd F(4x4, 3x3) for 3x3 stride-1 "same" convs with at least 32 input channels and a
+// map of at least 16x16 (docs/kernels.md has the measurements): there it beats im2col +
+// sgemm by 1.6-4x and, on the small products the direct kernel took before, the direct
+// kernel by 1.4-1.7x. With fewer output channels than 32 the direct kernel still wins where
+// it applies (small maps); elsewhere Winograd wins even then (the VAE's conv_out, 128 -> 3
+// at 256x256: 3x over im2col, whose column copy dominates a 3-row GEMM). Fewer input
+// channels leave the GEMMs too thin to pay for the transforms (conv_in, 4 -> 512, stays on
+// im2col). Returns the tile size m, or 0 for "not Winograd".
 // STAGECRAFT_WINOGRAD=0 turns the path off, for A/B runs of whole models.
-bool use_winograd(int64_t I, int64_t H, int64_t W, int64_t O) {
+int winograd_tile(int64_t I, int64_t H, int64_t W, int64_t O, bool direct_applies) {
   static const bool enabled = [] {
     const char* e = std::getenv("STAGECRAFT_WINOGRAD");
     return !(e && std::string(e) == "0");
   }();
-  return enabled && I >= 32 && O >= 32 && H >= 16 && W >= 16;
+  if (!enabled || I < 32 || H < 16 || W < 16 || (O < 32 && direct_applies)) return 0;
+  return 4;
 }
 
 }  // namespace
@@ -56,7 +62,12 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int str
   const int64_t Ho = (H + 2 * padding - kh) / stride + 1, Wo = (W + 2 * padding - kw) / stride + 1;
   const bool is3x3same = kh == 3 && kw == 3 && stride == 1 && padding == 1;
   if (path == Path::winograd && !is3x3same) path = Path::gemm_only;
-  if (path == Path::automatic && is3x3same && use_winograd(I, H, W, O)) path = Path::winograd;
+  if (path == Path::automatic && is3x3same) {
+    if (const int m = winograd_tile(I, H, W, O, use_direct_3x3(I, H, W, O, kh, kw, stride, padding))) {
+      path = Path::winograd;
+      wino_m = m;
+    }
+  }
   const int64_t P = Ho * Wo, Kdim = I * kh * kw;
   if (path == Path::winograd) {
     // The weights' transform comes from the cache (winograd.hpp): computed on a conv's

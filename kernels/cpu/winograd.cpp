@@ -23,7 +23,7 @@
 namespace stagecraft::kernels::cpu {
 namespace {
 
-// Lavin & Gray's matrices. F(4x4) uses the points 0, ±1, ±2 and ∞; its Aᵀ has entries up to
+// Lavin & Gray's matrices (constexpr, so the unrolled transforms fold them into the code). F(4x4) uses the points 0, ±1, ±2 and ∞; its Aᵀ has entries up to
 // 8, which is where its larger rounding error comes from (measured in docs/kernels.md).
 template <int M>
 struct Mats;
@@ -62,94 +62,102 @@ struct Plan {
   int64_t T;       // tiles in the current band (columns of the GEMMs)
 };
 
-// V[ξ][c][toff + t] for the tiles (tr, j0 .. j0 + tc) of channel plane xc.
+// Both transforms work on a chunk of up to 64 tiles of the band (across tile rows, so a
+// narrow map still fills the chunk): a scalar gather into [coefficient][tile] arrays, then
+// one loop over the tiles whose body is the whole transform, unrolled, with Bᵀ / Aᵀ as
+// compile-time constants (zeros and ones fold away); GCC vectorises that loop 8 tiles wide.
+
+// V[ξ][c][t0 + t] for the band tiles t0 .. t0 + tc of channel plane xc.
 template <int M>
-void input_tile_chunk(const Plan<M>& p, const float* xc, int64_t tr, int64_t j0, int tc, float* v, int64_t c,
-                      int64_t toff) {
+void input_tile_chunk(const Plan<M>& p, const float* xc, int64_t tr0, int64_t t0, int tc, float* v, int64_t c) {
   using Mt = Mats<M>;
   constexpr int A = M + 2;
-  alignas(32) float line[A][M * kChunk + 2];
-  alignas(32) float d[A][A][kChunk];
-  alignas(32) float tmp[A][A][kChunk];
-  const int64_t x0 = M * j0 - 1, len = M * tc + 2;
-  for (int i = 0; i < A; ++i) {
-    const int64_t y = M * tr - 1 + i;
-    float* l = line[i];
-    if (y < 0 || y >= p.H) {
-      std::memset(l, 0, sizeof(float) * static_cast<size_t>(len));
-      continue;
+  alignas(64) float d[A * A][kChunk];
+  for (int t = 0; t < tc; ++t) {
+    const int64_t tr = tr0 + (t0 + t) / p.tw, tj = (t0 + t) % p.tw;
+    const int64_t y0 = M * tr - 1, x0 = M * tj - 1;
+    if (y0 >= 0 && x0 >= 0 && y0 + A <= p.H && x0 + A <= p.W) {
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) d[i * A + j][t] = xc[(y0 + i) * p.W + x0 + j];
+    } else {
+      for (int i = 0; i < A; ++i)
+        for (int j = 0; j < A; ++j) {
+          const int64_t y = y0 + i, x = x0 + j;
+          d[i * A + j][t] = (y >= 0 && y < p.H && x >= 0 && x < p.W) ? xc[y * p.W + x] : 0.0f;
+        }
     }
-    const float* row = xc + y * p.W;
-    const int64_t lo = std::max<int64_t>(0, -x0), hi = std::min<int64_t>(len, p.W - x0);  // in-image part of the line
-    for (int64_t k = 0; k < lo; ++k) l[k] = 0.0f;
-    if (hi > lo) std::memcpy(l + lo, row + x0 + lo, sizeof(float) * static_cast<size_t>(hi - lo));
-    for (int64_t k = std::max(hi, lo); k < len; ++k) l[k] = 0.0f;
   }
-  for (int i = 0; i < A; ++i)
-    for (int j = 0; j < A; ++j)
-      for (int t = 0; t < tc; ++t) d[i][j][t] = line[i][M * t + j];
-  // tmp = Bᵀ d (rows), then V = tmp B (columns); zero coefficients are skipped.
-  for (int a = 0; a < A; ++a)
-    for (int j = 0; j < A; ++j) {
-      float* o = tmp[a][j];
-      for (int t = 0; t < tc; ++t) o[t] = 0.0f;
-      for (int i = 0; i < A; ++i) {
-        const float b = Mt::BT[a][i];
-        if (b == 0.0f) continue;
-        const float* s = d[i][j];
-        for (int t = 0; t < tc; ++t) o[t] += b * s[t];
-      }
-    }
-  for (int a = 0; a < A; ++a)
-    for (int b = 0; b < A; ++b) {
-      float* dst = v + ((a * A + b) * p.I + c) * p.T + toff;
-      alignas(32) float acc[kChunk];
-      for (int t = 0; t < tc; ++t) acc[t] = 0.0f;
+  float* __restrict dst = v + c * p.T + t0;
+  const int64_t xs = p.I * p.T;  // distance between transform points in V
+#pragma GCC ivdep
+  for (int t = 0; t < tc; ++t) {
+    float r[A][A], tmp[A][A];
+#pragma GCC unroll 36
+    for (int k = 0; k < A * A; ++k) r[k / A][k % A] = d[k][t];
+#pragma GCC unroll 6
+    for (int a = 0; a < A; ++a)
+#pragma GCC unroll 6
       for (int j = 0; j < A; ++j) {
-        const float k = Mt::BT[b][j];
-        if (k == 0.0f) continue;
-        const float* s = tmp[a][j];
-        for (int t = 0; t < tc; ++t) acc[t] += k * s[t];
+        float acc = 0.0f;
+#pragma GCC unroll 6
+        for (int i = 0; i < A; ++i)
+          if (Mt::BT[a][i] != 0.0f) acc += Mt::BT[a][i] * r[i][j];
+        tmp[a][j] = acc;
       }
-      std::memcpy(dst, acc, sizeof(float) * static_cast<size_t>(tc));
-    }
+#pragma GCC unroll 6
+    for (int a = 0; a < A; ++a)
+#pragma GCC unroll 6
+      for (int b = 0; b < A; ++b) {
+        float acc = 0.0f;
+#pragma GCC unroll 6
+        for (int j = 0; j < A; ++j)
+          if (Mt::BT[b][j] != 0.0f) acc += tmp[a][j] * Mt::BT[b][j];
+        dst[(a * A + b) * xs + t] = acc;
+      }
+  }
 }
 
-// y[o] rows of tile row tr, tiles j0 .. j0 + tc, from M[ξ][o][toff + t].
+// y[o] for the band tiles t0 .. t0 + tc, from M[ξ][o][t0 + t].
 template <int M>
-void output_tile_chunk(const Plan<M>& p, const float* mbuf, int64_t o, int64_t tr, int64_t j0, int tc,
-                       int64_t toff, float bias, float* yo) {
+void output_tile_chunk(const Plan<M>& p, const float* mbuf, int64_t o, int64_t tr0, int64_t t0, int tc, float bias,
+                       float* yo) {
   using Mt = Mats<M>;
   constexpr int A = M + 2;
-  alignas(32) float tmp[M][A][kChunk];
-  alignas(32) float line[M * kChunk];
-  for (int r = 0; r < M; ++r)
-    for (int b = 0; b < A; ++b) {
-      float* dst = tmp[r][b];
-      for (int t = 0; t < tc; ++t) dst[t] = 0.0f;
-      for (int a = 0; a < A; ++a) {
-        const float k = Mt::AT[r][a];
-        if (k == 0.0f) continue;
-        const float* s = mbuf + ((a * A + b) * p.O + o) * p.T + toff;
-        for (int t = 0; t < tc; ++t) dst[t] += k * s[t];
+  alignas(64) float out[M * M][kChunk];
+  const float* __restrict src = mbuf + o * p.T + t0;
+  const int64_t xs = p.O * p.T;
+#pragma GCC ivdep
+  for (int t = 0; t < tc; ++t) {
+    float r[A][A], tmp[M][A];
+#pragma GCC unroll 36
+    for (int k = 0; k < A * A; ++k) r[k / A][k % A] = src[k * xs + t];
+#pragma GCC unroll 6
+    for (int a = 0; a < M; ++a)
+#pragma GCC unroll 6
+      for (int j = 0; j < A; ++j) {
+        float acc = 0.0f;
+#pragma GCC unroll 6
+        for (int i = 0; i < A; ++i)
+          if (Mt::AT[a][i] != 0.0f) acc += Mt::AT[a][i] * r[i][j];
+        tmp[a][j] = acc;
       }
-    }
-  const int64_t xs = M * j0, cols = std::min<int64_t>(M * tc, p.W - xs);
-  for (int r = 0; r < M; ++r) {
-    const int64_t y = M * tr + r;
-    if (y >= p.H) break;
-    for (int s = 0; s < M; ++s) {
-      alignas(32) float acc[kChunk];
-      for (int t = 0; t < tc; ++t) acc[t] = bias;
-      for (int b = 0; b < A; ++b) {
-        const float k = Mt::AT[s][b];
-        if (k == 0.0f) continue;
-        const float* src = tmp[r][b];
-        for (int t = 0; t < tc; ++t) acc[t] += k * src[t];
+#pragma GCC unroll 6
+    for (int a = 0; a < M; ++a)
+#pragma GCC unroll 6
+      for (int b = 0; b < M; ++b) {
+        float acc = bias;
+#pragma GCC unroll 6
+        for (int j = 0; j < A; ++j)
+          if (Mt::AT[b][j] != 0.0f) acc += tmp[a][j] * Mt::AT[b][j];
+        out[a * M + b][t] = acc;
       }
-      for (int t = 0; t < tc; ++t) line[M * t + s] = acc[t];
-    }
-    std::memcpy(yo + y * p.W + xs, line, sizeof(float) * static_cast<size_t>(cols));
+  }
+  for (int t = 0; t < tc; ++t) {
+    const int64_t tr = tr0 + (t0 + t) / p.tw, tj = (t0 + t) % p.tw;
+    const int64_t y0 = M * tr, x0 = M * tj;
+    const int rows = static_cast<int>(std::min<int64_t>(M, p.H - y0)), cols = static_cast<int>(std::min<int64_t>(M, p.W - x0));
+    for (int a = 0; a < rows; ++a)
+      for (int b = 0; b < cols; ++b) yo[(y0 + a) * p.W + x0 + b] = out[a * M + b][t];
   }
 }
 
@@ -186,10 +194,8 @@ void conv_impl(const float* x, const WinogradWeights& u, const float* bias, floa
       p.T = (tr1 - tr0) * p.tw;
       parallel_for(p.I, 4, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c)
-          for (int64_t tr = tr0; tr < tr1; ++tr)
-            for (int64_t j0 = 0; j0 < p.tw; j0 += kChunk)
-              input_tile_chunk<M>(p, xn + c * H * W, tr, j0, static_cast<int>(std::min<int64_t>(kChunk, p.tw - j0)), v,
-                                  c, (tr - tr0) * p.tw + j0);
+          for (int64_t t0 = 0; t0 < p.T; t0 += kChunk)
+            input_tile_chunk<M>(p, xn + c * H * W, tr0, t0, static_cast<int>(std::min<int64_t>(kChunk, p.T - t0)), v, c);
       });
       for (int xi = 0; xi < AA; ++xi)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(p.O), static_cast<int>(p.T),
@@ -197,10 +203,9 @@ void conv_impl(const float* x, const WinogradWeights& u, const float* bias, floa
                     static_cast<int>(p.T), 0.0f, mbuf + xi * p.O * p.T, static_cast<int>(p.T));
       parallel_for(p.O, 4, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o)
-          for (int64_t tr = tr0; tr < tr1; ++tr)
-            for (int64_t j0 = 0; j0 < p.tw; j0 += kChunk)
-              output_tile_chunk<M>(p, mbuf, o, tr, j0, static_cast<int>(std::min<int64_t>(kChunk, p.tw - j0)),
-                                   (tr - tr0) * p.tw + j0, bias ? bias[o] : 0.0f, yn + o * H * W);
+          for (int64_t t0 = 0; t0 < p.T; t0 += kChunk)
+            output_tile_chunk<M>(p, mbuf, o, tr0, t0, static_cast<int>(std::min<int64_t>(kChunk, p.T - t0)),
+                                 bias ? bias[o] : 0.0f, yn + o * H * W);
       });
     }
   }
