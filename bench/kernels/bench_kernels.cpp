@@ -231,7 +231,7 @@ void bench_conv_direct(bool quick) {
 //   sgemm   a square 1536^3 sgemm: the machine's GEMM rate in this round
 // GFLOP/s-equivalent = direct-convolution FLOPs (2·O·I·9·H·W) / time; "op/prev" is the
 // median per-round ratio of the previous path's time (direct where it applied, else
-// im2col) to the op's. err: max |path - im2col| / max(1, max |im2col|) at Kaiming-scaled
+// im2col) to the op's; F4/im2c and F4/F2 likewise (time of the second / time of F4). err: max |path - im2col| / max(1, max |im2col|) at Kaiming-scaled
 // weights, the VAE's regime.
 void bench_conv_winograd(bool quick) {
   struct S { int64_t ci, co, hw; };
@@ -246,8 +246,8 @@ void bench_conv_winograd(bool quick) {
   Tensor ga = rnd({G, G}, cpu), gb = rnd({G, G}, cpu);
   std::vector<float> gc(static_cast<size_t>(G * G));
   const double gflop = 2.0 * G * G * G;
-  std::printf("%-20s %7s %7s %7s %7s %7s %7s | %7s %7s %7s | %8s %8s\n", "conv 3x3 s1 p1", "im2col", "direct", "F4",
-              "F2", "op", "sgemm", "op/prev", "F4/im2c", "op/gemm", "err F4", "err F2");
+  std::printf("%-20s %7s %7s %7s %7s %7s %7s | %7s %7s %7s %7s | %8s %8s\n", "conv 3x3 s1 p1", "im2col", "direct",
+              "F4", "F2", "op", "sgemm", "op/prev", "F4/im2c", "F4/F2", "op/gemm", "err F4", "err F2");
   for (const S& s : shapes) {
     Tensor x = rnd({1, s.ci, s.hw, s.hw}, cpu), w = rnd({s.co, s.ci, 3, 3}, cpu, 1.0f / std::sqrt(9.0f * s.ci)),
            b = rnd({s.co}, cpu, 0.1f);
@@ -256,7 +256,7 @@ void bench_conv_winograd(bool quick) {
                             s.ci * (s.hw + 2) * ((s.hw + 7) / 8 * 8 + 2) * 4 <= (1 << 20);
     const int rounds = quick ? 3 : (flops > 1e10 ? 5 : 9);
     const int inner = std::max<int>(1, static_cast<int>(1e8 / flops));
-    std::vector<double> tg, td, t4, t2, to, ts, rop, r4;
+    std::vector<double> tg, td, t4, t2, to, ts, rop, r4, r42;
     Tensor yg, y4, y2, yd = Tensor::empty({1, s.co, s.hw, s.hw}, DType::f32);
     for (int i = 0; i <= rounds; ++i) {
       using clk = std::chrono::steady_clock;
@@ -287,8 +287,9 @@ void bench_conv_winograd(bool quick) {
       ts.push_back(sg);
       rop.push_back((had_direct ? dr : g) / op);
       r4.push_back(g / f4);
+      r42.push_back(f2 / f4);
     }
-    for (auto* v : {&tg, &td, &t4, &t2, &to, &ts, &rop, &r4}) std::sort(v->begin(), v->end());
+    for (auto* v : {&tg, &td, &t4, &t2, &to, &ts, &rop, &r4, &r42}) std::sort(v->begin(), v->end());
     const size_t m = tg.size() / 2;
     const double scale = std::max(1.0, kernels::reference::max_abs(yg));
     const double e4 = kernels::reference::max_abs_diff(y4, yg) / scale, e2 = kernels::reference::max_abs_diff(y2, yg) / scale;
@@ -296,9 +297,9 @@ void bench_conv_winograd(bool quick) {
     auto rate = [&](double t) { return flops / t / 1e9; };
     char direct[16] = "      -";
     if (had_direct) std::snprintf(direct, sizeof direct, "%7.1f", rate(td[m]));
-    std::printf("%-20s %7.1f %7s %7.1f %7.1f %7.1f %7.1f | %6.2fx %6.2fx %6.2fx | %8.1e %8.1e\n",
+    std::printf("%-20s %7.1f %7s %7.1f %7.1f %7.1f %7.1f | %6.2fx %6.2fx %6.2fx %6.2fx | %8.1e %8.1e\n",
                 (dims({s.ci, s.hw, s.hw}) + ">" + std::to_string(s.co)).c_str(), rate(tg[m]), direct, rate(t4[m]),
-                rate(t2[m]), rate(to[m]), gs / 1e9, rop[m], r4[m], rate(to[m]) / (gs / 1e9), e4, e2);
+                rate(t2[m]), rate(to[m]), gs / 1e9, rop[m], r4[m], r42[m], rate(to[m]) / (gs / 1e9), e4, e2);
   }
 }
 

@@ -1,7 +1,9 @@
-// conv2d: a 3x3 stride-1 "same" convolution of a small map runs the direct AVX2 kernel
-// (conv3x3_direct.cpp); a 1x1 stride-1 unpadded convolution is W[O, I] · X[I, H·W]
-// directly; anything else goes through im2col, one band of output rows at a time so the
-// column buffer stays bounded (a full 3x3 im2col of a 512-channel 128x128 map would be 300 MB).
+// conv2d: a 3x3 stride-1 "same" convolution with >= 32 input channels on a map of at least
+// 16x16 runs Winograd F(4x4, 3x3) (winograd.cpp); other 3x3 "same" convolutions of a small
+// map run the direct AVX2 kernel (conv3x3_direct.cpp); a 1x1 stride-1 unpadded convolution
+// is W[O, I] · X[I, H·W] directly; anything else goes through im2col, one band of output
+// rows at a time so the column buffer stays bounded (a full 3x3 im2col of a 512-channel
+// 128x128 map would be 300 MB). docs/kernels.md says which layer takes which path and why.
 #include <cblas.h>
 
 #include <algorithm>

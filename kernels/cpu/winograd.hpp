@@ -10,7 +10,7 @@
 //   y[o][t]    = Aᵀ M[·][o][t] A (+ bias)
 //
 // Images are processed one at a time and in bands of whole tile rows, so the scratch
-// (V and M of one band) stays bounded (~32 MiB whatever the map) and an image's result
+// (V and M of one band) stays bounded (<= 64 MiB whatever the map, kept per calling thread) and an image's result
 // never depends on the other images of the batch (the tile grid and every GEMM shape are
 // those of the image alone).
 #include <cstdint>
@@ -48,7 +48,7 @@ void winograd_cache_clear();
 
 /// y[N, O, H, W] = conv3x3(x[N, I, H, W]) + bias (bias may be null), stride 1, padding 1,
 /// with weights from winograd_transform_weights / winograd_weights_cached. `scratch_floats`
-/// bounds V + M of one band (0: the default 8M floats = 32 MiB; tests pass small values to
+/// bounds V + M of one band (0: the default 16M floats = 64 MiB; tests pass small values to
 /// force many bands); one tile row is the least a band holds.
 void conv3x3_winograd(const float* x, const WinogradWeights& u, const float* bias, float* y, int64_t N, int64_t H,
                       int64_t W, int64_t scratch_floats = 0);
