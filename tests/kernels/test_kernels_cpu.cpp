@@ -181,6 +181,13 @@ TEST_CASE("the Winograd weight cache hits on the same weights and never serves s
     CHECK(rel_err(kernels::cpu::conv2d_winograd(x, wk, nullptr), kernels::reference::conv2d(x, wk, nullptr, 1, 1)) <=
           1e-4);
   }
+  // A non-contiguous weight (a transposed view) bypasses the cache and is gathered first.
+  const Tensor wt = kcases::rand_tensor({8, 6, 3, 3}).transpose(0, 1);
+  REQUIRE(!wt.is_contiguous());
+  const int64_t before = kernels::cpu::winograd_cache_stats().entries;
+  CHECK(rel_err(kernels::cpu::conv2d_winograd(x, wt, nullptr), kernels::reference::conv2d(x, wt, nullptr, 1, 1)) <=
+        1e-4);
+  CHECK(kernels::cpu::winograd_cache_stats().entries == before);
   kernels::cpu::winograd_cache_clear();
   CHECK(kernels::cpu::winograd_cache_stats().entries == 0);
 }
