@@ -1,6 +1,6 @@
-// conv2d: a 3x3 stride-1 "same" convolution with >= 32 input channels on a map of at least
-// 16x16 runs Winograd F(4x4, 3x3) (winograd.cpp); other 3x3 "same" convolutions of a small
-// map run the direct AVX2 kernel (conv3x3_direct.cpp); a 1x1 stride-1 unpadded convolution
+// conv2d: a 3x3 stride-1 "same" convolution of a small map runs the direct AVX2 kernel
+// (conv3x3_direct.cpp); a larger one with >= 32 input channels on a map of at least 16x16
+// runs Winograd F(4x4, 3x3) (winograd.cpp); a 1x1 stride-1 unpadded convolution
 // is W[O, I] · X[I, H·W] directly; anything else goes through im2col, one band of output
 // rows at a time so the column buffer stays bounded (a full 3x3 im2col of a 512-channel
 // 128x128 map would be 300 MB). docs/kernels.md says which layer takes which path and why.
@@ -33,21 +33,21 @@ bool use_direct_3x3(int64_t I, int64_t H, int64_t W, int64_t O, int64_t kh, int6
   return padded <= kDirectMaxImageBytes && flops <= kDirectMaxFlops;
 }
 
-// Winograd F(4x4, 3x3) for 3x3 stride-1 "same" convs with at least 32 input channels and a
-// map of at least 16x16 (docs/kernels.md has the measurements): there it beats im2col +
-// sgemm by 1.6-4x and, on the small products the direct kernel took before, the direct
-// kernel by 1.4-1.7x. With fewer output channels than 32 the direct kernel still wins where
-// it applies (small maps); elsewhere Winograd wins even then (the VAE's conv_out, 128 -> 3
-// at 256x256: 3x over im2col, whose column copy dominates a 3-row GEMM). Fewer input
-// channels leave the GEMMs too thin to pay for the transforms (conv_in, 4 -> 512, stays on
-// im2col). Returns the tile size m, or 0 for "not Winograd".
+// Winograd F(4x4, 3x3) for the 3x3 stride-1 "same" convs that used to go to im2col, with
+// at least 32 input channels and a map of at least 16x16 (docs/kernels.md has the
+// measurements): there it beats im2col + sgemm by 2-3x at the SD VAE's widths, and even for
+// 3 output channels on a large map (conv_out, 128 -> 3 at 256x256: 3.2x, because im2col's
+// column copy dominates a 3-row GEMM). Fewer input channels leave the GEMMs too thin to pay
+// for the transforms (conv_in, 4 -> 512: 0.5-0.7x). The direct kernel keeps its small
+// products: against it Winograd measured 0.73-0.97x on an idle machine (1.5-2.3x only
+// under load). Returns the tile size m, or 0 for "not Winograd".
 // STAGECRAFT_WINOGRAD=0 turns the path off, for A/B runs of whole models.
-int winograd_tile(int64_t I, int64_t H, int64_t W, int64_t O, bool direct_applies) {
+int winograd_tile(int64_t I, int64_t H, int64_t W, bool direct_applies) {
   static const bool enabled = [] {
     const char* e = std::getenv("STAGECRAFT_WINOGRAD");
     return !(e && std::string(e) == "0");
   }();
-  if (!enabled || I < 32 || H < 16 || W < 16 || (O < 32 && direct_applies)) return 0;
+  if (!enabled || direct_applies || I < 32 || H < 16 || W < 16) return 0;
   return 4;
 }
 
@@ -65,7 +65,7 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int str
   const bool is3x3same = kh == 3 && kw == 3 && stride == 1 && padding == 1;
   if (path == Path::winograd && !is3x3same) path = Path::gemm_only;
   if (path == Path::automatic && is3x3same) {
-    if (const int m = winograd_tile(I, H, W, O, use_direct_3x3(I, H, W, O, kh, kw, stride, padding))) {
+    if (const int m = winograd_tile(I, H, W, use_direct_3x3(I, H, W, O, kh, kw, stride, padding))) {
       path = Path::winograd;
       wino_m = m;
     }

@@ -323,9 +323,10 @@ inline void conv(Device dev) {
                       // enough for the im2col path.
                       {2, 64, 8, 8, 64, 3, 1, 1}, {1, 32, 32, 32, 3, 3, 1, 1}, {1, 6, 10, 24, 7, 3, 1, 1},
                       {1, 64, 64, 64, 4, 3, 1, 1},
-                      // Channels and maps large enough for the CPU's Winograd path (conv2d.cpp picks
-                      // it by shape), with H and W not multiples of its 4x4 tile and odd channels.
-                      {2, 32, 17, 19, 33, 3, 1, 1}};
+                      // Channels and products large enough for the CPU's Winograd path (conv2d.cpp
+                      // picks it by shape: > 32 MFLOP per image, >= 32 input channels), with H and W
+                      // not multiples of its 4x4 tile and odd channel counts.
+                      {2, 33, 41, 39, 35, 3, 1, 1}};
   for (DType dt : kFloatTypes)
     for (const S& s : shapes)
       for (bool with_bias : {false, true}) {

@@ -3,6 +3,9 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "tests/kernels/kernel_cases.hpp"
 
+#include <cstdlib>
+#include <string>
+
 #include "kernels/cpu/winograd.hpp"
 
 using namespace stagecraft;
@@ -190,4 +193,26 @@ TEST_CASE("the Winograd weight cache hits on the same weights and never serves s
   CHECK(kernels::cpu::winograd_cache_stats().entries == before);
   kernels::cpu::winograd_cache_clear();
   CHECK(kernels::cpu::winograd_cache_stats().entries == 0);
+}
+
+TEST_CASE("conv2d routes 3x3 convs by shape: Winograd where im2col ran before, the direct kernel keeps small maps") {
+  if (const char* e = std::getenv("STAGECRAFT_WINOGRAD"); e && std::string(e) == "0") return;  // path turned off
+  struct S { int64_t i, h, w, o; int stride; bool winograd; };
+  const S cases[] = {
+      {33, 41, 39, 35, 1, true},   // > 32 MFLOP: was im2col
+      {64, 64, 64, 4, 1, true},    // padded image > 1 MiB: was im2col; few outputs on a large map
+      {32, 16, 16, 32, 1, false},  // the direct kernel's small product
+      {4, 32, 32, 40, 1, false},   // 4 input channels (the VAE's conv_in): im2col
+      {40, 12, 40, 40, 1, false},  // a map under 16 px high
+      {40, 33, 33, 40, 2, false},  // strided
+  };
+  for (const S& s : cases) {
+    kernels::cpu::winograd_cache_clear();
+    const Tensor x = kcases::rand_tensor({1, s.i, s.h, s.w}), w = kcases::rand_tensor({s.o, s.i, 3, 3});
+    ops::conv2d(x, w, nullptr, s.stride, 1);
+    CAPTURE(shape_str(x.shape()));
+    CAPTURE(s.o);
+    CHECK((kernels::cpu::winograd_cache_stats().entries == 1) == s.winograd);
+  }
+  kernels::cpu::winograd_cache_clear();
 }
