@@ -53,7 +53,7 @@ std::vector<float> rescale_zero_terminal_snr(const std::vector<float>& betas) {
 }  // namespace
 
 std::vector<float> make_betas(const nlohmann::json& c) {
-  const int64_t n = static_cast<int64_t>(cfg_num(c, "num_train_timesteps", 1000));
+  const int64_t n = cfg_int(c, "num_train_timesteps", 1000);
   SC_CHECK(n >= 2, Errc::parse, "scheduler config: num_train_timesteps must be at least 2, got " << n);
   std::vector<float> betas;
   if (c.contains("trained_betas") && c["trained_betas"].is_array() && !c["trained_betas"].empty()) {

@@ -20,7 +20,7 @@ DDIMScheduler::DDIMScheduler(const nlohmann::json& c, bool flow) : flow_(flow) {
     clip_sample_ = false;
     return;
   }
-  num_train_ = static_cast<int64_t>(cfg_num(c, "num_train_timesteps", 1000));
+  num_train_ = cfg_int(c, "num_train_timesteps", 1000);
   alphas_cumprod_ = sched::alphas_cumprod(make_betas(c));
   // Zero terminal SNR makes abar_T = 0; diffusers nudges it so epsilon -> x0 stays finite.
   if (cfg_bool(c, "rescale_betas_zero_snr", false)) alphas_cumprod_.back() = std::ldexp(1.0f, -24);

@@ -14,7 +14,7 @@ namespace stagecraft {
 using namespace sched;
 
 DPMSolverMultistepScheduler::DPMSolverMultistepScheduler(const nlohmann::json& c) {
-  num_train_ = static_cast<int64_t>(cfg_num(c, "num_train_timesteps", 1000));
+  num_train_ = cfg_int(c, "num_train_timesteps", 1000);
   alphas_cumprod_ = sched::alphas_cumprod(make_betas(c));
   prediction_type_ = cfg_str(c, "prediction_type", "epsilon");
   SC_CHECK(prediction_type_ == "epsilon" || prediction_type_ == "v_prediction" || prediction_type_ == "sample" ||

@@ -13,7 +13,7 @@ using namespace sched;
 
 FlowMatchEulerScheduler::FlowMatchEulerScheduler(const nlohmann::json& c) {
   prediction_type_ = "flow_prediction";
-  num_train_ = static_cast<int64_t>(cfg_num(c, "num_train_timesteps", 1000));
+  num_train_ = cfg_int(c, "num_train_timesteps", 1000);
   shift_ = cfg_num(c, "shift", 1.0);
   dynamic_ = cfg_bool(c, "use_dynamic_shifting", false);
   base_shift_ = cfg_num(c, "base_shift", 0.5);

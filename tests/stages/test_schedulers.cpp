@@ -223,3 +223,11 @@ TEST_CASE("scheduler selection refuses what the model cannot do, with advice") {
   auto s = make_scheduler("ddim", eps);
   CHECK_THROWS_AS(s->step(Tensor::zeros({1}, DType::f32), 0, Tensor::zeros({1}, DType::f32)), Error);  // no set_timesteps
 }
+
+TEST_CASE("a num_train_timesteps that does not fit an int is refused, not converted") {
+  for (const char* name : {"flow_match_euler", "ddim", "dpm_2m"})
+    for (double bad : {1e300, 4294967296.0}) {
+      nlohmann::json c = {{"num_train_timesteps", bad}};
+      CHECK_THROWS_AS_MESSAGE(make_scheduler(name, c), stagecraft::Error, name << " " << bad);
+    }
+}
