@@ -75,19 +75,33 @@ void input_tile_chunk(const Plan<M>& p, const float* xc, int64_t tr0, int64_t t0
   using Mt = Mats<M>;
   constexpr int A = M + 2;
   alignas(64) float d[A * A][kChunk];
-  for (int t = 0; t < tc; ++t) {
-    const int64_t tr = tr0 + (t0 + t) / p.tw, tj = (t0 + t) % p.tw;
-    const int64_t y0 = M * tr - 1, x0 = M * tj - 1;
-    if (y0 >= 0 && x0 >= 0 && y0 + A <= p.H && x0 + A <= p.W) {
-      for (int i = 0; i < A; ++i)
-        for (int j = 0; j < A; ++j) d[i * A + j][t] = xc[(y0 + i) * p.W + x0 + j];
-    } else {
-      for (int i = 0; i < A; ++i)
-        for (int j = 0; j < A; ++j) {
-          const int64_t y = y0 + i, x = x0 + j;
-          d[i * A + j][t] = (y >= 0 && y < p.H && x >= 0 && x < p.W) ? xc[y * p.W + x] : 0.0f;
-        }
+  // The gather, one run of tiles of the same tile row at a time: each of the 6 input rows is
+  // copied once into a zero-padded line (the halo and the ragged right edge), and d is then
+  // filled by stride-M loops over the tiles, which GCC vectorises; a per-tile gather with
+  // bounds checks cost as much as the transform itself.
+  alignas(64) float line[M * kChunk + A];
+  for (int ts = 0; ts < tc;) {
+    const int64_t tr = tr0 + (t0 + ts) / p.tw, tj0 = (t0 + ts) % p.tw;
+    const int n = static_cast<int>(std::min<int64_t>(tc - ts, p.tw - tj0));  // tiles in this run
+    const int64_t x0 = M * tj0 - 1, len = int64_t{M} * n + 2;
+    const int64_t lo = std::max<int64_t>(0, -x0), hi = std::max(lo, std::min<int64_t>(len, p.W - x0));
+    for (int i = 0; i < A; ++i) {
+      const int64_t y = M * tr - 1 + i;
+      if (y < 0 || y >= p.H) {
+        for (int j = 0; j < A; ++j)
+          for (int t = 0; t < n; ++t) d[i * A + j][ts + t] = 0.0f;
+        continue;
+      }
+      for (int64_t k = 0; k < lo; ++k) line[k] = 0.0f;
+      std::memcpy(line + lo, xc + y * p.W + x0 + lo, sizeof(float) * static_cast<size_t>(hi - lo));
+      for (int64_t k = hi; k < len; ++k) line[k] = 0.0f;
+      for (int j = 0; j < A; ++j) {
+        float* __restrict o = d[i * A + j] + ts;
+        const float* l = line + j;
+        for (int t = 0; t < n; ++t) o[t] = l[M * t];
+      }
     }
+    ts += n;
   }
   float* __restrict dst = v + c * p.T + t0;
   const int64_t xs = p.I * p.T;  // distance between transform points in V
