@@ -25,12 +25,6 @@ namespace {
 
 using namespace stagecraft;
 
-/// A flag's value as an int, saturated rather than wrapped, so that 4294967297 steps is
-/// refused at the door instead of becoming 1.
-int saturate_int(int64_t v) {
-  return static_cast<int>(std::clamp<int64_t>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
-}
-
 // --model, else $STAGECRAFT_MODEL, else the shipped model in the source tree, else models/tiny-shapes here.
 std::string default_model() {
   if (const char* env = std::getenv("STAGECRAFT_MODEL"); env && *env) return env;
@@ -43,20 +37,13 @@ int run_generate(const std::vector<std::string>& argv) {
   CLI::App app{"Generate one image with the sequential pipeline (no actors): the reference the engine is checked "
                "against. Prints per-stage times.",
                "stagecraft generate"};
-  std::string prompt, negative, model = default_model(), device_name = "cpu", dtype_name_arg = "f32",
-                      out = "out.png", scheduler, resize, latents_file, dump_dir;
-  int64_t seed = 0, steps = 0, width = 0, height = 0, tile = 0, tile_overlap = 0;
-  double guidance = -1.0;
+  cli::RequestFlags flags;
+  std::string model = default_model(), device_name = "cpu", dtype_name_arg = "f32", out = "out.png", resize,
+              latents_file, dump_dir;
+  int64_t tile = 0, tile_overlap = 0;
   bool quiet = false;
-  app.add_option("--prompt", prompt, "what to draw")->required();
-  app.add_option("--negative-prompt", negative, "what to steer away from");
+  flags.add_to(app, "the model's");
   app.add_option("--model", model, "a diffusers-layout model folder")->capture_default_str()->envname("STAGECRAFT_MODEL");
-  app.add_option("--seed", seed, "seed of the initial noise")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--steps", steps, "denoising steps (default: the model's)");
-  app.add_option("--guidance", guidance, "classifier-free guidance scale (default: the model's)");
-  app.add_option("--scheduler", scheduler, "flow_match_euler, ddim or dpm_2m (default: the model's)");
-  app.add_option("--width", width, "image width (default: the model's)");
-  app.add_option("--height", height, "image height (default: the model's)");
   app.add_option("--device", device_name, "cpu or cuda:N")->capture_default_str();
   app.add_option("--dtype", dtype_name_arg, "f32, f16 or bf16")->capture_default_str();
   app.add_option("--out", out, "PNG to write")->capture_default_str();
@@ -71,34 +58,16 @@ int run_generate(const std::vector<std::string>& argv) {
   const Device device = Device::parse(device_name);
   const DType dtype = parse_dtype(dtype_name_arg);
 
-  GenerateOptions o;
-  o.prompt = prompt;
-  o.negative_prompt = negative;
-  o.seed = static_cast<uint64_t>(seed);
-  o.steps = saturate_int(steps);
-  o.guidance = static_cast<float>(guidance);
-  o.scheduler = scheduler;
-  o.width = saturate_int(width);
-  o.height = saturate_int(height);
+  // The door every request passes (core/request_check.hpp), with the limits a pipeline
+  // file has by default: refused here, before any weights load, naming the field.
+  const Request request = flags.request();
+  check_request(request, LimitsSpec{});
+  GenerateOptions o = options_of(request);
   if (app.count("--tile")) {
     TilingOptions t;
     t.tile = static_cast<int>(tile);
     if (app.count("--tile-overlap")) t.overlap = static_cast<int>(tile_overlap);
     o.tiling = t;
-  }
-
-  {
-    // The door every request passes (core/request_check.hpp), with the limits a pipeline
-    // file has by default: refused here, before any weights load, naming the field.
-    Request r;
-    r.prompt = o.prompt;
-    r.negative_prompt = o.negative_prompt;
-    r.steps = o.steps;
-    r.guidance = o.guidance;
-    r.width = o.width;
-    r.height = o.height;
-    r.scheduler = o.scheduler;
-    check_request(r, LimitsSpec{});
   }
   if (!latents_file.empty()) {
     // Checked against the model's latent shape before any weights load (docs/numerics.md).

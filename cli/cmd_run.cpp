@@ -30,12 +30,6 @@ namespace {
 
 using namespace stagecraft;
 
-/// A flag's value as an int, saturated rather than wrapped, so that 4294967297 steps is
-/// refused at the door instead of becoming 1.
-int saturate_int(int64_t v) {
-  return static_cast<int>(std::clamp<int64_t>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
-}
-
 /// out.png with --n 3 -> out-0.png, out-1.png, out-2.png
 std::string numbered(const std::string& out, int i, int n) {
   if (n == 1) return out;
@@ -47,22 +41,15 @@ int run_run(const std::vector<std::string>& argv) {
   CLI::App app{"Run a pipeline file through the actor engine and write the image(s); byte-identical to "
                "`stagecraft generate` for the same seed and settings.",
                "stagecraft run"};
-  std::string file, prompt, negative, out = "out.png", scheduler, trace_path, latents_file, dump_dir_arg;
-  int64_t n = 1, seed = 0, steps = 0, width = 0, height = 0;
-  double guidance = -1.0;
+  cli::RequestFlags flags;
+  std::string file, out = "out.png", trace_path, latents_file, dump_dir_arg;
+  int64_t n = 1;
   bool quiet = false;
   app.add_option("FILE", file, "the pipeline file")->required()->check(CLI::ExistingFile);
-  app.add_option("--prompt", prompt, "what to draw")->required();
-  app.add_option("--negative-prompt", negative, "what to steer away from");
+  flags.add_to(app, "the pipeline's");
   app.add_option("--out", out, "PNG to write (OUT-0.png, OUT-1.png, ... for --n > 1)")->capture_default_str();
   app.add_option("--n", n, "jobs submitted at once, seeds S, S+1, ...")->capture_default_str()->check(
       CLI::Range(int64_t(1), int64_t(1) << 20));
-  app.add_option("--seed", seed, "seed of the first job")->capture_default_str()->check(CLI::NonNegativeNumber);
-  app.add_option("--steps", steps, "denoising steps (default: the pipeline's)");
-  app.add_option("--guidance", guidance, "classifier-free guidance scale (default: the pipeline's)");
-  app.add_option("--width", width, "image width (default: the pipeline's)");
-  app.add_option("--height", height, "image height (default: the pipeline's)");
-  app.add_option("--scheduler", scheduler, "flow_match_euler, ddim or dpm_2m (default: the pipeline's)");
   app.add_option("--trace", trace_path, "write a Chrome trace (open it in Perfetto)");
   app.add_option("--latents", latents_file, "initial noise, one row per job (docs/numerics.md)");
   app.add_option("--dump", dump_dir_arg, "write every stage's tensors (DIR, or DIR/job-<i> for --n > 1)");
@@ -80,19 +67,7 @@ int run_run(const std::vector<std::string>& argv) {
   // The door every request passes (core/request_check.hpp), before the engine loads a
   // model: a bad --steps, --guidance, size or prompt is refused here, naming the field.
   // The engine checks again at submit(), with each stage's own check (latent factor, scheduler).
-  auto request_for = [&](int i) {
-    Request r;
-    r.prompt = prompt;
-    r.negative_prompt = negative;
-    r.seed = static_cast<uint64_t>(seed) + static_cast<uint64_t>(i);
-    r.steps = saturate_int(steps);
-    r.guidance = static_cast<float>(guidance);
-    r.width = saturate_int(width);
-    r.height = saturate_int(height);
-    r.scheduler = scheduler;
-    return r;
-  };
-  check_request(with_defaults(request_for(0), spec.defaults), spec.limits);
+  check_request(with_defaults(flags.request(0), spec.defaults), spec.limits);
 
   // Supplied noise: one row per job, checked before the engine loads anything.
   Tensor latents;
@@ -100,7 +75,7 @@ int run_run(const std::vector<std::string>& argv) {
     SC_CHECK(!spec.model_dir.empty(), Errc::invalid_argument,
              "--latents needs a pipeline with a model (set `model:` in " << spec.path << ")");
     auto size = [&](const char* key) {
-      const int64_t v = std::string(key) == "width" ? width : height;
+      const int64_t v = std::string(key) == "width" ? flags.width : flags.height;
       if (v > 0) return static_cast<int>(v);
       const auto& d = spec.defaults;
       return d.contains(key) && d[key].is_number() ? d[key].get<int>() : 0;
@@ -119,7 +94,7 @@ int run_run(const std::vector<std::string>& argv) {
   cli::ProgressDisplay shown(jobs);
   std::vector<std::future<JobResult>> futs;
   for (int i = 0; i < jobs; ++i) {
-    Request r = request_for(i);
+    Request r = flags.request(i);
     if (latents.defined()) r.initial_latents = latents_row(latents, i);
     if (dump_dir) {
       r.dump = std::make_shared<DumpWriter>(jobs == 1 ? *dump_dir : (fs::path(*dump_dir) / ("job-" + std::to_string(i))).string());
@@ -156,7 +131,7 @@ int run_run(const std::vector<std::string>& argv) {
     }
     const std::string path = numbered(out, i, jobs);
     write_png(path, res.tensor("image").select(0, 0));
-    if (!quiet) std::cout << "wrote " << path << " (seed " << static_cast<uint64_t>(seed) + i << ")\n";
+    if (!quiet) std::cout << "wrote " << path << " (seed " << static_cast<uint64_t>(flags.seed) + i << ")\n";
   }
   if (!trace_path.empty()) {
     engine->write_chrome_trace(trace_path);

@@ -1,12 +1,46 @@
 #include "cli/command_support.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
+#include <limits>
 
 #include "core/error.hpp"
 #include "stages/spec_check.hpp"
 
 namespace stagecraft::cli {
+
+namespace {
+int saturate_int(int64_t v) {
+  return static_cast<int>(std::clamp<int64_t>(v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max()));
+}
+}  // namespace
+
+void RequestFlags::add_to(CLI::App& app, const std::string& defaults_from) {
+  const std::string dflt = " (default: " + defaults_from + ")";
+  app.add_option("--prompt", prompt, "what to draw")->required();
+  app.add_option("--negative-prompt", negative_prompt, "what to steer away from");
+  app.add_option("--seed", seed, "seed of the (first) image's noise")->capture_default_str()->check(
+      CLI::NonNegativeNumber);
+  app.add_option("--steps", steps, "denoising steps" + dflt);
+  app.add_option("--guidance", guidance, "classifier-free guidance scale" + dflt);
+  app.add_option("--scheduler", scheduler, "flow_match_euler, ddim or dpm_2m" + dflt);
+  app.add_option("--width", width, "image width" + dflt);
+  app.add_option("--height", height, "image height" + dflt);
+}
+
+Request RequestFlags::request(int index) const {
+  Request r;
+  r.prompt = prompt;
+  r.negative_prompt = negative_prompt;
+  r.seed = static_cast<uint64_t>(seed) + static_cast<uint64_t>(index);
+  r.steps = saturate_int(steps);
+  r.guidance = static_cast<float>(guidance);
+  r.width = saturate_int(width);
+  r.height = saturate_int(height);
+  r.scheduler = scheduler;
+  return r;
+}
 
 std::optional<PipelineSpec> load_pipeline_or_report(const std::string& path) {
   PipelineSpec spec;

@@ -26,21 +26,6 @@ std::shared_ptr<const TextToImagePipeline> shared_pipeline(const StageContext& c
   return p;
 }
 
-GenerateOptions options_of(const Request& r) {
-  GenerateOptions o;
-  o.prompt = r.prompt;
-  o.negative_prompt = r.negative_prompt;
-  o.seed = r.seed;
-  o.steps = r.steps;
-  o.guidance = r.guidance;
-  o.width = r.width;
-  o.height = r.height;
-  o.scheduler = r.scheduler;
-  o.initial_latents = r.initial_latents;
-  o.dump = r.dump;
-  return o;
-}
-
 class ModelStage : public Stage {
  public:
   void load(const StageContext& ctx) override {

@@ -25,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/device.hpp"
+#include "core/packet.hpp"
 #include "core/tensor.hpp"
 #include "stages/dit/pixart.hpp"
 #include "stages/schedulers/scheduler.hpp"
@@ -49,6 +50,10 @@ struct GenerateOptions {
   /// Optional: every stage writes its outputs here (names: stages/pipeline/stage_dump.hpp).
   std::shared_ptr<DumpWriter> dump;
 };
+
+/// A request's fields as generate() options (no tiling): how the engine's model stages and
+/// `stagecraft generate` read the same request.
+GenerateOptions options_of(const Request& r);
 
 /// Milliseconds per stage of one generate() (device work included: CUDA stages are synchronised).
 struct StageTimes {
