@@ -30,13 +30,6 @@ namespace {
 
 using namespace stagecraft;
 
-/// out.png with --n 3 -> out-0.png, out-1.png, out-2.png
-std::string numbered(const std::string& out, int i, int n) {
-  if (n == 1) return out;
-  fs::path p(out);
-  return (p.parent_path() / (p.stem().string() + "-" + std::to_string(i) + p.extension().string())).string();
-}
-
 int run_run(const std::vector<std::string>& argv) {
   CLI::App app{"Run a pipeline file through the actor engine and write the image(s); byte-identical to "
                "`stagecraft generate` for the same seed and settings.",
@@ -129,7 +122,7 @@ int run_run(const std::vector<std::string>& argv) {
       ++failed;
       continue;
     }
-    const std::string path = numbered(out, i, jobs);
+    const std::string path = cli::numbered_output(out, i, jobs);
     write_png(path, res.tensor("image").select(0, 0));
     if (!quiet) std::cout << "wrote " << path << " (seed " << static_cast<uint64_t>(flags.seed) + i << ")\n";
   }

@@ -22,12 +22,6 @@ namespace {
 
 using namespace stagecraft;
 
-std::string numbered(const std::string& out, size_t i, size_t n) {
-  if (n == 1) return out;
-  fs::path p(out);
-  return (p.parent_path() / (p.stem().string() + "-" + std::to_string(i) + p.extension().string())).string();
-}
-
 std::string fresh_id() {
   std::random_device rd;
   char buf[32];
@@ -85,7 +79,7 @@ int run_submit(const std::vector<std::string>& argv) {
     return 1;
   }
   for (size_t i = 0; i < o.images.size(); ++i) {
-    const std::string path = numbered(out, i, o.images.size());
+    const std::string path = cli::numbered_output(out, i, o.images.size());
     std::ofstream file(path, std::ios::binary);
     file.write(o.images[i].data.data(), std::streamsize(o.images[i].data.size()));
     SC_CHECK(file.good(), Errc::io, "could not write " << path);

@@ -57,6 +57,12 @@ std::optional<PipelineSpec> load_pipeline_or_report(const std::string& path) {
   return spec;
 }
 
+std::string numbered_output(const std::string& out, size_t i, size_t n) {
+  if (n == 1) return out;
+  const std::filesystem::path p(out);
+  return (p.parent_path() / (p.stem().string() + "-" + std::to_string(i) + p.extension().string())).string();
+}
+
 void require_output_folder(const std::string& flag, const std::string& out) {
   // Fail before minutes of compute, not after.
   const std::filesystem::path parent = std::filesystem::absolute(out).parent_path();

@@ -30,6 +30,9 @@ struct RequestFlags {
 /// printing every problem as FILE:LINE:COL to stderr.
 std::optional<PipelineSpec> load_pipeline_or_report(const std::string& path);
 
+/// Where image `i` of `n` goes: out.png itself for one image, else out-0.png, out-1.png, ...
+std::string numbered_output(const std::string& out, size_t i, size_t n);
+
 /// Error(io) naming `flag` and the folder when `out`'s folder does not exist.
 void require_output_folder(const std::string& flag, const std::string& out);
 
