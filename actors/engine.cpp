@@ -8,6 +8,7 @@
 #include "actors/messages.hpp"
 #include "actors/stage_actor.hpp"
 #include "actors/trace.hpp"
+#include "core/placement.hpp"
 #include "core/request_check.hpp"
 #include "stages/builtin_stages.hpp"
 
@@ -36,50 +37,6 @@ void JobResult::throw_if_error() const {
 }
 
 namespace {
-
-/// The stages in the order packets visit them. The engine runs chains: each stage
-/// has at most one successor and one predecessor (fan-out needs a join policy it lacks).
-std::vector<const StageSpec*> chain_order(const PipelineSpec& spec) {
-  SC_CHECK(!spec.stages.empty(), Errc::invalid_argument,
-           "pipeline '" << spec.path << "' has no stages; add at least one under `stages:`");
-  std::vector<const StageSpec*> out;
-  if (spec.edges.empty()) {
-    for (const auto& s : spec.stages) out.push_back(&s);
-    return out;
-  }
-  std::map<std::string, const StageSpec*> by_name;
-  for (const auto& s : spec.stages) by_name[s.name] = &s;
-  std::map<std::string, std::string> next, prev;
-  for (const auto& e : spec.edges) {
-    SC_CHECK(by_name.count(e.from) && by_name.count(e.to), Errc::invalid_argument,
-             "edge " << e.from << " -> " << e.to << " names an unknown stage");
-    SC_CHECK(!next.count(e.from) && !prev.count(e.to), Errc::unsupported,
-             "stage '" << (next.count(e.from) ? e.from : e.to)
-                       << "' has two edges on one side; the engine runs chains (each stage one "
-                          "predecessor and one successor)");
-    next[e.from] = e.to;
-    prev[e.to] = e.from;
-  }
-  const StageSpec* head = nullptr;
-  for (const auto& s : spec.stages)
-    if (!prev.count(s.name)) {
-      SC_CHECK(!head, Errc::unsupported,
-               "stages '" << head->name << "' and '" << s.name
-                          << "' both have no predecessor; connect every stage into one chain");
-      head = &s;
-    }
-  SC_CHECK(head, Errc::invalid_argument, "the edges form a cycle; a pipeline must be a chain");
-  for (const StageSpec* s = head; s;) {
-    out.push_back(s);
-    auto it = next.find(s->name);
-    s = it == next.end() ? nullptr : by_name[it->second];
-    SC_CHECK(out.size() <= spec.stages.size(), Errc::invalid_argument, "the edges form a cycle");
-  }
-  SC_CHECK(out.size() == spec.stages.size(), Errc::unsupported,
-           "only " << out.size() << " of " << spec.stages.size()
-                   << " stages are on the chain from '" << head->name << "'; connect them all");
-  return out;
-}
 
 /// Runs `fn` on `lane` and waits: load() must happen on the stage's lane thread.
 void run_on(Lane& lane, std::function<void()> fn) {
@@ -251,7 +208,7 @@ JobResult refusal(Errc code, std::string message, std::string stage = {}) {
 /// The door and the registration that submit() and submit_with_callback() share. On
 /// success the job is registered and handed to the ingress; `job` must carry its
 /// progress and done callbacks already.
-std::optional<JobResult> accept(EngineCore& c, Request request, const std::shared_ptr<JobState>& job) {
+std::optional<JobResult> accept(EngineCore& c, PacketPtr packet, const std::shared_ptr<JobState>& job) {
   c.submitted.fetch_add(1);
   // The stages' hooks and the ingress actor live until shutdown's teardown, which waits
   // for every LiveCall to end and lets no new one in.
@@ -260,7 +217,8 @@ std::optional<JobResult> accept(EngineCore& c, Request request, const std::share
     c.refused.fetch_add(1);
     return refusal(Errc::cancelled, "engine is shut down; create a new one to submit jobs");
   }
-  request = with_defaults(std::move(request), c.spec.defaults);
+  packet->request = with_defaults(std::move(packet->request), c.spec.defaults);
+  const Request& request = packet->request;
   if (auto refused = door_check(c, request)) {
     c.invalid.fetch_add(1);
     return refusal(refused->first.code(), refused->first.what(), refused->second);
@@ -272,8 +230,6 @@ std::optional<JobResult> accept(EngineCore& c, Request request, const std::share
                                          " jobs already pending (limits.max_pending_jobs); retry later or raise the limit");
   }
   job->deadline = request.deadline;
-  auto packet = std::make_shared<Packet>();
-  packet->request = std::move(request);
   {
     // Registration and the closed check share the lock, so shutdown() sees every accepted job.
     std::lock_guard<std::mutex> lock(c.jobs_mutex);
@@ -291,6 +247,12 @@ std::optional<JobResult> accept(EngineCore& c, Request request, const std::share
   return std::nullopt;
 }
 
+PacketPtr packet_of(Request request) {
+  auto p = std::make_shared<Packet>();
+  p->request = std::move(request);
+  return p;
+}
+
 }  // namespace
 
 std::future<JobResult> Engine::submit(Request request, Progress progress) {
@@ -298,7 +260,7 @@ std::future<JobResult> Engine::submit(Request request, Progress progress) {
   auto job = std::make_shared<JobState>();
   job->progress = std::move(progress);
   auto fut = job->promise.get_future();
-  if (auto refused = accept(*core, std::move(request), job)) {
+  if (auto refused = accept(*core, packet_of(std::move(request)), job)) {
     std::promise<JobResult> p;
     p.set_value(std::move(*refused));
     return p.get_future();
@@ -307,12 +269,16 @@ std::future<JobResult> Engine::submit(Request request, Progress progress) {
 }
 
 Engine::Submitted Engine::submit_with_callback(Request request, Progress progress, JobDone done) {
+  return continue_packet(packet_of(std::move(request)), std::move(progress), std::move(done));
+}
+
+Engine::Submitted Engine::continue_packet(PacketPtr packet, Progress progress, JobDone done) {
   const std::shared_ptr<EngineCore> core = core_;
   auto job = std::make_shared<JobState>();
   job->progress = std::move(progress);
   job->done = std::move(done);
   Submitted s;
-  if (auto refused = accept(*core, std::move(request), job))
+  if (auto refused = accept(*core, std::move(packet), job))
     s.refused = std::move(refused);
   else
     s.id = job->id;

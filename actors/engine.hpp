@@ -34,6 +34,7 @@
 #include <string>
 
 #include "actors/job_result.hpp"
+#include "actors/job_runner.hpp"
 #include "core/error.hpp"
 #include "core/packet.hpp"
 #include "core/pipeline_spec.hpp"
@@ -45,22 +46,15 @@ struct EngineCore;
 struct EngineAccess;  ///< tests reach the internals through it (tests/actors)
 }
 
-class Engine {
+class Engine final : public JobRunner {
  public:
-  using Progress = JobProgress;
-  /// Receives a job's one result, on an engine thread (or on the thread running
-  /// shutdown(), for the jobs it cancels): keep it short. It may call the engine.
-  using JobDone = std::function<void(const JobResult&)>;
-  /// What submit_with_callback() did with a request.
-  struct Submitted {
-    uint64_t id = 0;                   ///< the accepted job's id (for cancel); 0 when refused
-    std::optional<JobResult> refused;  ///< set when it was not accepted: why (done is never called)
-  };
+  // Progress, JobDone (called on an engine thread, or on the thread running shutdown()
+  // for the jobs it cancels; it may call the engine) and Submitted: see JobRunner.
 
   /// Creates lanes, builds and loads every stage replica (load() on its lane), spawns the actors.
   /// Throws Error when a stage type is unknown, a load fails, or the graph is not a chain.
   static std::unique_ptr<Engine> create(const PipelineSpec& spec);
-  ~Engine();
+  ~Engine() override;
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
@@ -68,24 +62,29 @@ class Engine {
   /// Error(invalid_argument) naming the field; beyond limits.max_pending_jobs (or after
   /// shutdown) the future is already ready with Error(overloaded) (cancelled after
   /// shutdown); nothing is queued.
-  std::future<JobResult> submit(Request request, Progress progress = {});
+  std::future<JobResult> submit(Request request, Progress progress = {}) override;
   /// submit() for callers that would rather not hold a future per job (the service): the
   /// same door, and `done` is called exactly once for an accepted job, never for a refused one.
-  Submitted submit_with_callback(Request request, Progress progress, JobDone done);
+  Submitted submit_with_callback(Request request, Progress progress, JobDone done) override;
+  /// submit_with_callback() for a packet that already went through earlier stages in
+  /// another process (the node runtime): it enters this engine's first stage with its
+  /// tensors, step and request as they are. The same door (request and stage checks,
+  /// limits.max_pending_jobs); the packet's job_id is replaced by this engine's id.
+  Submitted continue_packet(PacketPtr packet, Progress progress, JobDone done);
   /// Asks a job to stop; it ends with Error(cancelled) at its next stage or step boundary.
   /// False when the job is unknown or already finished.
-  bool cancel(uint64_t job_id);
+  bool cancel(uint64_t job_id) override;
   /// The id the next accepted submit() will get (ids increase by one per accepted job).
   uint64_t next_job_id() const;
-  EngineStats stats() const;
+  EngineStats stats() const override;
   /// Writes the traces of recently finished jobs (the last 4096) as Chrome trace JSON.
-  void write_chrome_trace(const std::string& path) const;
+  void write_chrome_trace(const std::string& path) const override;
   /// Stops accepting, waits up to `drain` for in-flight jobs, fails the rest with
   /// Error(cancelled), stops actors, then lanes, then stages. Idempotent, safe from any
   /// thread and against every other call; a second caller waits for the first. Called
   /// from inside a progress callback it answers every job and leaves the teardown to
   /// the next shutdown() or the destructor (it cannot wait for the thread it runs on).
-  void shutdown(std::chrono::milliseconds drain = std::chrono::milliseconds(0));
+  void shutdown(std::chrono::milliseconds drain = std::chrono::milliseconds(0)) override;
 
  private:
   friend struct actors::EngineAccess;

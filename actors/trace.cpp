@@ -94,6 +94,40 @@ nlohmann::json chrome_trace_json(const std::vector<JobResult>& jobs, Clock::time
   return {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
 }
 
+void add_transfer_track(nlohmann::json& trace, const std::vector<TransferSlice>& slices, Clock::time_point t0) {
+  auto us = [t0](Clock::time_point t) { return std::chrono::duration<double, std::micro>(t - t0).count(); };
+  auto& events = trace["traceEvents"];
+  std::map<std::string, int> tids;
+  for (const auto& x : slices) {
+    auto it = tids.find(x.track);
+    if (it == tids.end()) {
+      // Far above the lanes' track ids, so the two never collide.
+      it = tids.emplace(x.track, 1000 + static_cast<int>(tids.size())).first;
+      events.push_back({{"ph", "M"}, {"name", "thread_name"}, {"pid", 1}, {"tid", it->second}, {"args", {{"name", x.track}}}});
+    }
+    events.push_back({{"ph", "X"}, {"cat", "transfer"}, {"name", "job " + std::to_string(x.job)}, {"pid", 1},
+                      {"tid", it->second}, {"ts", us(x.start)}, {"dur", us(x.end) - us(x.start)},
+                      {"args", {{"bytes", x.bytes}, {"job", x.job}}}});
+  }
+}
+
+void label_process(nlohmann::json& trace, const std::string& name, int index) {
+  for (auto& e : trace["traceEvents"]) {
+    const int pid = e.value("pid", 1);
+    e["pid"] = 2 * index + pid;
+    if (e.value("ph", "") == "M" && e.value("name", "") == "process_name")
+      e["args"]["name"] = pid == 1 ? name : name + " jobs";
+  }
+}
+
+nlohmann::json merge_chrome_traces(const std::vector<nlohmann::json>& traces) {
+  nlohmann::json events = nlohmann::json::array();
+  for (const auto& t : traces)
+    if (t.contains("traceEvents"))
+      for (const auto& e : t["traceEvents"]) events.push_back(e);
+  return {{"traceEvents", events}, {"displayTimeUnit", "ms"}};
+}
+
 void write_chrome_trace(const std::string& path, const std::vector<JobResult>& jobs, Clock::time_point t0) {
   std::ofstream f(path);
   SC_CHECK(f.good(), Errc::io, "cannot write trace file '" << path << "'; check the folder exists and is writable");

@@ -17,9 +17,16 @@ const char* errc_name(Errc c) {
     case Errc::cancelled: return "cancelled";
     case Errc::deadline_exceeded: return "deadline_exceeded";
     case Errc::stage_failed: return "stage_failed";
+    case Errc::node_lost: return "node_lost";
     case Errc::internal: return "internal";
   }
   return "unknown";
+}
+
+Errc errc_from_name(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(Errc::internal); ++i)
+    if (name == errc_name(static_cast<Errc>(i))) return static_cast<Errc>(i);
+  return Errc::internal;
 }
 
 void throw_error(Errc code, const char* file, int line, const std::string& message) {

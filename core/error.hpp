@@ -21,10 +21,13 @@ enum class Errc {
   cancelled,         ///< the job was cancelled by its submitter
   deadline_exceeded, ///< the job's deadline passed before it finished
   stage_failed,      ///< a stage threw while running a job
+  node_lost,         ///< the process (node) running the job's stage died or went silent
   internal,          ///< a bug in Stagecraft; please report it
 };
 
 const char* errc_name(Errc c);
+/// The code errc_name() gives `name`; internal for a name it never gives.
+Errc errc_from_name(const std::string& name);
 
 class Error : public std::runtime_error {
  public:

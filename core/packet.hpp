@@ -57,6 +57,10 @@ struct Packet {
   int step = 0;         ///< steps done by the iterative stage so far
   int total_steps = 0;  ///< set by the iterative stage when the job joins
   std::vector<TraceSpan> trace;
+  /// Where a packet that crosses processes goes next: the name of the stage it enters, or
+  /// empty when its chain is done (a result on its way back to the head node). Set by the
+  /// node runtime (actors/node_runtime.hpp); unused inside one process.
+  std::string route;
 
   /// Tensor by name or Error(not_found) naming the packet's tensors.
   const Tensor& tensor(const std::string& name) const;

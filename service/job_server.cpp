@@ -83,7 +83,7 @@ std::string pipeline_stem(const PipelineSpec& spec) {
 }  // namespace
 
 struct JobServer::Impl {
-  Engine& engine;
+  JobRunner& engine;
   PipelineSpec spec;
   ServerOptions opt;
   PngEncoder png;
@@ -108,7 +108,7 @@ struct JobServer::Impl {
   double mean_job_ms = 100;  ///< moving average of accepted → terminal, for retry_after_ms
   Clock::time_point last_sweep = Clock::now();
 
-  Impl(Engine& e, const PipelineSpec& s, ServerOptions o, PngEncoder p)
+  Impl(JobRunner& e, const PipelineSpec& s, ServerOptions o, PngEncoder p)
       : engine(e), spec(s), opt(std::move(o)), png(std::move(p)) {
     if (opt.pipeline_name.empty()) opt.pipeline_name = pipeline_stem(spec);
     if (opt.curve) zap = std::make_unique<ZapAuthenticator>(ctx, read_allowed_keys(opt.curve->allowed_clients_file));
@@ -237,7 +237,7 @@ struct JobServer::Impl {
     for (int i = 0; i < f.num_images; ++i) {
       Request r = transport::to_request(f, i);
       if (f.deadline_ms) r.deadline = job->accepted_at + std::chrono::milliseconds(*f.deadline_ms);
-      Engine::Submitted s = engine.submit_with_callback(std::move(r), progress_callback(m.id, i),
+      JobRunner::Submitted s = engine.submit_with_callback(std::move(r), progress_callback(m.id, i),
                                                         done_callback(m.id, i, f.output));
       if (s.refused) {
         const std::string code = s.refused->error ? errc_name(*s.refused->error) : "internal";
@@ -309,7 +309,7 @@ struct JobServer::Impl {
     };
   }
 
-  Engine::JobDone done_callback(const std::string& id, int image, const std::string& output) {
+  JobRunner::JobDone done_callback(const std::string& id, int image, const std::string& output) {
     return [inbox = inbox, png = png, id, image, output](const JobResult& r) {
       Event e;
       e.id = id;
@@ -515,7 +515,7 @@ struct JobServer::Impl {
   }
 };
 
-JobServer::JobServer(Engine& engine, const PipelineSpec& spec, ServerOptions options, PngEncoder png)
+JobServer::JobServer(JobRunner& engine, const PipelineSpec& spec, ServerOptions options, PngEncoder png)
     : impl_(std::make_unique<Impl>(engine, spec, std::move(options), std::move(png))) {}
 
 JobServer::~JobServer() = default;

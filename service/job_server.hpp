@@ -77,7 +77,7 @@ struct ServerCounters {
 class JobServer {
  public:
   /// Binds at once: throws Error(io) naming the address when it cannot.
-  JobServer(Engine& engine, const PipelineSpec& spec, ServerOptions options, PngEncoder png);
+  JobServer(JobRunner& engine, const PipelineSpec& spec, ServerOptions options, PngEncoder png);
   ~JobServer();
   JobServer(const JobServer&) = delete;
   JobServer& operator=(const JobServer&) = delete;

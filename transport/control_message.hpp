@@ -11,6 +11,11 @@
 //   sender   -> receiver   ping     {}                          heartbeat
 //   receiver -> sender     pong     {known}                     false: the receiver does not know this
 //                                                               sender (it restarted): say hello again
+//   sender   -> receiver   note     {what, job_id, node, stage, step, total, code, reason}
+//                                                               a job's news between nodes, outside the
+//                                                               credit window (the node runtime's return
+//                                                               path: moved / progress / failed to the head,
+//                                                               cancel from the head)
 #include <cstdint>
 #include <string>
 
@@ -20,12 +25,16 @@
 namespace stagecraft::transport {
 
 struct ControlMessage {
-  std::string kind;  ///< hello | welcome | refused | credit | rejected | ping | pong | packet
+  std::string kind;  ///< hello | welcome | refused | credit | rejected | ping | pong | note | packet
   uint64_t version = 0;
   std::string node, pipeline_hash, reason;
   int64_t credits = 0;  ///< welcome: the window; credit: n; rejected: credits returned
   uint64_t job_id = 0;  ///< rejected: the packet's job, 0 when unreadable
   bool known = true;    ///< pong: whether the receiver has this sender's handshake
+  // note: what happened to job_id. `what` is moved (it left `node` for `stage` on another
+  // node), progress (step of total), failed (code + reason, at `stage`) or cancel.
+  std::string what, stage, code;
+  int64_t step = 0, total = 0;
 };
 
 /// One frame holding `m` (with this build's wire version).

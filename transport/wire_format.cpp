@@ -153,12 +153,13 @@ std::vector<zmq::message_t> encode_packet(const Packet& packet) {
   const Request& r = packet.request;
   msgpack::sbuffer buf;
   msgpack::packer<msgpack::sbuffer> pk(buf);
-  pk.pack_map(r.deadline ? 16 : 15);
+  pk.pack_map(r.deadline ? 17 : 16);
   pk.pack("kind"), pk.pack("packet");
   pk.pack("version"), pk.pack(kWireVersion);
   pk.pack("job_id"), pk.pack(packet.job_id);
   pk.pack("step"), pk.pack(packet.step);
   pk.pack("total_steps"), pk.pack(packet.total_steps);
+  pk.pack("route"), pk.pack(packet.route);
   pk.pack("prompt"), pk.pack(r.prompt);
   pk.pack("negative_prompt"), pk.pack(r.negative_prompt);
   pk.pack("seed"), pk.pack(r.seed);
@@ -206,6 +207,7 @@ PacketPtr decode_packet(std::vector<zmq::message_t>& frames, WireCounters& count
     p->job_id = m.u64("job_id");
     p->step = m.i32("step");
     p->total_steps = m.i32("total_steps");
+    if (m.has("route")) p->route = m.str("route");
     Request& r = p->request;
     r.prompt = m.str("prompt");
     r.negative_prompt = m.str("negative_prompt");

@@ -62,7 +62,12 @@ struct ZmqSendChannel::Impl {
   int credits = 0;
   uint64_t losses = 0;
   Clock::time_point last_heard = Clock::now(), next_ping = Clock::now();
-  std::deque<PacketPtr> outbox;
+  /// Packets and notes in the order they were queued (a note never overtakes a packet).
+  struct Outgoing {
+    PacketPtr packet;      ///< set for a packet
+    ControlMessage note;   ///< otherwise
+  };
+  std::deque<Outgoing> outbox;
   ChannelStats st;
   bool stopping = false;
   std::thread io;
@@ -123,10 +128,26 @@ bool ZmqSendChannel::try_send(PacketPtr packet) {
       return false;
     }
     --impl_->credits;
-    impl_->outbox.push_back(std::move(packet));
+    impl_->outbox.push_back({std::move(packet), {}});
   }
   impl_->wake.notify();
   return true;
+}
+
+bool ZmqSendChannel::send_note(const ControlMessage& note) {
+  {
+    std::lock_guard lk(impl_->mu);
+    if (impl_->state != Impl::State::ready || impl_->stopping) return false;
+    impl_->outbox.push_back({nullptr, note});
+    impl_->outbox.back().note.kind = "note";
+  }
+  impl_->wake.notify();
+  return true;
+}
+
+bool ZmqSendChannel::ready() const {
+  std::lock_guard lk(impl_->mu);
+  return impl_->state == Impl::State::ready;
 }
 
 ChannelStats ZmqSendChannel::stats() const {
@@ -214,12 +235,17 @@ void ZmqSendChannel::Impl::run() {
 }
 
 void ZmqSendChannel::Impl::send_queued() {
-  std::deque<PacketPtr> batch;
+  std::deque<Outgoing> batch;
   {
     std::lock_guard lk(mu);
     batch.swap(outbox);
   }
-  for (auto& p : batch) {
+  for (auto& item : batch) {
+    if (!item.packet) {
+      (void)sock.send(encode_control(item.note), zmq::send_flags::dontwait);
+      continue;
+    }
+    PacketPtr& p = item.packet;
     std::vector<zmq::message_t> frames;
     try {
       frames = encode_packet(*p);
@@ -234,9 +260,12 @@ void ZmqSendChannel::Impl::send_queued() {
     }
     const size_t bytes = wire_tensor_bytes(*p);
     send_frames(sock, frames);
-    std::lock_guard lk(mu);
-    ++st.packets;
-    st.bytes += bytes;
+    {
+      std::lock_guard lk(mu);
+      ++st.packets;
+      st.bytes += bytes;
+    }
+    if (opt.on_sent) opt.on_sent(p, bytes);
   }
 }
 
@@ -452,6 +481,15 @@ void ZmqRecvChannel::Impl::handle(std::vector<zmq::message_t>& frames) {
     pong.kind = "pong";
     pong.known = peers.count(identity) > 0;
     reply(identity, pong);
+    return;
+  }
+  if (m.kind == "note" && opt.on_note) {
+    if (!peers.count(identity)) {
+      refuse_count();
+      refuse_peer("no handshake: a sender says hello before its first note");
+      return;
+    }
+    opt.on_note(m);
     return;
   }
   if (m.kind != "packet") {  // a control kind only a receiver sends

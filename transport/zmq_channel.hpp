@@ -14,6 +14,7 @@
 #include <zmq.hpp>
 
 #include "transport/channel.hpp"
+#include "transport/control_message.hpp"
 #include "transport/wire_format.hpp"
 
 namespace stagecraft::transport {
@@ -29,6 +30,9 @@ struct ZmqSendOptions {
   std::function<void()> on_peer_lost;
   /// A queued packet could not be sent (e.g. it held a GPU tensor); its credit is returned.
   std::function<void(PacketPtr, const std::string& why)> on_failed;
+  /// A packet's frames were handed to ZeroMQ (I/O thread), with its tensor bytes: for
+  /// transfer spans in traces.
+  std::function<void(const PacketPtr&, size_t bytes)> on_sent;
 };
 
 class ZmqSendChannel : public SendChannel {
@@ -38,6 +42,13 @@ class ZmqSendChannel : public SendChannel {
   ~ZmqSendChannel() override;
   bool wait_ready(std::chrono::milliseconds timeout) override;
   bool try_send(PacketPtr packet) override;
+  /// Queues a control message of kind `note` (a job's news for the receiver's node runtime)
+  /// behind the packets already queued, outside the credit window. False (dropped) while
+  /// the handshake has not completed: a note only means something to the receiver that
+  /// holds this connection's jobs.
+  bool send_note(const ControlMessage& note);
+  /// Whether the receiver has welcomed this sender and not been lost since.
+  bool ready() const;
   ChannelStats stats() const override;
   const std::string& endpoint() const;
   /// Times the receiver was taken as lost (silent past peer_timeout, or restarted).
@@ -57,6 +68,9 @@ struct ZmqRecvOptions {
   /// Delivers a decoded packet (I/O thread). Keep the Receipt until the packet has left
   /// this side's hands (e.g. was admitted by the next stage): releasing it returns the credit.
   std::function<void(PacketPtr, Receipt)> on_packet;
+  /// Delivers a `note` from a sender that completed the handshake (I/O thread); absent:
+  /// notes are refused and counted like any unexpected message.
+  std::function<void(const ControlMessage&)> on_note;
 };
 
 class ZmqRecvChannel : public RecvChannel {

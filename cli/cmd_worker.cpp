@@ -1,0 +1,130 @@
+// stagecraft worker FILE --node NAME: hosts one node of a pipeline split over
+// processes (actors/node_runtime.hpp). The node may also come from STAGECRAFT_NODE,
+// so Slurm (srun), a Kubernetes pod or systemd can start workers with no wrapper.
+// The head node (the one with the first stage) also serves the job protocol
+// (--bind, --http as for `stagecraft serve`). SIGTERM or SIGINT stops the worker
+// (the head drains first: every accepted job is answered).
+//
+// stagecraft launch FILE: starts a worker per node of the file as child
+// processes, forwards SIGINT / SIGTERM to them, and exits when they have stopped.
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "actors/node_runtime.hpp"
+#include "cli/cli11.hpp"
+#include "cli/command.hpp"
+#include "cli/command_support.hpp"
+#include "cli/node_flags.hpp"
+#include "cli/node_processes.hpp"
+#include "cli/serve_flags.hpp"
+#include "core/placement.hpp"
+
+namespace {
+
+using namespace stagecraft;
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+std::string stage_names(const PipelineSpec& spec, const std::string& node) {
+  std::string out;
+  for (const auto& s : spec.stages)
+    if (s.node == node) out += (out.empty() ? "" : ", ") + s.name;
+  return out;
+}
+
+void print_node_stats(const NodeRuntime& rt) {
+  const NodeStats s = rt.node_stats();
+  std::fprintf(stderr, "node %s: %llu packets in, %llu entered its stages, %llu sent on, %llu refused as malformed\n",
+               rt.node().c_str(), (unsigned long long)s.inbound.packets, (unsigned long long)s.jobs_entered,
+               (unsigned long long)s.jobs_forwarded, (unsigned long long)s.refused_malformed);
+}
+
+int run_worker(const std::vector<std::string>& argv) {
+  CLI::App app{"Host one node of a pipeline split over processes (docs/disaggregation.md). The head node "
+               "(the one with the first stage) also serves jobs like `stagecraft serve`.",
+               "stagecraft worker"};
+  std::string file, node, trace_path;
+  cli::NodeFlags nf;
+  cli::ServeFlags serve;
+  app.add_option("FILE", file, "the pipeline file (every node must be started from the same file)")
+      ->required()->check(CLI::ExistingFile);
+  app.add_option("--node", node, "which node of the file this process is")->required()->envname("STAGECRAFT_NODE");
+  nf.add_to(app);
+  app.add_option("--trace", trace_path, "write this node's Chrome trace here when it stops");
+  serve.add_to(app);
+  if (auto rc = cli::parse(app, argv)) return *rc;
+
+  std::optional<PipelineSpec> loaded = cli::load_pipeline_or_report(file);
+  if (!loaded) return 1;
+  const PipelineSpec& spec = *loaded;
+  auto rt = NodeRuntime::start(spec, nf.options(node));
+  std::fprintf(stderr, "node %s on %s (stages: %s)%s\n", node.c_str(), rt->endpoint().c_str(),
+               stage_names(spec, node).c_str(), rt->is_head() ? ", the head: jobs enter here" : "");
+  int rc = 0;
+  if (rt->is_head()) {
+    rc = serve.serve(*rt, spec, file, app);
+  } else {
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGINT, on_signal);
+    while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  if (!trace_path.empty()) rt->write_chrome_trace(trace_path);
+  print_node_stats(*rt);
+  rt->shutdown();
+  return rc;
+}
+
+int run_launch(const std::vector<std::string>& argv) {
+  CLI::App app{"Start every node of a pipeline file as a worker process on this host; SIGINT / SIGTERM stop "
+               "them all. The head node serves jobs (stagecraft submit).",
+               "stagecraft launch"};
+  std::string file, bind, http;
+  cli::NodeFlags nf;
+  app.add_option("FILE", file, "the pipeline file")->required()->check(CLI::ExistingFile);
+  nf.add_to(app);
+  app.add_option("--bind", bind, "the head's job-service address (default: as `stagecraft serve`)");
+  app.add_option("--http", http, "the head's HTTP side, HOST:PORT or off (default: as `stagecraft serve`)");
+  if (auto rc = cli::parse(app, argv)) return *rc;
+  std::optional<PipelineSpec> loaded = cli::load_pipeline_or_report(file);
+  if (!loaded) return 1;
+  const PipelineSpec& spec = *loaded;
+  SC_CHECK(!spec.nodes.empty(), Errc::invalid_argument,
+           file << " declares no `nodes:`: it runs in one process; use `stagecraft serve " << file << "`");
+  const Placement placement = place(spec);
+
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  cli::NodeProcesses kids;
+  for (const auto& n : spec.nodes) {
+    std::vector<std::string> args = {"worker", file, "--node", n.name};
+    for (auto& a : nf.args()) args.push_back(a);
+    if (n.name == placement.head) {
+      if (!bind.empty()) args.insert(args.end(), {"--bind", bind});
+      if (!http.empty()) args.insert(args.end(), {"--http", http});
+    }
+    kids.start(n.name, args);
+  }
+  std::fprintf(stderr, "launched %zu nodes of %s; Ctrl-C or SIGTERM stops them\n", spec.nodes.size(), file.c_str());
+  int failed = 0;
+  for (;;) {
+    if (const int sig = g_signal.exchange(0)) kids.signal_all(sig == SIGINT ? SIGTERM : sig);
+    for (const auto& c : kids.reap())
+      if (*c.status != 0) {
+        ++failed;
+        std::fprintf(stderr, "node %s exited with status %d; stopping the others\n", c.node.c_str(), *c.status);
+        kids.signal_all(SIGTERM);
+      }
+    if (kids.wait(std::chrono::milliseconds(0))) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return failed ? 1 : 0;
+}
+
+}  // namespace
+
+STAGECRAFT_COMMAND(worker, "FILE --node NAME [--help]", "host one node of a pipeline split over processes", run_worker);
+STAGECRAFT_COMMAND(launch, "FILE [--help]", "start every node of a pipeline file as worker processes", run_launch);

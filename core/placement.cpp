@@ -1,0 +1,121 @@
+#include "core/placement.hpp"
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "core/error.hpp"
+
+namespace stagecraft {
+
+std::vector<const StageSpec*> chain_order(const PipelineSpec& spec) {
+  SC_CHECK(!spec.stages.empty(), Errc::invalid_argument,
+           "pipeline '" << spec.path << "' has no stages; add at least one under `stages:`");
+  std::vector<const StageSpec*> out;
+  if (spec.edges.empty()) {
+    for (const auto& s : spec.stages) out.push_back(&s);
+    return out;
+  }
+  std::map<std::string, const StageSpec*> by_name;
+  for (const auto& s : spec.stages) by_name[s.name] = &s;
+  std::map<std::string, std::string> next, prev;
+  for (const auto& e : spec.edges) {
+    SC_CHECK(by_name.count(e.from) && by_name.count(e.to), Errc::invalid_argument,
+             "edge " << e.from << " -> " << e.to << " names an unknown stage");
+    SC_CHECK(!next.count(e.from) && !prev.count(e.to), Errc::unsupported,
+             "stage '" << (next.count(e.from) ? e.from : e.to)
+                       << "' has two edges on one side; the engine runs chains (each stage one "
+                          "predecessor and one successor)");
+    next[e.from] = e.to;
+    prev[e.to] = e.from;
+  }
+  const StageSpec* head = nullptr;
+  for (const auto& s : spec.stages)
+    if (!prev.count(s.name)) {
+      SC_CHECK(!head, Errc::unsupported,
+               "stages '" << head->name << "' and '" << s.name
+                          << "' both have no predecessor; connect every stage into one chain");
+      head = &s;
+    }
+  SC_CHECK(head, Errc::invalid_argument, "the edges form a cycle; a pipeline must be a chain");
+  for (const StageSpec* s = head; s;) {
+    out.push_back(s);
+    auto it = next.find(s->name);
+    s = it == next.end() ? nullptr : by_name[it->second];
+    SC_CHECK(out.size() <= spec.stages.size(), Errc::invalid_argument, "the edges form a cycle");
+  }
+  SC_CHECK(out.size() == spec.stages.size(), Errc::unsupported,
+           "only " << out.size() << " of " << spec.stages.size()
+                   << " stages are on the chain from '" << head->name << "'; connect them all");
+  return out;
+}
+
+std::vector<Segment> Placement::segments_of(const std::string& node) const {
+  std::vector<Segment> out;
+  for (int i = 0; i < size(); ++i) {
+    if (node_of(i) != node) continue;
+    if (!out.empty() && out.back().last == i - 1)
+      out.back().last = i;
+    else
+      out.push_back({i, i});
+  }
+  return out;
+}
+
+int Placement::index_of(const std::string& name) const {
+  for (int i = 0; i < size(); ++i)
+    if (chain[static_cast<size_t>(i)]->name == name) return i;
+  return -1;
+}
+
+Placement place(const PipelineSpec& spec) {
+  Placement p;
+  p.chain = chain_order(spec);
+  if (spec.nodes.empty()) return p;
+  for (const StageSpec* s : p.chain) {
+    bool known = false;
+    for (const auto& n : spec.nodes) known = known || n.name == s->node;
+    SC_CHECK(known, Errc::invalid_argument,
+             spec.path << ":" << s->loc.line << ":" << s->loc.col << ": stage '" << s->name << "' names node '"
+                       << s->node << "', which `nodes:` does not declare");
+  }
+  p.head = p.chain.front()->node;
+  return p;
+}
+
+PipelineSpec segment_spec(const PipelineSpec& spec, const Placement& p, Segment s) {
+  PipelineSpec out = spec;
+  out.nodes.clear();
+  out.edges.clear();
+  out.stages.clear();
+  for (int i = s.first; i <= s.last; ++i) {
+    StageSpec st = *p.chain[static_cast<size_t>(i)];
+    st.node.clear();
+    out.stages.push_back(std::move(st));
+  }
+  return out;
+}
+
+std::string pipeline_hash(const PipelineSpec& spec) {
+  std::string bytes;
+  std::ifstream in(spec.path, std::ios::binary);
+  if (in) {
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    bytes = ss.str();
+  } else {
+    for (const auto& n : spec.nodes) bytes += "node " + n.name + " " + n.endpoint + "\n";
+    for (const auto& s : spec.stages) bytes += "stage " + s.name + " " + s.type + " " + s.node + "\n";
+  }
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+}  // namespace stagecraft

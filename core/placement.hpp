@@ -1,0 +1,51 @@
+#pragma once
+// Where each stage of a pipeline runs: the chain order of its stages, the node
+// (process) of each, and the runs of consecutive stages one node hosts. The node
+// runtime (actors/node_runtime.hpp) builds one in-process engine per run and joins
+// the runs of different nodes with channels.
+//
+//   Placement p = place(spec);
+//   for (Segment s : p.segments_of("dit")) Engine::create(segment_spec(spec, p, s));
+//   p.head  // the node of the first stage: jobs begin and end there
+#include <string>
+#include <vector>
+
+#include "core/pipeline_spec.hpp"
+
+namespace stagecraft {
+
+/// The stages in the order packets visit them. Throws Error when the edges do not
+/// form one chain (each stage one predecessor and one successor at most).
+std::vector<const StageSpec*> chain_order(const PipelineSpec& spec);
+
+/// Chain indices [first, last] of consecutive stages on one node.
+struct Segment {
+  int first = 0, last = 0;
+};
+
+struct Placement {
+  std::vector<const StageSpec*> chain;  ///< points into the spec it was made from
+  std::string head;                     ///< the node of chain[0]; empty for one process
+
+  /// Maximal runs of consecutive chain stages placed on `node`, in chain order.
+  std::vector<Segment> segments_of(const std::string& node) const;
+  const std::string& node_of(int index) const { return chain[static_cast<size_t>(index)]->node; }
+  /// The chain index of the stage called `name`, or -1.
+  int index_of(const std::string& name) const;
+  int size() const { return static_cast<int>(chain.size()); }
+};
+
+/// Throws what chain_order throws, and Error(invalid_argument) when a multi-node file
+/// leaves a stage without a node or names a node it does not declare.
+Placement place(const PipelineSpec& spec);
+
+/// The one-process pipeline of segment `s`: its stages in chain order, no nodes, no
+/// edges; everything else (model, defaults, limits) as in `spec`.
+PipelineSpec segment_spec(const PipelineSpec& spec, const Placement& p, Segment s);
+
+/// FNV-1a 64 of the pipeline file's bytes as 16 hex digits: what nodes compare at
+/// their handshake, so that every node of a pipeline runs the same file. A spec that
+/// did not come from a readable file hashes its stage and node layout instead.
+std::string pipeline_hash(const PipelineSpec& spec);
+
+}  // namespace stagecraft
