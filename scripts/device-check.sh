@@ -25,7 +25,8 @@
 # glibc: its libraries (libc, libm, libdl, librt, libpthread, libresolv, the loader) are
 # not on the library path: a libc must match its loader, and the loader is the host's.
 # Debian's libstdc++ needs glibc 2.36; where the host's glibc is older, `run` starts each
-# binary through the copy of Debian's loader and glibc kept in the bundle's glibc/ instead.
+# binary through the copy of Debian's loader and glibc kept in the bundle's glibc/ instead
+# (SC_BUNDLED_GLIBC=1 forces that).
 #
 #   scripts/device-check.sh gather BUILD OUT   # gather BUILD's binaries + libraries into OUT
 #   scripts/device-check.sh check OUT          # OUT's binaries resolve every library inside OUT
@@ -248,8 +249,9 @@ run_device() {
   local host_glibc needed launcher=()
   host_glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
   needed=$(sed -n 's/^glibc_needed=//p' "${b}/MANIFEST")
-  if [ -n "${host_glibc}" ] && [ "$(printf '%s\n%s\n' "${needed}" "${host_glibc}" | sort -V | head -n 1)" != "${needed}" ]; then
-    echo "host glibc ${host_glibc} is older than the ${needed} the bundle needs: starting binaries with the bundled glibc"
+  if [ -n "${SC_BUNDLED_GLIBC:-}" ] || { [ -n "${host_glibc}" ] &&
+    [ "$(printf '%s\n%s\n' "${needed}" "${host_glibc}" | sort -V | head -n 1)" != "${needed}" ]; }; then
+    echo "host glibc ${host_glibc} (bundle needs ${needed}${SC_BUNDLED_GLIBC:+; SC_BUNDLED_GLIBC set}): starting binaries with the bundled glibc"
     launcher=("${b}/glibc/ld-linux-x86-64.so.2" --library-path "${b}/lib:${b}/glibc:${LD_LIBRARY_PATH}")
   fi
   export SC_DEVICE_LAUNCHER="${launcher[*]}"  # for tests that start a second process
