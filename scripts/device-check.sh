@@ -284,6 +284,13 @@ run_device() {
 
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | tee "${logs}/nvidia-smi.log" || true
   set +e  # every step runs; the summary tells them apart
+  # Every library resolved on this host before anything runs: a miss is named here once
+  # instead of as a loader error in each step.
+  local loader=("${launcher[@]}") missing
+  [ ${#loader[@]} -eq 0 ] && loader=(/lib64/ld-linux-x86-64.so.2)
+  missing=$(for f in "${b}"/bin/*; do "${loader[@]}" --list "${f}" 2>&1 | grep 'not found' | sed "s|^|$(basename "${f}"): |"; done)
+  if [ -z "${missing}" ]; then summary+=("PASS  libraries: every binary resolves all it links (bundle + ${cuda_lib})")
+  else failed=1; summary+=("FAIL  libraries: $(echo "${missing}" | tr -s '\t\n' '  ')"); echo "${missing}"; fi
   # The limits add up to 465 s, so with the unpacking the run stays under 8 minutes.
   # The doctest binaries with GPU cases: every case of the CUDA kernel test, the CUDA cases
   # of the others (filters are case-insensitive).
