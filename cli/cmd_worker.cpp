@@ -38,9 +38,12 @@ std::string stage_names(const PipelineSpec& spec, const std::string& node) {
 
 void print_node_stats(const NodeRuntime& rt) {
   const NodeStats s = rt.node_stats();
-  std::fprintf(stderr, "node %s: %llu packets in, %llu entered its stages, %llu sent on, %llu refused as malformed\n",
+  std::fprintf(stderr,
+               "node %s: %llu packets in, %llu entered its stages, %llu sent on, %llu messages refused "
+               "(%llu of them malformed packets)\n",
                rt.node().c_str(), (unsigned long long)s.inbound.packets, (unsigned long long)s.jobs_entered,
-               (unsigned long long)s.jobs_forwarded, (unsigned long long)s.refused_malformed);
+               (unsigned long long)s.jobs_forwarded, (unsigned long long)s.inbound.refused,
+               (unsigned long long)s.refused_malformed);
 }
 
 int run_worker(const std::vector<std::string>& argv) {
@@ -64,13 +67,30 @@ int run_worker(const std::vector<std::string>& argv) {
   auto rt = NodeRuntime::start(spec, nf.options(node));
   std::fprintf(stderr, "node %s on %s (stages: %s)%s\n", node.c_str(), rt->endpoint().c_str(),
                stage_names(spec, node).c_str(), rt->is_head() ? ", the head: jobs enter here" : "");
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  // Connect to the nodes this one talks to. The head serves jobs only once every node is
+  // there (a job would otherwise fail at once for want of one); any node stops at a
+  // refused handshake (another pipeline file or format version), which it prints.
+  auto missing = rt->wait_for_nodes(std::chrono::milliseconds(0));
+  for (auto last_said = Clock::now(); !missing.empty() && g_signal.load() == 0;) {
+    missing = rt->wait_for_nodes(std::chrono::milliseconds(100));
+    if (!missing.empty() && Clock::now() - last_said > std::chrono::seconds(5)) {
+      std::string names;
+      for (const auto& m : missing) names += (names.empty() ? "" : ", ") + m;
+      std::fprintf(stderr, "node %s: waiting for %s\n", node.c_str(), names.c_str());
+      last_said = Clock::now();
+    }
+  }
+  if (g_signal.load() == 0) std::fprintf(stderr, "node %s: every node connected\n", node.c_str());
   int rc = 0;
-  if (rt->is_head()) {
+  if (rt->is_head() && g_signal.load() == 0) {
     rc = serve.serve(*rt, spec, file, app);
   } else {
-    std::signal(SIGTERM, on_signal);
-    std::signal(SIGINT, on_signal);
-    while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    while (g_signal.load() == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      rt->wait_for_nodes(std::chrono::milliseconds(0));  // throws if a restarted peer refuses us
+    }
   }
   if (!trace_path.empty()) rt->write_chrome_trace(trace_path);
   print_node_stats(*rt);

@@ -11,6 +11,9 @@ PACKAGES=(
   # stagecraft serve / submit: the command line (CLI11), the Python client's tests
   # (python3-zmq, python3-msgpack) and `promtool check metrics` on /metrics (prometheus).
   libcli11-dev python3-zmq python3-msgpack prometheus
+  # The two-host test of split pipelines: network namespaces, a veth pair and tbf (ip, tc);
+  # python3-yaml for the check of examples/deploy against the pipeline file.
+  iproute2 python3-yaml
   # make fuzz: clang and its runtime libraries (libclang_rt.fuzzer, asan, ubsan).
   clang libclang-rt-14-dev
 )
