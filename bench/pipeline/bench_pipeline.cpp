@@ -12,6 +12,19 @@
 //
 //   bench_pipeline --model models/tiny-shapes --runs 5 --rounds 2
 //   bench_pipeline --model /tmp/tiny --steps 20 --guidance 4.5 --no-reference
+//
+// --batching (issue 13 item 5) measures step-level batching through the actor engine
+// instead: --jobs N jobs (default 32) of the pipeline file (default
+// pipelines/tiny-shapes.yaml) submitted one at a time and then all at once, each on a
+// fresh engine, for --repeats R rounds (the order alternates). It prints images/s of each
+// and their ratio (target >= 3x), the denoiser's mean batch and every stage's busy time,
+// and checks that every image is byte-identical (memcmp) between the modes and to a lone
+// TextToImagePipeline::generate() — what `stagecraft generate` writes — for its seed.
+// --step-batches 1,2,4,8 first times the denoiser's step alone (denoise_step with b jobs,
+// no engine) for each batch size: ms per step, per job-step, and the speed-up over b = 1.
+//
+//   bench_pipeline --batching --repeats 3
+//   bench_pipeline --batching --step-batches 1,2,4,8 --jobs 32 --threads 1
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -25,12 +38,17 @@
 #include <string>
 #include <vector>
 
+#include <time.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
+#include "actors/engine.hpp"
 #include "core/error.hpp"
+#include "core/pipeline_spec.hpp"
+#include "core/request_check.hpp"
 #include "core/safetensors.hpp"
+#include "kernels/ops.hpp"
 #include "stages/pipeline/noise.hpp"
 #include "stages/pipeline/text_to_image.hpp"
 
@@ -51,13 +69,20 @@ struct Options {
   uint64_t seed = 0;
   int runs = 5, warmup = 1, rounds = 2, threads = 2;
   bool reference = true;
+  // --batching
+  bool batching = false;
+  std::string pipeline = std::string(STAGECRAFT_SOURCE_DIR) + "/pipelines/tiny-shapes.yaml";
+  int jobs = 32, repeats = 3;
+  std::vector<int> step_batches;  // --step-batches: denoise_step alone at these batch sizes
 };
 
 void usage() {
   std::fprintf(stderr,
                "usage: bench_pipeline [--model DIR] [--prompt TEXT] [--negative-prompt TEXT] [--steps N] "
                "[--guidance G] [--scheduler NAME] [--seed S] [--runs N] [--warmup N] [--rounds R] [--threads T] "
-               "[--no-reference]\n");
+               "[--no-reference]\n"
+               "       bench_pipeline --batching [--pipeline FILE] [--jobs N] [--repeats R] [--threads T] "
+               "[--step-batches 1,2,4,8]\n");
 }
 
 Options parse(int argc, char** argv) {
@@ -83,12 +108,21 @@ Options parse(int argc, char** argv) {
     else if (a == "--rounds") o.rounds = std::stoi(value());
     else if (a == "--threads") o.threads = std::stoi(value());
     else if (a == "--no-reference") o.reference = false;
-    else {
+    else if (a == "--batching") o.batching = true;
+    else if (a == "--pipeline") o.pipeline = value();
+    else if (a == "--jobs") o.jobs = std::stoi(value());
+    else if (a == "--repeats") o.repeats = std::stoi(value());
+    else if (a == "--step-batches") {
+      std::stringstream ss(value());
+      for (std::string item; std::getline(ss, item, ',');) o.step_batches.push_back(std::stoi(item));
+    } else {
       usage();
       std::exit(2);
     }
   }
-  if (o.runs < 1 || o.rounds < 1 || o.warmup < 0 || o.threads < 1) {
+  bool bad_batch = false;
+  for (int b : o.step_batches) bad_batch |= b < 1;
+  if (o.runs < 1 || o.rounds < 1 || o.warmup < 0 || o.threads < 1 || o.jobs < 1 || o.repeats < 1 || bad_batch) {
     usage();
     std::exit(2);
   }
@@ -137,6 +171,219 @@ double stage_ms(const StageTimes& t, int k) {
   return v[k];
 }
 
+// ------------------------------------------------------------------ --batching
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+double cpu_ms() {  // CPU time of the whole process (all threads)
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
+// Distinct prompts, so the text stage encodes as it would for real traffic; its prompt
+// cache then helps both modes alike (each mode gets a fresh engine and so a cold cache).
+const char* kBatchPrompts[] = {
+    "a red circle in the center on a blue background", "a green square on a white background",
+    "a yellow triangle on a black background",          "a blue circle in the top left on a red background",
+    "a white square in the bottom right on a green background", "a black triangle on a yellow background",
+    "a red square on a gray background",                "a green circle on a purple background"};
+
+Request batch_request(int i) {
+  Request r;
+  r.prompt = kBatchPrompts[i % 8];
+  r.seed = 1000 + static_cast<uint64_t>(i);
+  return r;
+}
+
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  if (!a.defined() || !b.defined() || a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  const Tensor ca = ops::contiguous(a), cb = ops::contiguous(b);  // no copy when already contiguous
+  return std::memcmp(ca.data(), cb.data(), ca.nbytes()) == 0;
+}
+
+struct ModeRun {
+  double wall_ms = 0;
+  std::vector<Tensor> images;  // job i's "image"
+  std::vector<double> busy_ms;  // per stage, over the timed jobs
+  double denoise_mean_batch = 0;
+  uint64_t denoise_steps = 0;
+};
+
+// Runs `jobs` jobs on a fresh engine: one at a time (submit, wait, next) or all at once.
+ModeRun run_mode(const PipelineSpec& spec, int jobs, bool at_once, size_t denoise_index) {
+  auto engine = Engine::create(spec);
+  // One untimed job first, with a prompt no timed job uses: the first run of each stage
+  // pays page faults, allocator growth and the thread pool's start.
+  Request warm;
+  warm.prompt = "warm up";
+  engine->submit(warm).get().throw_if_error();
+  const EngineStats before = engine->stats();
+  ModeRun m;
+  const auto t0 = Clock::now();
+  std::vector<JobResult> results;
+  if (at_once) {
+    std::vector<std::future<JobResult>> futs;
+    for (int i = 0; i < jobs; ++i) futs.push_back(engine->submit(batch_request(i)));
+    for (auto& f : futs) results.push_back(f.get());
+  } else {
+    for (int i = 0; i < jobs; ++i) results.push_back(engine->submit(batch_request(i)).get());
+  }
+  m.wall_ms = ms_between(t0, Clock::now());
+  const EngineStats after = engine->stats();
+  engine->shutdown();
+  for (auto& r : results) {
+    r.throw_if_error();
+    m.images.push_back(r.tensor("image"));
+  }
+  for (size_t s = 0; s < after.stages.size(); ++s)
+    m.busy_ms.push_back(std::chrono::duration<double, std::milli>(after.stages[s].busy - before.stages[s].busy).count());
+  const auto& da = after.stages[denoise_index];
+  const auto& db = before.stages[denoise_index];
+  m.denoise_steps = da.batches - db.batches;
+  m.denoise_mean_batch = m.denoise_steps ? double(da.packets - db.packets) / double(m.denoise_steps) : 0.0;
+  return m;
+}
+
+// denoise_step alone (no engine, no text or VAE): b jobs of distinct seeds stepping together
+// through their whole schedule, for each batch size, in interleaved rounds. Prints the
+// median ms per step and per job-step and the speed-up b·t(1)/t(b) over the lone step.
+void step_batches(const TextToImagePipeline& pipe, const std::vector<int>& sizes, int rounds) {
+  GenerateOptions g;
+  g.prompt = kBatchPrompts[0];
+  g = pipe.resolve(g);
+  const PromptEmbeds cond = pipe.encode_prompt(g.prompt), uncond = pipe.encode_prompt(g.negative_prompt);
+  std::map<int, std::vector<double>> per_step, cpu_step;  // batch size -> wall / process CPU ms of each step
+  for (int round = 0; round < rounds + 1; ++round) {  // round 0 warms up and is not kept
+    for (int b : sizes) {
+      std::vector<Tensor> lat(static_cast<size_t>(b));
+      std::vector<std::unique_ptr<Scheduler>> sch;
+      std::vector<DenoiseJob> jobs(static_cast<size_t>(b));
+      for (int j = 0; j < b; ++j) {
+        lat[j] = pipe.prepare_latents(static_cast<uint64_t>(j), g.width, g.height);
+        sch.push_back(pipe.make_job_scheduler(g.scheduler, g.steps, g.width, g.height));
+        jobs[j].latents = &lat[j];
+        jobs[j].cond = &cond;
+        jobs[j].uncond = &uncond;
+        jobs[j].guidance = g.guidance;
+        jobs[j].scheduler = sch.back().get();
+      }
+      for (int step = 0; step < sch[0]->num_steps(); ++step) {
+        for (auto& j : jobs) j.step = step;
+        const auto t0 = Clock::now();
+        const double c0 = cpu_ms();
+        pipe.denoise_step(jobs);
+        if (round > 0) {
+          per_step[b].push_back(ms_between(t0, Clock::now()));
+          cpu_step[b].push_back(cpu_ms() - c0);
+        }
+      }
+    }
+  }
+  // The speed-up is over the first size given (normally 1): job-steps per second at b / at it.
+  const double t1 = median(per_step[sizes[0]]) / sizes[0];
+  const double c1 = median(cpu_step[sizes[0]]) / sizes[0];
+  // CPU time counts every thread of the process (a waiting pool worker sleeps, OpenBLAS's
+  // may spin); with --threads 1 it is the work itself, which load from other processes on a
+  // shared machine inflates far less than the wall time.
+  std::printf("\ndenoise_step alone (%d steps x %d rounds per size, guidance %g: 2 transformer rows per job)\n"
+              "%6s %10s %13s %10s %17s %13s\n",
+              g.steps, rounds, g.guidance, "jobs", "ms/step", "ms/job-step", "speed-up", "cpu ms/job-step", "cpu speed-up");
+  for (int b : sizes) {
+    const double t = median(per_step[b]), c = median(cpu_step[b]);
+    std::printf("%6d %10.2f %13.3f %9.2fx %17.3f %12.2fx\n", b, t, t / b, t1 / (t / b), c / b, c1 / (c / b));
+  }
+  std::fflush(stdout);
+}
+
+int run_batching(const Options& opt) {
+  PipelineSpec spec = load_pipeline_spec(opt.pipeline);
+  spec.limits.max_pending_jobs = std::max(spec.limits.max_pending_jobs, opt.jobs + 1);
+  size_t denoise = spec.stages.size();
+  for (size_t s = 0; s < spec.stages.size(); ++s)
+    if (spec.stages[s].type == "pixart_denoiser") denoise = s;
+  SC_CHECK(denoise < spec.stages.size(), Errc::invalid_argument,
+           opt.pipeline << " has no pixart_denoiser stage to batch");
+
+  char load[64] = "?";
+  if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (!std::fgets(load, sizeof load, f)) std::strcpy(load, "?");
+    std::fclose(f);
+    load[std::strcspn(load, "\n")] = 0;
+  }
+  const auto& dn = spec.stages[denoise];
+  std::printf("bench_pipeline --batching: %s\n  %d jobs (8 prompts, seeds 1000..%d), denoise max_batch %d, "
+              "queue_limit %d; %d thread(s); %d repeat(s)\n  load average at start: %s\n",
+              opt.pipeline.c_str(), opt.jobs, 1000 + opt.jobs - 1, dn.batching.max_batch, dn.queue_limit,
+              opt.threads, opt.repeats, load);
+  std::fflush(stdout);
+
+  // The lone runs: what `stagecraft generate` computes for each job (same request path:
+  // the file's defaults, then the model's).
+  const TextToImagePipeline pipe = TextToImagePipeline::load(spec.model_dir, Device::cpu(), DType::f32);
+  if (!opt.step_batches.empty()) step_batches(pipe, opt.step_batches, opt.repeats);
+  std::vector<Tensor> lone;
+  for (int i = 0; i < opt.jobs; ++i)
+    lone.push_back(pipe.generate(options_of(with_defaults(batch_request(i), spec.defaults))).image);
+
+  std::vector<double> serial_ips, batched_ips, ratio, mean_batch;
+  std::vector<std::vector<double>> serial_busy(spec.stages.size()), batched_busy(spec.stages.size());
+  int mismatches = 0;
+  std::printf("\n%6s %-14s %10s %10s %11s", "repeat", "mode", "wall ms", "images/s", "mean batch");
+  for (const auto& s : spec.stages) std::printf(" %10s", (s.name + " ms").c_str());
+  std::printf("\n");
+  for (int rep = 0; rep < opt.repeats; ++rep) {
+    // Alternate which mode goes first, so a load change during the run falls on both.
+    ModeRun runs[2];
+    for (int k = 0; k < 2; ++k) {
+      const bool at_once = (k + rep) % 2 == 1;
+      ModeRun m = run_mode(spec, opt.jobs, at_once, denoise);
+      for (int i = 0; i < opt.jobs; ++i)
+        if (!same_bytes(m.images[i], lone[i])) {
+          ++mismatches;
+          std::printf("  MISS: job %d (%s) differs from its lone generate()\n", i, at_once ? "at once" : "one at a time");
+        }
+      const double ips = 1000.0 * opt.jobs / m.wall_ms;
+      std::printf("%6d %-14s %10.1f %10.2f %11.2f", rep, at_once ? "at once" : "one at a time", m.wall_ms, ips,
+                  m.denoise_mean_batch);
+      for (double b : m.busy_ms) std::printf(" %10.1f", b);
+      std::printf("\n");
+      std::fflush(stdout);
+      runs[at_once ? 1 : 0] = std::move(m);
+    }
+    const double s_ips = 1000.0 * opt.jobs / runs[0].wall_ms, b_ips = 1000.0 * opt.jobs / runs[1].wall_ms;
+    serial_ips.push_back(s_ips);
+    batched_ips.push_back(b_ips);
+    ratio.push_back(b_ips / s_ips);
+    mean_batch.push_back(runs[1].denoise_mean_batch);
+    for (size_t s = 0; s < spec.stages.size(); ++s) {
+      serial_busy[s].push_back(runs[0].busy_ms[s]);
+      batched_busy[s].push_back(runs[1].busy_ms[s]);
+    }
+  }
+
+  std::printf("\nmedians over %d repeat(s)\n%-14s %10s %11s", opt.repeats, "mode", "images/s", "mean batch");
+  for (const auto& s : spec.stages) std::printf(" %10s", (s.name + " ms").c_str());
+  std::printf("\n%-14s %10.2f %11s", "one at a time", median(serial_ips), "1.00");
+  for (auto& v : serial_busy) std::printf(" %10.1f", median(v));
+  std::printf("\n%-14s %10.2f %11.2f", "at once", median(batched_ips), median(mean_batch));
+  for (auto& v : batched_busy) std::printf(" %10.1f", median(v));
+  std::printf("\n%-14s %10s %11s", "busy ratio", "", "");
+  for (size_t s = 0; s < spec.stages.size(); ++s) std::printf(" %9.2fx", median(serial_busy[s]) / median(batched_busy[s]));
+  const double r = median(ratio);
+  std::printf("\n\nimages/s at once / one at a time: %.2fx (median of per-repeat ratios; min %.2fx, max %.2fx) "
+              "-> target >= 3x: %s\n",
+              r, *std::min_element(ratio.begin(), ratio.end()), *std::max_element(ratio.begin(), ratio.end()),
+              r >= 3.0 ? "PASS" : "MISS");
+  std::printf("every image byte-identical to its lone generate() in both modes (%d images): %s\n",
+              2 * opt.jobs * opt.repeats, mismatches == 0 ? "PASS" : "MISS");
+  return mismatches == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -154,6 +401,15 @@ int main(int argc, char** argv) {
   // variable, so the reference gets passive waiting too unless the caller chose otherwise.
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
   openblas_set_num_threads(opt.threads);
+
+  if (opt.batching) {
+    try {
+      return run_batching(opt);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+  }
 
   try {
     const TextToImagePipeline pipe = TextToImagePipeline::load(opt.model, Device::cpu(), DType::f32);
