@@ -21,11 +21,21 @@
 #include "actors/trace.hpp"
 #include "core/placement.hpp"
 #include "core/request_check.hpp"
+#include "kernels/ops.hpp"
 #include "transport/zmq_channel.hpp"
 
 namespace stagecraft {
 
 namespace {
+
+/// Moves the packet's tensors to `device`. ZeroMQ carries host memory: GPU tensors are
+/// copied to the host before a send and onto the stage's device after a receive.
+/// (Synchronous copies: pinned staging buffers on a copy stream, and the CUDA IPC / NCCL
+/// channels of transport/, would keep them off the lanes; not wired in yet.)
+void move_tensors(Packet& p, Device device) {
+  for (auto& [name, t] : p.tensors)
+    if (t.device() != device) t = ops::to_device(t, device);
+}
 
 JobResult failure(Errc code, std::string stage, std::string message) {
   JobResult r;
@@ -122,6 +132,8 @@ struct NodeRuntime::Impl : std::enable_shared_from_this<NodeRuntime::Impl> {
   void left_run(size_t run, uint64_t job, const Request& request, const JobResult& res,
                 const std::shared_ptr<transport::Receipt>& receipt);
   void forward(const std::string& target, PacketPtr p, std::shared_ptr<transport::Receipt> receipt);
+  /// Which node of stage `stage` a packet goes to; empty when none is connected.
+  std::string pick_node(int stage);
   void flush(const std::string& target);
   void on_packet(PacketPtr p, transport::Receipt receipt);
   void on_note(const transport::ControlMessage& m);
@@ -154,6 +166,8 @@ void NodeRuntime::Impl::load(const PipelineSpec& s, NodeOptions o) {
   SC_CHECK(me, Errc::invalid_argument,
            "node '" << opt.node << "' is not in " << spec.path << "; its nodes are: " << names
                     << " (give one with --node or STAGECRAFT_NODE)");
+  for (auto& st : spec.stages)  // a spec built in code may name only `node`
+    if (st.nodes.empty() && !st.node.empty()) st.nodes = {st.node};
   placement = place(spec);
   head = placement.head == opt.node;
   hash = pipeline_hash(spec);
@@ -177,7 +191,7 @@ void NodeRuntime::Impl::load(const PipelineSpec& s, NodeOptions o) {
   ro.on_note = [weak](const transport::ControlMessage& m) {
     if (auto self = weak.lock()) self->on_note(m);
   };
-  inbound = transport::ZmqRecvChannel::bind(ctx, me->endpoint, std::move(ro));
+  inbound = transport::ZmqRecvChannel::bind(ctx, opt.listen.empty() ? me->endpoint : opt.listen, std::move(ro));
   endpoint = inbound->endpoint();
   connect_peers();
   if (head) sweeper = std::thread([this] { sweep_deadlines(); });
@@ -190,7 +204,12 @@ void NodeRuntime::Impl::connect_peers() {
   auto add = [&](const std::string& n) {
     if (n != opt.node && std::find(targets.begin(), targets.end(), n) == targets.end()) targets.push_back(n);
   };
-  for (const auto& r : runs) add(r.seg.last + 1 < placement.size() ? placement.node_of(r.seg.last + 1) : placement.head);
+  for (const auto& r : runs) {
+    if (r.seg.last + 1 == placement.size())
+      add(placement.head);
+    else
+      for (const auto& n : placement.nodes_of(r.seg.last + 1)) add(n);
+  }
   if (head)
     for (const auto& n : spec.nodes) add(n.name);
   else
@@ -313,7 +332,49 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
   p->step = res.steps;
   p->total_steps = res.steps;
   p->route = next == placement.size() ? std::string() : placement.chain[size_t(next)]->name;
-  const std::string target = next == placement.size() ? placement.head : placement.node_of(next);
+  if (next < placement.size() && placement.runs_on(next, opt.node)) {
+    // The next stage runs here too (a run ends where packets may also arrive from
+    // elsewhere): go on in this process.
+    for (size_t i = 0; i < runs.size(); ++i)
+      if (runs[i].seg.first == next) {
+        if (auto refused = enter(i, p, receipt)) left_run(i, job, request, *refused, receipt);
+        return;
+      }
+  }
+  auto fail_here = [&](Errc code, const std::string& stage, const std::string& why) {
+    if (receipt) receipt->release();
+    if (head) {
+      if (code == Errc::node_lost) n_node_lost.fetch_add(1);
+      return finish(job, failure(code, stage, why));
+    }
+    transport::ControlMessage m;
+    m.what = "failed";
+    m.job_id = job;
+    m.stage = stage;
+    m.code = errc_name(code);
+    m.reason = why;
+    note_head(std::move(m));
+  };
+  try {
+    move_tensors(*p, Device::cpu());
+  } catch (const std::exception& e) {
+    return fail_here(Errc::stage_failed, placement.chain[size_t(seg.last)]->name,
+                     std::string("copying the job's tensors to the host to send them failed: ") + e.what());
+  }
+  const std::string target = next == placement.size() ? placement.head : pick_node(next);
+  if (target.empty()) {
+    // No node of the next stage is connected (never started, or lost): waiting could be
+    // forever; answer now.
+    std::string names;
+    for (const auto& n : placement.nodes_of(next)) names += (names.empty() ? "'" : ", '") + n + "'";
+    return fail_here(Errc::node_lost, p->route,
+                     "no node of stage '" + p->route + "' (" + names + ") is connected to node '" + opt.node +
+                         "', so job " + std::to_string(job) +
+                         " cannot go on; start its worker (stagecraft worker FILE --node NAME)");
+  }
+  if (target == placement.head && next == placement.size() && !peers.at(target)->ready())
+    return fail_here(Errc::node_lost, "",
+                     "the head node '" + target + "' is not connected to node '" + opt.node + "'");
   if (head) {
     std::lock_guard lk(jobs_mu);
     auto it = table.find(job);
@@ -332,29 +393,30 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
   forward(target, std::move(p), receipt);
 }
 
+std::string NodeRuntime::Impl::pick_node(int stage) {
+  // The connected node with the most room: credits it granted and has not used, less the
+  // packets already waiting here for it.
+  std::string best;
+  long best_room = 0;
+  for (const auto& n : placement.nodes_of(stage)) {
+    auto& chan = peers.at(n);
+    if (!chan->ready()) continue;
+    long room = chan->stats().credits;
+    {
+      std::lock_guard lk(egress_mu);
+      auto it = egress.find(n);
+      if (it != egress.end()) room -= static_cast<long>(it->second.size());
+    }
+    if (best.empty() || room > best_room) {
+      best = n;
+      best_room = room;
+    }
+  }
+  return best;
+}
+
 void NodeRuntime::Impl::forward(const std::string& target, PacketPtr p,
                                 std::shared_ptr<transport::Receipt> receipt) {
-  auto& chan = peers.at(target);
-  if (!chan->ready()) {
-    // Not connected (never started, or lost): waiting could be forever; answer now.
-    if (receipt) receipt->release();
-    const std::string why = "node '" + target + "' (" + chan->endpoint() + ") is not connected to node '" +
-                            opt.node + "', so job " + std::to_string(p->job_id) +
-                            " cannot go on; start its worker (stagecraft worker FILE --node " + target + ")";
-    if (head) {
-      n_node_lost.fetch_add(1);
-      finish(p->job_id, failure(Errc::node_lost, p->route, why));
-    } else {
-      transport::ControlMessage m;
-      m.what = "failed";
-      m.job_id = p->job_id;
-      m.stage = p->route;
-      m.code = errc_name(Errc::node_lost);
-      m.reason = why;
-      note_head(std::move(m));
-    }
-    return;
-  }
   TraceSpan span;
   span.stage = "send to " + target;
   span.lane = "transfer " + opt.node + " -> " + target;
@@ -402,6 +464,18 @@ void NodeRuntime::Impl::on_packet(PacketPtr p, transport::Receipt receipt) {
     if (runs[i].seg.first == index) {
       const uint64_t job = p->job_id;
       const Request request = p->request;
+      const Device device = placement.chain[size_t(index)]->device;
+      if (!device.is_cpu()) {
+        try {
+          move_tensors(*p, device);
+        } catch (const std::exception& e) {
+          left_run(i, job, request,
+                   failure(Errc::stage_failed, p->route,
+                           "copying the job's tensors onto " + device.str() + " failed: " + e.what()),
+                   held);
+          return;
+        }
+      }
       if (auto refused = enter(i, std::move(p), held)) left_run(i, job, request, *refused, held);
       return;
     }

@@ -41,6 +41,10 @@ namespace stagecraft {
 
 struct NodeOptions {
   std::string node;  ///< which node of the pipeline file this process is
+  /// The address to bind instead of the node's endpoint, e.g. tcp://*:7102 where the file's
+  /// endpoint is a name the others connect to (a Kubernetes Service) but not one this host
+  /// can bind. Empty: bind the endpoint itself.
+  std::string listen;
   /// How often nodes ping each other, and how long a silent node is given before it
   /// is taken as lost (its jobs then fail with node_lost).
   std::chrono::milliseconds heartbeat{500};

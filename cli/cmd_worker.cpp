@@ -7,6 +7,7 @@
 //
 // stagecraft launch FILE: starts a worker per node of the file as child
 // processes, forwards SIGINT / SIGTERM to them, and exits when they have stopped.
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -32,7 +33,7 @@ extern "C" void on_signal(int sig) { g_signal.store(sig); }
 std::string stage_names(const PipelineSpec& spec, const std::string& node) {
   std::string out;
   for (const auto& s : spec.stages)
-    if (s.node == node) out += (out.empty() ? "" : ", ") + s.name;
+    if (std::find(s.nodes.begin(), s.nodes.end(), node) != s.nodes.end()) out += (out.empty() ? "" : ", ") + s.name;
   return out;
 }
 
@@ -57,6 +58,11 @@ int run_worker(const std::vector<std::string>& argv) {
       ->required()->check(CLI::ExistingFile);
   app.add_option("--node", node, "which node of the file this process is")->required()->envname("STAGECRAFT_NODE");
   nf.add_to(app);
+  std::string listen;
+  app.add_option("--listen", listen,
+                 "bind this address instead of the node's endpoint (e.g. tcp://*:7102 when the endpoint is a "
+                 "name other nodes connect to, like a Kubernetes Service)")
+      ->envname("STAGECRAFT_LISTEN");
   app.add_option("--trace", trace_path, "write this node's Chrome trace here when it stops");
   serve.add_to(app);
   if (auto rc = cli::parse(app, argv)) return *rc;
@@ -64,7 +70,9 @@ int run_worker(const std::vector<std::string>& argv) {
   std::optional<PipelineSpec> loaded = cli::load_pipeline_or_report(file);
   if (!loaded) return 1;
   const PipelineSpec& spec = *loaded;
-  auto rt = NodeRuntime::start(spec, nf.options(node));
+  NodeOptions options = nf.options(node);
+  options.listen = listen;
+  auto rt = NodeRuntime::start(spec, options);
   std::fprintf(stderr, "node %s on %s (stages: %s)%s\n", node.c_str(), rt->endpoint().c_str(),
                stage_names(spec, node).c_str(), rt->is_head() ? ", the head: jobs enter here" : "");
   std::signal(SIGTERM, on_signal);

@@ -21,8 +21,9 @@ int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : 128
 
 NodeProcesses::~NodeProcesses() { stop(std::chrono::seconds(5)); }
 
-void NodeProcesses::start(const std::string& node, const std::vector<std::string>& args, const std::string& log) {
-  std::vector<std::string> argv_s = {"stagecraft"};
+void NodeProcesses::start(const std::string& node, const std::vector<std::string>& args, const std::string& log,
+                          const std::string& exe) {
+  std::vector<std::string> argv_s = {exe == "/proc/self/exe" ? std::string("stagecraft") : exe};
   argv_s.insert(argv_s.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : argv_s) argv.push_back(a.data());
@@ -43,7 +44,7 @@ void NodeProcesses::start(const std::string& node, const std::vector<std::string
       ::dup2(log_fd, 1);
       ::dup2(log_fd, 2);
     }
-    ::execv("/proc/self/exe", argv.data());
+    ::execv(exe.c_str(), argv.data());
     ::_exit(127);
   }
   if (log_fd >= 0) ::close(log_fd);

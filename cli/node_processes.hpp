@@ -31,8 +31,9 @@ class NodeProcesses {
   /// Stops what is still running (stop() with a short grace).
   ~NodeProcesses();
 
-  /// Starts this executable (/proc/self/exe) with `args`. Throws Error(io) if it cannot.
-  void start(const std::string& node, const std::vector<std::string>& args, const std::string& log = "");
+  /// Starts `exe` (by default this executable) with `args`. Throws Error(io) if it cannot.
+  void start(const std::string& node, const std::vector<std::string>& args, const std::string& log = "",
+             const std::string& exe = "/proc/self/exe");
   /// Sends `sig` to every child still running.
   void signal_all(int sig);
   /// Reaps children that ended, without waiting; returns those that ended just now.

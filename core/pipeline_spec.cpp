@@ -830,7 +830,20 @@ void Parser::parse_stage(const YAML::Node& v, size_t index) {
     } else if (e.key == "batching") {
       parse_batching(e.value, who, s.batching);
     } else if (e.key == "node") {
-      if (auto n = get_string(e.value, who + " node", "the name of a node under nodes:")) s.node = *n;
+      // One node, or a list: the stage runs on each (a replica per node; jobs go to a live one).
+      const char* allowed = "the name of a node under nodes:, or a list of them";
+      if (e.value.IsSequence() && e.value.size() > 0) {
+        for (const auto& item : e.value)
+          if (auto n = get_string(item, who + " node", allowed)) {
+            if (std::find(s.nodes.begin(), s.nodes.end(), *n) != s.nodes.end())
+              add(item, who + " lists node '" + shown(*n) + "' twice", "each node once");
+            else
+              s.nodes.push_back(*n);
+          }
+      } else if (auto n = get_string(e.value, who + " node", allowed)) {
+        s.nodes = {*n};
+      }
+      if (!s.nodes.empty()) s.node = s.nodes.front();
     } else if (e.key == "plugin") {
       if (auto p = get_existing_file(e.value, who + " plugin",
                                      "a shared library exporting stagecraft_register_stages, relative to this file"))
@@ -856,8 +869,10 @@ void Parser::parse_stage(const YAML::Node& v, size_t index) {
     if (spec_.nodes.empty())
       add(n->value, who + " names node '" + shown(s.node) + "' but the file declares no nodes:",
           "add a nodes: map, or drop node: to run every stage in one process");
-    else if (std::find(node_names.begin(), node_names.end(), s.node) == node_names.end())
-      add(n->value, "unknown node '" + shown(s.node) + "' for " + who, one_of(node_names, s.node));
+    else
+      for (const auto& name : s.nodes)
+        if (std::find(node_names.begin(), node_names.end(), name) == node_names.end())
+          add(n->value, "unknown node '" + shown(name) + "' for " + who, one_of(node_names, name));
   } else if (!n && !spec_.nodes.empty()) {
     add(v, who + " has no node: but the file declares nodes", one_of(node_names));
   }
@@ -1113,7 +1128,10 @@ std::string describe_pipeline(const PipelineSpec& spec) {
   for (const auto& s : spec.stages) {
     os << "  " << std::left << std::setw(static_cast<int>(w_name)) << s.name << "  "
        << std::setw(static_cast<int>(w_type)) << s.type << "  " << std::setw(7) << s.device.str();
-    if (!s.node.empty()) os << "  node " << s.node;
+    if (!s.node.empty()) {
+      os << "  node " << s.node;
+      for (size_t i = 1; i < s.nodes.size(); ++i) os << "," << s.nodes[i];
+    }
     os << "  replicas " << s.replicas << "  max_batch " << s.batching.max_batch << "  max_wait_ms "
        << s.batching.max_wait_ms << "  credits " << spec.credits_for(s);
     if (!s.params.empty()) os << "  params " << s.params.dump();

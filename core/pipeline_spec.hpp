@@ -41,7 +41,10 @@ struct BatchingSpec {
 
 struct StageSpec {
   std::string name, type;
-  std::string node;          ///< node name; empty = the single local process
+  std::string node;          ///< node name (the first of `nodes`); empty = the single local process
+  /// Every node the stage runs on (`node: [a, b]`): one replica on each, and jobs go to
+  /// whichever is connected and least busy. Holds just `node` for a single node.
+  std::vector<std::string> nodes;
   Device device;             ///< cpu by default
   int replicas = 1;
   BatchingSpec batching;

@@ -1,5 +1,6 @@
 #include "core/placement.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -51,11 +52,24 @@ std::vector<const StageSpec*> chain_order(const PipelineSpec& spec) {
   return out;
 }
 
+bool Placement::runs_on(int index, const std::string& node) const {
+  const auto& n = nodes_of(index);
+  return std::find(n.begin(), n.end(), node) != n.end();
+}
+
 std::vector<Segment> Placement::segments_of(const std::string& node) const {
+  // Stage i is an entry of `node` when a packet for it can come from elsewhere: some node
+  // runs stage i-1 but not stage i, so it must send the packet on.
+  auto entry = [&](int i) {
+    if (i == 0) return true;
+    for (const auto& n : nodes_of(i - 1))
+      if (!runs_on(i, n)) return true;
+    return false;
+  };
   std::vector<Segment> out;
   for (int i = 0; i < size(); ++i) {
-    if (node_of(i) != node) continue;
-    if (!out.empty() && out.back().last == i - 1)
+    if (!runs_on(i, node)) continue;
+    if (!out.empty() && out.back().last == i - 1 && !entry(i))
       out.back().last = i;
     else
       out.push_back({i, i});
@@ -74,13 +88,22 @@ Placement place(const PipelineSpec& spec) {
   p.chain = chain_order(spec);
   if (spec.nodes.empty()) return p;
   for (const StageSpec* s : p.chain) {
-    bool known = false;
-    for (const auto& n : spec.nodes) known = known || n.name == s->node;
-    SC_CHECK(known, Errc::invalid_argument,
-             spec.path << ":" << s->loc.line << ":" << s->loc.col << ": stage '" << s->name << "' names node '"
-                       << s->node << "', which `nodes:` does not declare");
+    SC_CHECK(!s->nodes.empty(), Errc::invalid_argument,
+             spec.path << ":" << s->loc.line << ":" << s->loc.col << ": stage '" << s->name
+                       << "' has no node: but the file declares nodes");
+    for (const auto& name : s->nodes) {
+      bool known = false;
+      for (const auto& n : spec.nodes) known = known || n.name == name;
+      SC_CHECK(known, Errc::invalid_argument,
+               spec.path << ":" << s->loc.line << ":" << s->loc.col << ": stage '" << s->name << "' names node '"
+                         << name << "', which `nodes:` does not declare");
+    }
   }
-  p.head = p.chain.front()->node;
+  const StageSpec& first = *p.chain.front();
+  SC_CHECK(first.nodes.size() == 1, Errc::invalid_argument,
+           spec.path << ":" << first.loc.line << ":" << first.loc.col << ": stage '" << first.name
+                     << "' is where jobs enter, so it runs on one node (the head), not " << first.nodes.size());
+  p.head = first.node;
   return p;
 }
 
@@ -92,6 +115,7 @@ PipelineSpec segment_spec(const PipelineSpec& spec, const Placement& p, Segment 
   for (int i = s.first; i <= s.last; ++i) {
     StageSpec st = *p.chain[static_cast<size_t>(i)];
     st.node.clear();
+    st.nodes.clear();
     out.stages.push_back(std::move(st));
   }
   return out;
@@ -106,7 +130,11 @@ std::string pipeline_hash(const PipelineSpec& spec) {
     bytes = ss.str();
   } else {
     for (const auto& n : spec.nodes) bytes += "node " + n.name + " " + n.endpoint + "\n";
-    for (const auto& s : spec.stages) bytes += "stage " + s.name + " " + s.type + " " + s.node + "\n";
+    for (const auto& s : spec.stages) {
+      bytes += "stage " + s.name + " " + s.type;
+      for (const auto& n : s.nodes) bytes += " " + n;
+      bytes += "\n";
+    }
   }
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : bytes) {

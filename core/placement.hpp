@@ -27,16 +27,22 @@ struct Placement {
   std::vector<const StageSpec*> chain;  ///< points into the spec it was made from
   std::string head;                     ///< the node of chain[0]; empty for one process
 
-  /// Maximal runs of consecutive chain stages placed on `node`, in chain order.
+  /// The runs of consecutive chain stages placed on `node`, in chain order. A run starts
+  /// where a packet can arrive from another node (the first stage, or one whose
+  /// predecessor runs on a node that does not run it) and ends before the next such
+  /// stage, so every packet that reaches `node` finds a run starting at its stage.
   std::vector<Segment> segments_of(const std::string& node) const;
-  const std::string& node_of(int index) const { return chain[static_cast<size_t>(index)]->node; }
+  /// The nodes stage `index` runs on (one, or several: `node: [a, b]`).
+  const std::vector<std::string>& nodes_of(int index) const { return chain[static_cast<size_t>(index)]->nodes; }
+  bool runs_on(int index, const std::string& node) const;
   /// The chain index of the stage called `name`, or -1.
   int index_of(const std::string& name) const;
   int size() const { return static_cast<int>(chain.size()); }
 };
 
 /// Throws what chain_order throws, and Error(invalid_argument) when a multi-node file
-/// leaves a stage without a node or names a node it does not declare.
+/// leaves a stage without a node, names a node it does not declare, or places the first
+/// stage (where jobs enter: the head) on more than one node.
 Placement place(const PipelineSpec& spec);
 
 /// The one-process pipeline of segment `s`: its stages in chain order, no nodes, no

@@ -251,6 +251,34 @@ class SplitPipelineTest(unittest.TestCase):
                     time.sleep(0.2)
             self.assert_images_match({SEEDS[0]: res.images[0].data})
 
+    def test_a_stage_on_two_nodes_keeps_serving_when_one_of_them_is_killed(self):
+        d = self.folder()
+        with open(SPLIT) as f:
+            text = f.read()
+        text = re.sub(r"^model: .*$", f"model: {MODEL}", text, flags=re.M)
+        text = re.sub(r"^  (enc|dit|vae): {endpoint: [^}]*}", lambda m: f"  {m.group(1)}: {{endpoint: ipc://{d}/{m.group(1)}.sock}}",
+                      text, flags=re.M)
+        text = text.replace(f"  dit: {{endpoint: ipc://{d}/dit.sock}}",
+                            f"  dit: {{endpoint: ipc://{d}/dit.sock}}\n  dit2: {{endpoint: ipc://{d}/dit2.sock}}")
+        text = text.replace("    node: dit\n", "    node: [dit, dit2]\n")
+        pipeline = os.path.join(d, "replicated.yaml")
+        with open(pipeline, "w") as f:
+            f.write(text)
+        jobs = f"ipc://{d}/jobs.sock"
+        dit2 = Worker(pipeline, "dit2")
+        self.workers.append(dit2)
+        nodes = self.start_nodes(pipeline, jobs)
+        with Client(jobs) as c:
+            res = [c.submit(PROMPT, seed=s) for s in SEEDS]
+            self.assert_images_match({s: j.result(120).images[0].data for s, j in zip(SEEDS, res)})
+            nodes["dit"].stop(signal.SIGKILL)
+            time.sleep(2.0)  # the head's heartbeats find it gone (node timeout 1 s)
+            res = [c.submit(PROMPT, seed=s) for s in SEEDS]
+            self.assert_images_match({s: j.result(120).images[0].data for s, j in zip(SEEDS, res)})
+        self.assertEqual(dit2.stop(), 0)
+        m = re.search(r"(\d+) entered its stages", dit2.output())
+        self.assertGreaterEqual(int(m.group(1)), len(SEEDS), dit2.output())
+
     def test_a_node_started_from_another_file_is_refused_naming_both(self):
         d = self.folder()
         eps = {n: f"ipc://{d}/{n}.sock" for n in ("enc", "dit", "vae")}
@@ -366,6 +394,7 @@ class TwoHostsTest(SplitPipelineTest):
     test_launch_serves_jobs_and_stops_on_sigterm = None
     test_a_killed_worker_fails_its_jobs_with_node_lost_and_serves_again_once_restarted = None
     test_a_node_started_from_another_file_is_refused_naming_both = None
+    test_a_stage_on_two_nodes_keeps_serving_when_one_of_them_is_killed = None
     test_malformed_frames_at_a_worker_are_refused_and_counted_and_it_keeps_serving = None
 
 

@@ -312,6 +312,22 @@ TEST_CASE("node references must name a declared node") {
   CHECK(contains(problem_at(ps, 2, 34).what, "names node 'enc' but the file declares no nodes:"));
 }
 
+TEST_CASE("a stage may run on several nodes, each declared and named once") {
+  const PipelineSpec spec = parse_pipeline_spec(
+      "nodes:\n  enc: {endpoint: 'ipc:///tmp/e'}\n  d1: {endpoint: 'ipc:///tmp/d1'}\n  d2: {endpoint: 'ipc:///tmp/d2'}\n"
+      "stages:\n  - {name: a, type: sleep, node: enc}\n  - {name: b, type: sleep, node: [d1, d2]}\n",
+      "p.yaml", ".");
+  CHECK(spec.stages[1].node == "d1");
+  CHECK(spec.stages[1].nodes == std::vector<std::string>{"d1", "d2"});
+  CHECK(spec.stages[0].nodes == std::vector<std::string>{"enc"});
+
+  auto ps = problems_of(
+      "nodes:\n  enc: {endpoint: 'ipc:///tmp/e'}\n  d1: {endpoint: 'ipc:///tmp/d1'}\n"
+      "stages:\n  - {name: a, type: sleep, node: enc}\n  - {name: b, type: sleep, node: [d1, d1, dd]}\n");
+  CHECK(contains(problem_at(ps, 6, 39).what, "stage 'b' lists node 'd1' twice"));
+  CHECK(contains(problem_at(ps, 6, 34).what, "unknown node 'dd' for stage 'b'"));
+}
+
 TEST_CASE("request defaults are checked for keys and ranges") {
   auto ps = problems_of(
       "defaults:\n"
