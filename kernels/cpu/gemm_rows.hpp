@@ -1,12 +1,48 @@
 #pragma once
 // Row-invariant f32 GEMM for small products (internal to kernels/cpu/; linear_per_item
-// uses it, see linear.cpp): y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N]), all contiguous.
-// Each output's sum runs in a fixed order that depends only on K, never on M or on the
-// other rows of the call.
+// uses it, see linear.cpp): y[M, N] = x[M, K] · w[N, K]ᵀ (+ bias[N]), x and y contiguous.
+//
+// Each output is one fused multiply-add chain over k = 0, 1, ..., K-1 starting from 0,
+// then + bias[n]. Its bits therefore depend only on its row of x, its row of w and K —
+// never on M, on the tile or thread it falls in, or on the other rows of the call — so a
+// job's rows give the same bytes alone or batched with others.
+//
+// The kernel reads w packed in panels of 16 outputs ([K][16] each, contiguous), which
+// packed_weight_cached() makes once per weight tensor and keeps:
+//
+//   auto pw = packed_weight_cached(w);             // w: [N, K], any float dtype
+//   gemm_rows(x, *pw, bias, y, M);
 #include <cstdint>
+#include <memory>
+
+#include "core/tensor.hpp"
 
 namespace stagecraft::kernels::cpu {
 
-void gemm_rows(const float* x, const float* w, const float* bias, float* y, int64_t M, int64_t N, int64_t K);
+/// w [N, K] as f32 panels of 16 outputs: element (n, k) at data[(n / 16) * K * 16 + k * 16 + n % 16];
+/// the last panel's missing outputs are zeros. 64-byte aligned, so a panel row is one cache line.
+struct PackedWeight {
+  int64_t N = 0, K = 0;
+  std::shared_ptr<float> data;
+  const float* panel(int64_t p) const { return data.get() + p * K * 16; }
+};
+
+/// Packs `w` ([N, K], any float dtype and strides).
+std::shared_ptr<const PackedWeight> pack_weight(const Tensor& w);
+/// pack_weight() once per weight tensor: a process-wide cache keyed by (storage, byte offset)
+/// and checked against shape, strides, dtype and a hash of sampled values; entries of freed
+/// storage are dropped, so a new tensor at a recycled address never gets stale panels.
+/// Bounded by STAGECRAFT_GEMM_ROWS_CACHE_MB (default 512; 0 turns it off); once full, new
+/// weights are packed per call. Only contiguous weights are cached.
+std::shared_ptr<const PackedWeight> packed_weight_cached(const Tensor& w);
+
+struct PackedWeightCacheStats {
+  int64_t entries = 0, bytes = 0, hits = 0, misses = 0;
+};
+PackedWeightCacheStats packed_weight_cache_stats();
+void packed_weight_cache_clear();
+
+/// y[M, w.N] = x[M, w.K] · wᵀ (+ bias[w.N]).
+void gemm_rows(const float* x, const PackedWeight& w, const float* bias, float* y, int64_t M);
 
 }  // namespace stagecraft::kernels::cpu

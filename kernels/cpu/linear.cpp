@@ -1,4 +1,5 @@
-// linear, linear_per_item and matmul on OpenBLAS sgemm; f16/bf16 operands are widened to f32 first.
+// linear, linear_per_item and matmul on OpenBLAS sgemm (linear_per_item: the row-invariant
+// gemm_rows for items of few rows); f16/bf16 operands are widened to f32 first.
 #include <cblas.h>
 
 #include <algorithm>
@@ -67,10 +68,11 @@ Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) {
   out_shape.back() = N;
   F32Out y(out_shape, x.dtype());
   if (M == 0 || N == 0) return y.finish();
-  F32In xf(x), wf(w);
+  F32In xf(x);
+  const auto pw = packed_weight_cached(w);  // packed once per weight tensor, then reused
   std::unique_ptr<F32In> bf;
   if (bias) bf = std::make_unique<F32In>(*bias);
-  gemm_rows(xf.data(), wf.data(), bf ? bf->data() : nullptr, y.data(), M, N, K);
+  gemm_rows(xf.data(), *pw, bf ? bf->data() : nullptr, y.data(), M);
   return y.finish();
 }
 

@@ -3,10 +3,13 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "tests/kernels/kernel_cases.hpp"
 
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "kernels/cpu/conv3x3_direct.hpp"
+#include "kernels/cpu/gemm_rows.hpp"
 #include "kernels/cpu/winograd.hpp"
 
 using namespace stagecraft;
@@ -216,4 +219,119 @@ TEST_CASE("conv2d routes 3x3 convs by shape: Winograd where im2col ran before, t
     CHECK((kernels::cpu::winograd_cache_stats().entries == 1) == s.winograd);
   }
   kernels::cpu::winograd_cache_clear();
+}
+
+// ---------------------------------------------------------------- gemm_rows (CPU only)
+
+namespace {
+// gemm_rows through its public pieces: w packed (uncached), y [M, N] as a tensor.
+Tensor gemm_rows_of(const Tensor& x, const Tensor& w, const Tensor* b) {
+  const int64_t M = x.size(0), N = w.size(0);
+  Tensor y = Tensor::empty({M, N}, DType::f32);
+  const auto pw = kernels::cpu::pack_weight(w);
+  kernels::cpu::gemm_rows(x.data_as<float>(), *pw, b ? b->data_as<float>() : nullptr, y.data_as<float>(), M);
+  return y;
+}
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(ops::contiguous(a).data(), ops::contiguous(b).data(), a.nbytes()) == 0;
+}
+}  // namespace
+
+TEST_CASE("gemm_rows matches the naive reference and its documented order (one fma chain over k) bit for bit") {
+  // Odd shapes around the tile (6 rows x 16 outputs), the 48-row task block and the 8-wide
+  // vectors, K = 1 and K with no multiple of 8, and a product large enough to be split
+  // across threads (M = 200, N = 100, K = 193).
+  const int64_t Ms[] = {1, 5, 6, 7, 13, 49, 200}, Ns[] = {1, 7, 16, 17, 33, 100}, Ks[] = {1, 7, 9, 64, 193};
+  for (int64_t M : Ms)
+    for (int64_t N : Ns)
+      for (int64_t K : Ks)
+        for (bool with_bias : {false, true}) {
+          const Tensor x = kcases::rand_tensor({M, K}), w = kcases::rand_tensor({N, K}), b = kcases::rand_tensor({N});
+          const Tensor* bp = with_bias ? &b : nullptr;
+          const Tensor got = gemm_rows_of(x, w, bp);
+          CAPTURE(M);
+          CAPTURE(N);
+          CAPTURE(K);
+          CAPTURE(with_bias);
+          CHECK(rel_err(got, kernels::reference::linear(x, w, bp)) <= kcases::tolerance(DType::f32));
+          // The order is the contract that makes rows batch-invariant: s = fma(x[k], w[n][k], s)
+          // for k = 0..K-1 from 0, then + bias. Every vector lane must give exactly that.
+          const float *px = x.data_as<float>(), *pw = w.data_as<float>(), *pb = b.data_as<float>();
+          const float* py = got.data_as<float>();
+          int64_t differ = 0;
+          for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) {
+              float s = 0.0f;
+              for (int64_t k = 0; k < K; ++k) s = std::fma(px[m * K + k], pw[n * K + k], s);
+              if (with_bias) s += pb[n];
+              differ += std::memcmp(&s, &py[m * N + n], 4) != 0;
+            }
+          CHECK(differ == 0);
+        }
+}
+
+TEST_CASE("gemm_rows gives a row the same bits alone and inside any larger call") {
+  // The shipped denoiser's shapes (16 tokens per item, width 192, feed-forward 768) and odd
+  // ones; calls of 1..200 rows put a row at every position of a tile, a task block and a
+  // thread's chunk.
+  struct S { int64_t n, k; };
+  for (const S& s : {S{192, 192}, S{768, 192}, S{192, 768}, S{37, 29}}) {
+    const Tensor pool = kcases::rand_tensor({200, s.k}), w = kcases::rand_tensor({s.n, s.k}),
+                 b = kcases::rand_tensor({s.n});
+    const Tensor all = gemm_rows_of(pool, w, &b);
+    CAPTURE(s.n);
+    CAPTURE(s.k);
+    for (int64_t r = 0; r < 200; r += 13) {
+      CAPTURE(r);
+      const Tensor alone = gemm_rows_of(pool.slice(0, r, r + 1), w, &b);
+      CHECK(same_bits(alone, all.slice(0, r, r + 1)));
+    }
+    for (int64_t start : {0, 5, 47}) {
+      for (int64_t len : {1, 7, 32, 96, 150}) {
+        if (start + len > 200) continue;
+        CAPTURE(start);
+        CAPTURE(len);
+        const Tensor part = gemm_rows_of(pool.slice(0, start, start + len), w, &b);
+        CHECK(same_bits(part, all.slice(0, start, start + len)));
+      }
+    }
+  }
+}
+
+TEST_CASE("the packed-weight cache hits on the same weights and never serves stale ones") {
+  namespace kc = kernels::cpu;
+  kc::packed_weight_cache_clear();
+  const Tensor x = kcases::rand_tensor({3, 5, 40});
+  Tensor w = kcases::rand_tensor({21, 40});
+  const Tensor y1 = ops::linear_per_item(x, w);
+  const Tensor y2 = ops::linear_per_item(x, w);
+  const auto s = kc::packed_weight_cache_stats();
+  CHECK(s.entries == 1);
+  CHECK(s.misses == 1);
+  CHECK(s.hits == 1);
+  CHECK(same_bits(y1, y2));
+  CHECK(kc::packed_weight_cached(w) == kc::packed_weight_cached(w));
+  // Rewritten in place: the sampled values differ, so the weight is packed again.
+  w.fill(0.25);
+  CHECK(rel_err(ops::linear_per_item(x, w), kernels::reference::linear(x, w, nullptr)) <= 1e-4);
+  // Freed and remade at a likely recycled address: the freed storage's entry must not answer.
+  for (int k = 0; k < 4; ++k) {
+    w = Tensor();
+    w = kcases::rand_tensor({21, 40});
+    CHECK(rel_err(ops::linear_per_item(x, w), kernels::reference::linear(x, w, nullptr)) <= 1e-4);
+  }
+  // Views at other offsets of one storage are other weights.
+  const Tensor both = kcases::rand_tensor({2, 21, 40});
+  for (int64_t k = 0; k < 2; ++k) {
+    const Tensor wk = both.select(0, k);
+    CHECK(rel_err(ops::linear_per_item(x, wk), kernels::reference::linear(x, wk, nullptr)) <= 1e-4);
+  }
+  // A transposed (non-contiguous) weight is packed per call and not kept.
+  const Tensor wt = kcases::rand_tensor({40, 21}).transpose(0, 1);
+  REQUIRE(!wt.is_contiguous());
+  const int64_t before = kc::packed_weight_cache_stats().entries;
+  CHECK(rel_err(ops::linear_per_item(x, wt), kernels::reference::linear(x, wt, nullptr)) <= 1e-4);
+  CHECK(kc::packed_weight_cache_stats().entries == before);
+  kc::packed_weight_cache_clear();
+  CHECK(kc::packed_weight_cache_stats().entries == 0);
 }
