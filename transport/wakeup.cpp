@@ -20,6 +20,7 @@ Wakeup::~Wakeup() {
 }
 
 void Wakeup::notify() {
+  if (pending_.exchange(true)) return;  // the fd is readable already
   const uint64_t one = 1;
   // EAGAIN means the counter is saturated: the fd is readable already, which is all we need.
   [[maybe_unused]] ssize_t n = write(fd_, &one, sizeof one);
@@ -35,6 +36,9 @@ void poll_ignoring_signals(zmq_pollitem_t* items, int n, std::chrono::millisecon
 }
 
 void Wakeup::drain() {
+  // Cleared first: a notify() from here on writes again, and its work, queued before it,
+  // is taken after this drain returns.
+  pending_.store(false);
   uint64_t v = 0;
   [[maybe_unused]] ssize_t n = read(fd_, &v, sizeof v);
 }

@@ -3,6 +3,7 @@
 // socket (an eventfd): any thread calls notify(), the I/O thread sees the fd
 // readable in zmq::poll and calls drain(). ZeroMQ sockets are not thread-safe,
 // so other threads never touch the socket: they queue work and notify().
+#include <atomic>
 #include <chrono>
 
 #include <zmq.h>
@@ -26,6 +27,9 @@ class Wakeup {
 
  private:
   int fd_ = -1;
+  /// Set by the notify() that wrote, cleared by drain(): later notifies before the I/O
+  /// thread wakes skip the system call (one packet per notify made it a write each).
+  std::atomic<bool> pending_{false};
 };
 
 }  // namespace stagecraft::transport

@@ -86,13 +86,14 @@ struct Deployment {
 void start(Deployment& d, const Temp& t, const std::string& file, bool split, const std::vector<std::string>& netns = {}) {
   d.jobs = "ipc://" + t.dir + "/jobs-" + std::to_string(::getpid()) + (split ? "-split" : "-one") + ".sock";
   if (!split) {
-    d.procs.start("serve", {"serve", file, "--bind", d.jobs, "--http", "off"}, t.dir + "/serve.log", kExe);
+    d.procs.start("serve", {"serve", file, "--bind", d.jobs, "--http", "off", "--max-jobs-per-client", "100000"},
+                  t.dir + "/serve.log", kExe);
     return;
   }
   const char* names[] = {"a", "b", "c"};
   for (int i = 2; i >= 0; --i) {
     std::vector<std::string> args = {"worker", file, "--node", names[i]};
-    if (i == 0) args.insert(args.end(), {"--bind", d.jobs, "--http", "off"});
+    if (i == 0) args.insert(args.end(), {"--bind", d.jobs, "--http", "off", "--max-jobs-per-client", "100000"});
     const std::string log = t.dir + "/" + names[i] + ".log";
     if (!netns.empty() && !netns[size_t(i)].empty()) {
       args.insert(args.begin(), {"netns", "exec", netns[size_t(i)], kExe});
@@ -118,14 +119,22 @@ double throughput(const std::string& endpoint, int n) {
     c.submit("j" + std::to_string(i), f);
   }
   int done = 0, failed = 0;
+  std::string first_error;
   while (done < n) {
     auto r = c.receive(std::chrono::seconds(60));
     if (!r) break;
     if (r->type == "result") ++done;
-    if (r->type == "error") ++done, ++failed;
+    if (r->type == "error") {
+      ++done, ++failed;
+      if (first_error.empty()) first_error = r->code + ": " + r->message;
+    }
   }
   const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-  if (failed || done < n) std::printf("    (%d of %d jobs failed or never answered)\n", failed + (n - done), n);
+  if (failed || done < n) {
+    // A figure over failed jobs would flatter: report it as nothing.
+    std::printf("    %d of %d jobs failed or never answered (first: %s)\n", failed + (n - done), n, first_error.c_str());
+    return 0;
+  }
   return done / s;
 }
 
