@@ -168,6 +168,13 @@ void NodeRuntime::Impl::load(const PipelineSpec& s, NodeOptions o) {
                     << " (give one with --node or STAGECRAFT_NODE)");
   for (auto& st : spec.stages)  // a spec built in code may name only `node`
     if (st.nodes.empty() && !st.node.empty()) st.nodes = {st.node};
+  for (const auto& e : spec.edges)
+    SC_CHECK(e.channel != "cuda_ipc" && e.channel != "nccl", Errc::unsupported,
+             spec.path << ":" << e.loc.line << ":" << e.loc.col << ": edge " << e.from << " -> " << e.to
+                       << " forces channel " << e.channel
+                       << ", which split pipelines do not use yet (the channel exists in transport/ and is checked "
+                          "on a GPU by scripts/device-check.sh); use channel auto or zmq: GPU tensors then cross "
+                          "through host memory");
   placement = place(spec);
   head = placement.head == opt.node;
   hash = pipeline_hash(spec);
