@@ -42,7 +42,14 @@ struct PackedWeightCacheStats {
 PackedWeightCacheStats packed_weight_cache_stats();
 void packed_weight_cache_clear();
 
+/// Which kernel runs: `best` is the AVX-512 one where the CPU has it (unless
+/// STAGECRAFT_GEMM_ROWS_AVX512=0), else AVX2 (or scalar in a build without AVX2); `avx2`
+/// forces the latter. All give the same bits: the choice is speed only (and for tests).
+enum class GemmRowsIsa { best, avx2 };
+bool gemm_rows_avx512_available();
+
 /// y[M, w.N] = x[M, w.K] · wᵀ (+ bias[w.N]).
-void gemm_rows(const float* x, const PackedWeight& w, const float* bias, float* y, int64_t M);
+void gemm_rows(const float* x, const PackedWeight& w, const float* bias, float* y, int64_t M,
+               GemmRowsIsa isa = GemmRowsIsa::best);
 
 }  // namespace stagecraft::kernels::cpu

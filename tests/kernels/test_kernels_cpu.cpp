@@ -225,12 +225,19 @@ TEST_CASE("conv2d routes 3x3 convs by shape: Winograd where im2col ran before, t
 
 namespace {
 // gemm_rows through its public pieces: w packed (uncached), y [M, N] as a tensor.
-Tensor gemm_rows_of(const Tensor& x, const Tensor& w, const Tensor* b) {
+Tensor gemm_rows_of(const Tensor& x, const Tensor& w, const Tensor* b,
+                    kernels::cpu::GemmRowsIsa isa = kernels::cpu::GemmRowsIsa::best) {
   const int64_t M = x.size(0), N = w.size(0);
   Tensor y = Tensor::empty({M, N}, DType::f32);
   const auto pw = kernels::cpu::pack_weight(w);
-  kernels::cpu::gemm_rows(x.data_as<float>(), *pw, b ? b->data_as<float>() : nullptr, y.data_as<float>(), M);
+  kernels::cpu::gemm_rows(x.data_as<float>(), *pw, b ? b->data_as<float>() : nullptr, y.data_as<float>(), M, isa);
   return y;
+}
+// Both kernels where the CPU has AVX-512 (best is then the AVX-512 one), else AVX2 alone.
+std::vector<kernels::cpu::GemmRowsIsa> isas() {
+  if (kernels::cpu::gemm_rows_avx512_available())
+    return {kernels::cpu::GemmRowsIsa::best, kernels::cpu::GemmRowsIsa::avx2};
+  return {kernels::cpu::GemmRowsIsa::avx2};
 }
 bool same_bits(const Tensor& a, const Tensor& b) {
   return a.shape() == b.shape() && std::memcmp(ops::contiguous(a).data(), ops::contiguous(b).data(), a.nbytes()) == 0;
@@ -241,14 +248,17 @@ TEST_CASE("gemm_rows matches the naive reference and its documented order (one f
   // Odd shapes around the tile (6 rows x 16 outputs), the 48-row task block and the 8-wide
   // vectors, K = 1 and K with no multiple of 8, and a product large enough to be split
   // across threads (M = 200, N = 100, K = 193).
-  const int64_t Ms[] = {1, 5, 6, 7, 13, 49, 200}, Ns[] = {1, 7, 16, 17, 33, 100}, Ks[] = {1, 7, 9, 64, 193};
+  // (With AVX-512, tiles of 8 rows x 32 outputs: N = 33 and 100 leave a lone last panel.)
+  const int64_t Ms[] = {1, 5, 6, 7, 8, 9, 13, 49, 200}, Ns[] = {1, 7, 16, 17, 32, 33, 100}, Ks[] = {1, 7, 9, 64, 193};
+  for (auto isa : isas())
   for (int64_t M : Ms)
     for (int64_t N : Ns)
       for (int64_t K : Ks)
         for (bool with_bias : {false, true}) {
           const Tensor x = kcases::rand_tensor({M, K}), w = kcases::rand_tensor({N, K}), b = kcases::rand_tensor({N});
           const Tensor* bp = with_bias ? &b : nullptr;
-          const Tensor got = gemm_rows_of(x, w, bp);
+          const Tensor got = gemm_rows_of(x, w, bp, isa);
+          CAPTURE(static_cast<int>(isa));
           CAPTURE(M);
           CAPTURE(N);
           CAPTURE(K);
@@ -275,15 +285,17 @@ TEST_CASE("gemm_rows gives a row the same bits alone and inside any larger call"
   // ones; calls of 1..200 rows put a row at every position of a tile, a task block and a
   // thread's chunk.
   struct S { int64_t n, k; };
+  for (auto isa : isas())
   for (const S& s : {S{192, 192}, S{768, 192}, S{192, 768}, S{37, 29}}) {
     const Tensor pool = kcases::rand_tensor({200, s.k}), w = kcases::rand_tensor({s.n, s.k}),
                  b = kcases::rand_tensor({s.n});
-    const Tensor all = gemm_rows_of(pool, w, &b);
+    const Tensor all = gemm_rows_of(pool, w, &b, isa);
+    CAPTURE(static_cast<int>(isa));
     CAPTURE(s.n);
     CAPTURE(s.k);
     for (int64_t r = 0; r < 200; r += 13) {
       CAPTURE(r);
-      const Tensor alone = gemm_rows_of(pool.slice(0, r, r + 1), w, &b);
+      const Tensor alone = gemm_rows_of(pool.slice(0, r, r + 1), w, &b, isa);
       CHECK(same_bits(alone, all.slice(0, r, r + 1)));
     }
     for (int64_t start : {0, 5, 47}) {
@@ -291,11 +303,23 @@ TEST_CASE("gemm_rows gives a row the same bits alone and inside any larger call"
         if (start + len > 200) continue;
         CAPTURE(start);
         CAPTURE(len);
-        const Tensor part = gemm_rows_of(pool.slice(0, start, start + len), w, &b);
+        const Tensor part = gemm_rows_of(pool.slice(0, start, start + len), w, &b, isa);
         CHECK(same_bits(part, all.slice(0, start, start + len)));
       }
     }
   }
+}
+
+TEST_CASE("gemm_rows's AVX-512 and AVX2 kernels give the same bits") {
+  if (!kernels::cpu::gemm_rows_avx512_available()) return;  // one kernel only on this CPU
+  for (int64_t n : {1, 16, 31, 48, 200})
+    for (int64_t m : {1, 8, 17, 96}) {
+      const Tensor x = kcases::rand_tensor({m, 77}), w = kcases::rand_tensor({n, 77}), b = kcases::rand_tensor({n});
+      CAPTURE(n);
+      CAPTURE(m);
+      CHECK(same_bits(gemm_rows_of(x, w, &b, kernels::cpu::GemmRowsIsa::best),
+                      gemm_rows_of(x, w, &b, kernels::cpu::GemmRowsIsa::avx2)));
+    }
 }
 
 TEST_CASE("the packed-weight cache hits on the same weights and never serves stale ones") {
