@@ -111,6 +111,21 @@ class Checker:
         docs = []
         for path in yaml_files(os.path.join(self.deploy, "kubernetes")):
             docs += [(os.path.relpath(path, self.deploy), d) for d in load_all(path)]
+        # `kubectl apply -k` applies what kustomization.yaml lists: every other manifest.
+        kdir = os.path.join(self.deploy, "kubernetes")
+        kust = [d for f, d in docs if d.get("kind") == "Kustomization"]
+        listed = set(kust[0].get("resources") or []) if kust else set()
+        others = {os.path.relpath(f, kdir) for f in yaml_files(kdir)} - {"kustomization.yaml"}
+        if listed != others:
+            self.bad(f"kubernetes/kustomization.yaml: resources {sorted(listed)}; want every manifest {sorted(others)}")
+        elif shutil.which("kubectl"):  # render it as kubectl would (offline); optional, as CI may lack kubectl
+            r = subprocess.run(["kubectl", "kustomize", kdir], capture_output=True, text=True, timeout=60)
+            rendered = list(yaml.safe_load_all(r.stdout)) if r.returncode == 0 else []
+            images = {c["image"] for d in rendered if d and d.get("kind") == "Deployment"
+                      for c in d["spec"]["template"]["spec"]["containers"]}
+            if r.returncode != 0 or len(images) != 1 or "stagecraft" in images:
+                self.bad(f"kubernetes: `kubectl kustomize` gives images {sorted(images)} (want one, set by "
+                         f"kustomization.yaml): {r.stderr.strip()}")
         configmaps = {d["metadata"]["name"]: (f, d) for f, d in docs if d.get("kind") == "ConfigMap"}
         services = {d["metadata"]["name"]: (f, d) for f, d in docs if d.get("kind") == "Service"}
         deployments = [(f, d) for f, d in docs if d.get("kind") == "Deployment"]
@@ -653,6 +668,8 @@ BREAKAGES = [
     ("the denoiser's pod without a GPU",
      [("kubernetes/deployments.yaml", "limits: {memory: 4Gi, nvidia.com/gpu: 1}", "limits: {memory: 4Gi}")],
      "no nvidia.com/gpu"),
+    ("a manifest left out of kustomization.yaml",
+     [("kubernetes/kustomization.yaml", "  - services.yaml\n", "")], "want every manifest"),
     ("a YAML file that does not parse",
      [("kubernetes/services.yaml", "- {name: http, port: 8080, targetPort: http, protocol: TCP}",
        "- {name: http, port: 8080, targetPort: http, protocol: TCP")], "does not parse"),
