@@ -197,9 +197,9 @@ Tensor PixArtTransformer::size_embedding(int64_t B, const PixArtImageSize& size)
 Tensor PixArtTransformer::attention(const Linear& q, const Linear& k, const Linear& v, const Linear& o,
                                     const Tensor& x, const Tensor& context, const Tensor* key_mask) const {
   const int64_t B = x.size(0), Lq = x.size(1), Lk = context.size(1);
-  auto split = [&](const Tensor& t, int64_t len) {  // [B, L, H·Dh] -> [B, H, L, Dh]
-    return ops::contiguous(t.reshape({B, len, heads_, head_dim_}).permute({0, 2, 1, 3}));
-  };
+  // [B, L, H·Dh] -> [B, H, L, Dh] as a view: both backends' attention reads strided heads in
+  // place (only the head dim must be dense), so copying them out would be a pass for nothing.
+  auto split = [&](const Tensor& t, int64_t len) { return t.reshape({B, len, heads_, head_dim_}).permute({0, 2, 1, 3}); };
   Tensor qh = split(apply(q, x), Lq);
   Tensor kh = split(apply(k, context), Lk);
   Tensor vh = split(apply(v, context), Lk);
