@@ -90,6 +90,11 @@ std::unique_ptr<ZmqSendChannel> ZmqSendChannel::connect(std::shared_ptr<zmq::con
   impl->opt = std::move(options);
   impl->sock = zmq::socket_t(*impl->ctx, zmq::socket_type::dealer);
   impl->sock.set(zmq::sockopt::linger, 0);
+  // ZeroMQ's own heartbeats on the connection: a host that vanished without closing its TCP
+  // connections (power off, cut cable) is then noticed and reconnected to (e.g. the new pod
+  // behind a Service name) instead of waiting out the kernel's TCP timeout.
+  impl->sock.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(impl->opt.heartbeat.count()));
+  impl->sock.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(impl->opt.peer_timeout.count()));
   try {
     impl->sock.connect(endpoint);
   } catch (const zmq::error_t& e) {
@@ -355,7 +360,9 @@ std::unique_ptr<ZmqRecvChannel> ZmqRecvChannel::bind(std::shared_ptr<zmq::contex
     impl->sock.bind(endpoint);
   } catch (const zmq::error_t& e) {
     SC_FAIL(Errc::io, "cannot bind '" << endpoint << "': " << e.what()
-                                      << " (is another worker using it? expected ipc://PATH or tcp://HOST:PORT)");
+                                      << " (is another worker using it? expected ipc://PATH or tcp://HOST:PORT; a tcp "
+                                         "host must be *, an IP address or an interface of this host: where the "
+                                         "endpoint is a name others connect to, bind with --listen tcp://*:PORT)");
   }
   impl->endpoint = impl->sock.get(zmq::sockopt::last_endpoint);
   impl->io = std::thread([raw = impl.get()] { raw->run(); });
