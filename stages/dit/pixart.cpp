@@ -1,6 +1,7 @@
 #include "stages/dit/pixart.hpp"
 #include "stages/model/config_value.hpp"
 
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -194,21 +195,60 @@ Tensor PixArtTransformer::size_embedding(int64_t B, const PixArtImageSize& size)
   return ops::cat({r, a}, 1);  // [B, D]
 }
 
-Tensor PixArtTransformer::attention(const Linear& q, const Linear& k, const Linear& v, const Linear& o,
-                                    const Tensor& x, const Tensor& context, const Tensor* key_mask) const {
-  const int64_t B = x.size(0), Lq = x.size(1), Lk = context.size(1);
+Tensor PixArtTransformer::attention(const Linear& q, const Linear& o, const Tensor& x, const Tensor& k,
+                                    const Tensor& v, const Tensor* key_mask) const {
+  const int64_t B = x.size(0), Lq = x.size(1), Lk = k.size(1);
   // [B, L, H·Dh] -> [B, H, L, Dh] as a view: both backends' attention reads strided heads in
   // place (only the head dim must be dense), so copying them out would be a pass for nothing.
   auto split = [&](const Tensor& t, int64_t len) { return t.reshape({B, len, heads_, head_dim_}).permute({0, 2, 1, 3}); };
   Tensor qh = split(apply(q, x), Lq);
-  Tensor kh = split(apply(k, context), Lk);
-  Tensor vh = split(apply(v, context), Lk);
+  Tensor kh = split(k, Lk);
+  Tensor vh = split(v, Lk);
   ops::AttentionOptions opt;
   opt.key_padding_mask = key_mask;
   Tensor a = ops::attention(qh, kh, vh, opt);
   a = ops::contiguous(a.permute({0, 2, 1, 3})).reshape({B, Lq, dim_});
   return apply(o, a);
 }
+
+namespace {
+
+// The distinct items of a CPU batch's text: first[u] is the first item of the u-th distinct
+// (text rows, mask row) content, of_item[b] the distinct index of item b. Jobs batched at a
+// step mostly share their negative prompt (and often their prompt), and the caption
+// projection and the cross-attention keys and values depend on nothing else, so they are
+// computed once per distinct content and copied to the items that share it: the same rows
+// through the same row-invariant kernel, hence the same bits, for less work as the batch
+// grows. Other devices keep one computation per item (comparing would need a copy back).
+void distinct_items(const Tensor& text, const Tensor& mask, std::vector<int64_t>& first, std::vector<int64_t>& of_item) {
+  const int64_t B = text.size(0);
+  first.clear();
+  of_item.assign(static_cast<size_t>(B), 0);
+  const Tensor t = ops::contiguous(text);
+  const Tensor m = mask.defined() ? ops::contiguous(mask) : Tensor();
+  const size_t tb = t.nbytes() / static_cast<size_t>(B), mb = m.defined() ? m.nbytes() / static_cast<size_t>(B) : 0;
+  const auto* tp = static_cast<const unsigned char*>(t.data());
+  const auto* mp = m.defined() ? static_cast<const unsigned char*>(m.data()) : nullptr;
+  for (int64_t b = 0; b < B; ++b) {
+    size_t u = 0;
+    for (; u < first.size(); ++u) {
+      const int64_t f = first[u];
+      if (std::memcmp(tp + b * tb, tp + f * tb, tb) == 0 && (!mp || std::memcmp(mp + b * mb, mp + f * mb, mb) == 0))
+        break;
+    }
+    if (u == first.size()) first.push_back(b);
+    of_item[static_cast<size_t>(b)] = static_cast<int64_t>(u);
+  }
+}
+
+// Rows `idx` of t along dim 0, in that order.
+Tensor take(const Tensor& t, const std::vector<int64_t>& idx) {
+  std::vector<Tensor> rows;
+  for (int64_t i : idx) rows.push_back(t.slice(0, i, i + 1));
+  return rows.size() == 1 ? ops::contiguous(rows[0]) : ops::cat(rows, 0);
+}
+
+}  // namespace
 
 Tensor PixArtTransformer::feed_forward(const Block& blk, const Tensor& x) const {
   Tensor h = apply(blk.ff_in, x);
@@ -265,11 +305,17 @@ Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep,
   }
   Tensor t6 = apply(adaln_linear_, ops::silu(embedded_t)).reshape({B, 6, D});
 
-  // 3. Caption projection.
+  // 3. Caption projection, once per distinct text of the batch (distinct_items).
   Tensor context = to_model(text, dtype_, device_);
-  if (caption_1_.w.defined()) context = apply(caption_2_, ops::gelu(apply(caption_1_, context), true));
   Tensor mask;
   if (text_mask) mask = text_mask->device() == device_ ? *text_mask : ops::to_device(*text_mask, device_);
+  std::vector<int64_t> first, of_item;
+  if (device_.is_cpu() && B > 1) distinct_items(context, mask, first, of_item);
+  const bool shared = !first.empty() && static_cast<int64_t>(first.size()) < B;
+  if (shared) context = take(context, first);  // [distinct, Lt, Cc]
+  if (caption_1_.w.defined()) context = apply(caption_2_, ops::gelu(apply(caption_1_, context), true));
+  // Keys or values of the distinct texts, copied out to every item.
+  auto per_item = [&](const Tensor& t) { return shared ? take(t, of_item) : t; };
 
   // 4. Blocks.
   for (const Block& blk : blocks_) {
@@ -280,11 +326,12 @@ Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep,
     const Tensor* n2b = blk.norm2_b.defined() ? &blk.norm2_b : nullptr;
 
     Tensor h = ops::modulate(ops::layer_norm(x, n1w, n1b, norm_eps_), chunk(mod, 0), chunk(mod, 1));
-    h = attention(blk.q1, blk.k1, blk.v1, blk.o1, h, h, nullptr);
+    h = attention(blk.q1, blk.o1, h, apply(blk.k1, h), apply(blk.v1, h), nullptr);
     x = ops::add(x, ops::mul(chunk(mod, 2), h));
 
     // PixArt's cross-attention reads the residual stream directly (no norm2, no modulation).
-    x = ops::add(x, attention(blk.q2, blk.k2, blk.v2, blk.o2, x, context, mask.defined() ? &mask : nullptr));
+    const Tensor k = per_item(apply(blk.k2, context)), v = per_item(apply(blk.v2, context));
+    x = ops::add(x, attention(blk.q2, blk.o2, x, k, v, mask.defined() ? &mask : nullptr));
 
     h = ops::modulate(ops::layer_norm(x, n2w, n2b, norm_eps_), chunk(mod, 3), chunk(mod, 4));
     x = ops::add(x, ops::mul(chunk(mod, 5), feed_forward(blk, h)));

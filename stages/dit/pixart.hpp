@@ -84,8 +84,9 @@ class PixArtTransformer {
   };
 
  private:
-  Tensor attention(const Linear& q, const Linear& k, const Linear& v, const Linear& o, const Tensor& x,
-                   const Tensor& context, const Tensor* key_mask) const;
+  /// Attention of x's queries over keys k and values v ([B, Lk, D], already projected).
+  Tensor attention(const Linear& q, const Linear& o, const Tensor& x, const Tensor& k, const Tensor& v,
+                   const Tensor* key_mask) const;
   Tensor feed_forward(const Block& blk, const Tensor& x) const;
   Tensor position_table(int grid_h, int grid_w) const;
   Tensor size_embedding(int64_t batch, const PixArtImageSize& size) const;

@@ -4,11 +4,13 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <functional>
 
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
+#include "kernels/ops.hpp"
 #include "stages/dit/pixart.hpp"
 #include "stages/dit/pos_embed.hpp"
 #include "test_pixart_vae_support.hpp"
@@ -124,6 +126,37 @@ TEST_CASE("PixArt keeps batch items independent and broadcasts a single timestep
   // A [1] timestep is broadcast over the batch.
   const Tensor yb = dit.forward(x, Tensor::from_vector({500.0f}, {1}), text, nullptr);
   CHECK(max_abs_diff(yb.slice(0, 0, 1), y.slice(0, 0, 1)) <= 1e-6);
+}
+
+TEST_CASE("PixArt gives every item its lone bits when batch items share a text (computed once per distinct text)") {
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const auto dit = PixArtTransformer::load(root + "/transformer", DType::f32, Device::cpu());
+  const int64_t C = dit.in_channels(), p = dit.patch_size(), Dc = dit.caption_channels(), L = 6;
+  // Items 0, 2 and 4 share a text and mask (like a shared negative prompt), item 3 has that
+  // text under another mask, item 1 its own text: three distinct contents, in mixed order.
+  const Tensor a = randn({1, L, Dc}, 21), b = randn({1, L, Dc}, 22);
+  const Tensor text = ops::cat({a, b, a, a, a}, 0);
+  std::vector<float> m;
+  for (int64_t i = 0; i < 5; ++i)
+    for (int64_t l = 0; l < L; ++l) m.push_back(i == 3 && l >= 2 ? 0.0f : 1.0f);
+  const Tensor mask = Tensor::from_vector(m, {5, L});
+  const Tensor x4 = randn({4, C, 2 * p, 2 * p}, 23);
+  const Tensor x = ops::cat({x4, x4.slice(0, 0, 1)}, 0);  // item 4 repeats item 0
+  const Tensor t = Tensor::from_vector({900.0f, 500.0f, 20.0f, 300.0f, 900.0f}, {5});
+  const Tensor y = dit.forward(x, t, text, &mask);
+  for (int64_t i = 0; i < 5; ++i) {
+    CAPTURE(i);
+    const Tensor mi = mask.slice(0, i, i + 1).contiguous();
+    const Tensor yi = dit.forward(x.slice(0, i, i + 1).contiguous(), t.slice(0, i, i + 1).contiguous(),
+                                  text.slice(0, i, i + 1).contiguous(), &mi);
+    const Tensor in_batch = y.slice(0, i, i + 1).contiguous();
+    REQUIRE(yi.shape() == in_batch.shape());
+    CHECK(std::memcmp(yi.data(), in_batch.data(), yi.nbytes()) == 0);
+  }
+  // Items 0 and 4 have the same inputs throughout, so the same outputs.
+  CHECK(std::memcmp(y.slice(0, 0, 1).contiguous().data(), y.slice(0, 4, 5).contiguous().data(),
+                    y.slice(0, 0, 1).nbytes()) == 0);
 }
 
 TEST_CASE("the 2-D position table matches diffusers' layout on a hand-checked entry") {
