@@ -209,23 +209,23 @@ JobResult refusal(Errc code, std::string message, std::string stage = {}) {
 /// success the job is registered and handed to the ingress; `job` must carry its
 /// progress and done callbacks already.
 std::optional<JobResult> accept(EngineCore& c, PacketPtr packet, const std::shared_ptr<JobState>& job) {
-  c.submitted.fetch_add(1);
+  c.counts.submitted.fetch_add(1);
   // The stages' hooks and the ingress actor live until shutdown's teardown, which waits
   // for every LiveCall to end and lets no new one in.
   actors::LiveCall live(c);
   if (!live.ok() || c.closed.load()) {
-    c.refused.fetch_add(1);
+    c.counts.refused.fetch_add(1);
     return refusal(Errc::cancelled, "engine is shut down; create a new one to submit jobs");
   }
   packet->request = with_defaults(std::move(packet->request), c.spec.defaults);
   const Request& request = packet->request;
   if (auto refused = door_check(c, request)) {
-    c.invalid.fetch_add(1);
+    c.counts.invalid.fetch_add(1);
     return refusal(refused->first.code(), refused->first.what(), refused->second);
   }
   if (c.pending.fetch_add(1) >= c.spec.limits.max_pending_jobs) {
     c.pending.fetch_sub(1);
-    c.refused.fetch_add(1);
+    c.counts.refused.fetch_add(1);
     return refusal(Errc::overloaded, "engine overloaded: " + std::to_string(c.spec.limits.max_pending_jobs) +
                                          " jobs already pending (limits.max_pending_jobs); retry later or raise the limit");
   }
@@ -235,14 +235,14 @@ std::optional<JobResult> accept(EngineCore& c, PacketPtr packet, const std::shar
     std::lock_guard<std::mutex> lock(c.jobs_mutex);
     if (c.closed.load()) {
       c.pending.fetch_sub(1);
-      c.refused.fetch_add(1);
+      c.counts.refused.fetch_add(1);
       return refusal(Errc::cancelled, "engine is shut down; create a new one to submit jobs");
     }
     job->id = c.next_id.fetch_add(1);
     packet->job_id = job->id;
     c.jobs[job->id] = job;
   }
-  c.accepted.fetch_add(1);
+  c.counts.accepted.fetch_add(1);
   caf::anon_send(c.ingress, Envelope{packet, job, Clock::now(), 0});
   return std::nullopt;
 }
@@ -307,15 +307,7 @@ EngineStats Engine::stats() const {
   const std::shared_ptr<EngineCore> core = core_;
   const auto& c = *core;
   EngineStats s;
-  s.submitted = c.submitted.load();
-  s.accepted = c.accepted.load();
-  s.refused = c.refused.load();
-  s.invalid = c.invalid.load();
-  s.completed = c.completed.load();
-  s.failed = c.failed.load();
-  s.cancelled = c.n_cancelled.load();
-  s.deadline_exceeded = c.n_deadline.load();
-  s.stage_failed = c.n_stage_failed.load();
+  c.counts.fill(s);
   s.pending = c.pending.load();
   s.max_pending = c.spec.limits.max_pending_jobs;
   std::vector<std::chrono::nanoseconds> busy(c.chain.size(), std::chrono::nanoseconds(0));

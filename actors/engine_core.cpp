@@ -126,14 +126,7 @@ void EngineCore::finish(const Envelope& e, JobResult result) {
     result.trace = e.packet->trace;
     result.steps = e.packet->step;
   }
-  if (result.ok()) {
-    completed.fetch_add(1);
-  } else {
-    failed.fetch_add(1);
-    if (*result.error == Errc::cancelled) n_cancelled.fetch_add(1);
-    if (*result.error == Errc::deadline_exceeded) n_deadline.fetch_add(1);
-    if (*result.error == Errc::stage_failed) n_stage_failed.fetch_add(1);
-  }
+  counts.count(result);
   {
     JobResult kept;
     kept.job_id = result.job_id;

@@ -14,6 +14,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/job_counters.hpp"
 #include "actors/job_result.hpp"
 #include "actors/prompt_cache.hpp"
 #include "core/lane.hpp"
@@ -129,8 +130,7 @@ struct EngineCore {
 
   std::atomic<uint64_t> next_id{1};
   std::atomic<int> pending{0};
-  std::atomic<uint64_t> submitted{0}, accepted{0}, refused{0}, invalid{0}, completed{0}, failed{0};
-  std::atomic<uint64_t> n_cancelled{0}, n_deadline{0}, n_stage_failed{0};
+  JobCounters counts;
   Clock::time_point t0 = Clock::now();
 
   // Lifecycle. `closed`: no job is accepted any more (set under jobs_mutex, so every job

@@ -66,6 +66,7 @@ struct EngineStats {
   uint64_t completed = 0;   ///< finished with a result
   uint64_t failed = 0;      ///< finished with an error (any kind except refusal)
   uint64_t cancelled = 0, deadline_exceeded = 0, stage_failed = 0;
+  uint64_t node_lost = 0;   ///< a split pipeline's jobs whose node died or went silent
   int pending = 0;          ///< accepted and not yet finished
   int max_pending = 0;
   uint64_t cache_hits = 0, cache_misses = 0;  ///< summed over stages with a prompt cache

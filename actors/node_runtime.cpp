@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "actors/engine.hpp"
+#include "actors/job_counters.hpp"
 #include "actors/trace.hpp"
 #include "core/placement.hpp"
 #include "core/request_check.hpp"
@@ -91,8 +92,7 @@ struct NodeRuntime::Impl : std::enable_shared_from_this<NodeRuntime::Impl> {
   uint64_t epoch = 0;  // high 32 bits of the head's job ids: a restarted head reuses none
   std::atomic<uint64_t> next_seq{1};
   std::atomic<bool> closed{false};
-  std::atomic<uint64_t> submitted{0}, accepted{0}, refused{0}, invalid{0}, completed{0}, failed{0};
-  std::atomic<uint64_t> n_cancelled{0}, n_deadline{0}, n_stage_failed{0}, n_node_lost{0};
+  actors::JobCounters counts;
 
   // ---- outgoing packets waiting for a credit, per target node
   struct Outgoing {
@@ -351,7 +351,6 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
   auto fail_here = [&](Errc code, const std::string& stage, const std::string& why) {
     if (receipt) receipt->release();
     if (head) {
-      if (code == Errc::node_lost) n_node_lost.fetch_add(1);
       return finish(job, failure(code, stage, why));
     }
     transport::ControlMessage m;
@@ -533,7 +532,6 @@ void NodeRuntime::Impl::on_note(const transport::ControlMessage& m) {
     if (cb) cb(static_cast<int>(m.step), static_cast<int>(m.total));
   } else if (m.what == "failed") {
     const Errc code = errc_from_name(m.code);
-    if (code == Errc::node_lost) n_node_lost.fetch_add(1);
     finish(m.job_id, failure(code, m.stage, m.reason));
   }
 }
@@ -580,7 +578,6 @@ void NodeRuntime::Impl::on_node_lost(const std::string& node) {
       if (j.at == node) lost.push_back(id);
   }
   for (uint64_t id : lost) {
-    n_node_lost.fetch_add(1);
     finish(id, failure(Errc::node_lost, "",
                        "node '" + node + "' (" + ep + ") was lost while job " + std::to_string(id) +
                            " was there: it stopped answering heartbeats for " +
@@ -599,16 +596,9 @@ void NodeRuntime::Impl::finish(uint64_t id, JobResult r) {
     table.erase(it);
   }
   r.job_id = id;
-  if (r.ok()) {
-    completed.fetch_add(1);
-  } else {
-    failed.fetch_add(1);
-    if (*r.error == Errc::cancelled) n_cancelled.fetch_add(1);
-    if (*r.error == Errc::deadline_exceeded) n_deadline.fetch_add(1);
-    if (*r.error == Errc::stage_failed) n_stage_failed.fetch_add(1);
-    // Whatever other nodes still hold of it is wasted work now.
-    broadcast_cancel(id);
-  }
+  counts.count(r);
+  // Whatever other nodes still hold of a failed job is wasted work now.
+  if (!r.ok()) broadcast_cancel(id);
   if (j.done)
     j.done(r);
   else if (j.promise)
@@ -684,16 +674,16 @@ NodeStats NodeRuntime::node_stats() const {
 
 JobRunner::Submitted NodeRuntime::submit_with_callback(Request request, Progress progress, JobDone done) {
   Impl& c = *impl_;
-  c.submitted.fetch_add(1);
+  c.counts.submitted.fetch_add(1);
   Submitted s;
   if (!c.head) {
-    c.refused.fetch_add(1);
+    c.counts.refused.fetch_add(1);
     s.refused = failure(Errc::unsupported, "",
                         "jobs enter a pipeline at its head node '" + c.placement.head + "', not at '" + c.opt.node + "'");
     return s;
   }
   if (c.closed.load()) {
-    c.refused.fetch_add(1);
+    c.counts.refused.fetch_add(1);
     s.refused = failure(Errc::cancelled, "", "node '" + c.opt.node + "' is shutting down; submit elsewhere");
     return s;
   }
@@ -701,7 +691,7 @@ JobRunner::Submitted NodeRuntime::submit_with_callback(Request request, Progress
   try {
     check_request(request, c.spec.limits);
   } catch (const Error& e) {
-    c.invalid.fetch_add(1);
+    c.counts.invalid.fetch_add(1);
     s.refused = failure(e.code(), "", e.what());
     return s;
   }
@@ -709,7 +699,7 @@ JobRunner::Submitted NodeRuntime::submit_with_callback(Request request, Progress
   {
     std::lock_guard lk(c.jobs_mu);
     if (static_cast<int>(c.table.size()) >= c.spec.limits.max_pending_jobs) {
-      c.refused.fetch_add(1);
+      c.counts.refused.fetch_add(1);
       s.refused = failure(Errc::overloaded, "",
                           "engine overloaded: " + std::to_string(c.spec.limits.max_pending_jobs) +
                               " jobs already pending (limits.max_pending_jobs); retry later or raise the limit");
@@ -729,11 +719,11 @@ JobRunner::Submitted NodeRuntime::submit_with_callback(Request request, Progress
     // The first run's door (a stage's own check, its limits): refused, not accepted.
     std::lock_guard lk(c.jobs_mu);
     c.table.erase(id);
-    (refused->error == Errc::invalid_argument ? c.invalid : c.refused).fetch_add(1);
+    (refused->error == Errc::invalid_argument ? c.counts.invalid : c.counts.refused).fetch_add(1);
     s.refused = std::move(refused);
     return s;
   }
-  c.accepted.fetch_add(1);
+  c.counts.accepted.fetch_add(1);
   s.id = id;
   return s;
 }
@@ -761,15 +751,7 @@ bool NodeRuntime::cancel(uint64_t job_id) {
 EngineStats NodeRuntime::stats() const {
   const Impl& c = *impl_;
   EngineStats s;
-  s.submitted = c.submitted.load();
-  s.accepted = c.accepted.load();
-  s.refused = c.refused.load();
-  s.invalid = c.invalid.load();
-  s.completed = c.completed.load();
-  s.failed = c.failed.load();
-  s.cancelled = c.n_cancelled.load();
-  s.deadline_exceeded = c.n_deadline.load();
-  s.stage_failed = c.n_stage_failed.load();
+  c.counts.fill(s);
   {
     std::lock_guard lk(c.jobs_mu);
     s.pending = static_cast<int>(c.table.size());

@@ -37,23 +37,6 @@ struct Counter {
 Counter g_host, g_pinned, g_cuda;
 
 #if STAGECRAFT_HAVE_CUDA
-// Restores the calling thread's CUDA device on scope exit, so allocating on
-// device N never changes which device later work on this thread targets.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    SC_CUDA_CHECK(cudaGetDevice(&previous_));
-    if (previous_ != device) SC_CUDA_CHECK(cudaSetDevice(device));
-    changed_ = previous_ != device;
-  }
-  ~DeviceScope() {
-    if (changed_) (void)cudaSetDevice(previous_);
-  }
-
- private:
-  int previous_ = 0;
-  bool changed_ = false;
-};
 
 // The default pool returns freed memory to the OS at every synchronize unless
 // its release threshold says otherwise; keeping it lets steady-state inference

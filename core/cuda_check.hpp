@@ -21,3 +21,28 @@
     }                                                                                           \
   } while (0)
 #endif
+
+namespace stagecraft {
+
+/// Makes `device` the calling thread's current CUDA device for a scope and puts the
+/// previous one back, so work on device N never changes which device later work on the
+/// thread targets. Without a current device (cudaGetDevice fails) nothing is restored.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    if (previous_ != device) SC_CUDA_CHECK(cudaSetDevice(device));
+    changed_ = previous_ >= 0 && previous_ != device;
+  }
+  ~DeviceScope() {
+    if (changed_) (void)cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_ = -1;
+  bool changed_ = false;
+};
+
+}  // namespace stagecraft

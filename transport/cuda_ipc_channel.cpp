@@ -31,20 +31,6 @@ constexpr size_t kSlotGranule = size_t(2) << 20;
 
 size_t align_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
-/// Makes `device` current for a scope and puts the previous one back.
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) SC_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceScope() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-
- private:
-  int previous_ = -1;
-};
 
 std::string pci_bus_id(int device) {
   char id[32] = {};

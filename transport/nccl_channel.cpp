@@ -80,19 +80,6 @@ const NcclApi& nccl_or_throw() {
       SC_FAIL(Errc::cuda, #call << " failed: " << nccl().GetErrorString(sc_nccl_r_));                   \
   } while (0)
 
-class DeviceScope {
- public:
-  explicit DeviceScope(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) SC_CUDA_CHECK(cudaSetDevice(device));
-  }
-  ~DeviceScope() {
-    if (previous_ >= 0) (void)cudaSetDevice(previous_);
-  }
-
- private:
-  int previous_ = -1;
-};
 
 /// Polls a non-blocking communicator until its last call finished; throws on an error or
 /// when `stop` says so (the caller then aborts it).

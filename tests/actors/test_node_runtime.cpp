@@ -134,6 +134,7 @@ TEST_CASE("a node that stops answering fails the jobs it held with node_lost, na
   REQUIRE(next.error);
   CHECK(*next.error == Errc::node_lost);
   CHECK(next.message.find("'b'") != std::string::npos);
+  CHECK(n.a->stats().node_lost >= 1);
 }
 
 TEST_CASE("a forced GPU channel is refused with what to use instead") {
