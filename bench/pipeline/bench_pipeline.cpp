@@ -24,7 +24,7 @@
 // no engine) for each batch size: ms per step, per job-step, and the speed-up over b = 1.
 //
 //   bench_pipeline --batching --repeats 3
-//   bench_pipeline --batching --step-batches 1,2,4,8 --jobs 32 --threads 1
+//   bench_pipeline --batching --step-batches 1,2,4,8 --jobs 32 --threads 1,2   (a run per thread count)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -74,6 +74,7 @@ struct Options {
   std::string pipeline = std::string(STAGECRAFT_SOURCE_DIR) + "/pipelines/tiny-shapes.yaml";
   int jobs = 32, repeats = 3;
   std::vector<int> step_batches;  // --step-batches: denoise_step alone at these batch sizes
+  std::vector<int> thread_list;   // --threads 1,2: one run per count
 };
 
 void usage() {
@@ -81,7 +82,7 @@ void usage() {
                "usage: bench_pipeline [--model DIR] [--prompt TEXT] [--negative-prompt TEXT] [--steps N] "
                "[--guidance G] [--scheduler NAME] [--seed S] [--runs N] [--warmup N] [--rounds R] [--threads T] "
                "[--no-reference]\n"
-               "       bench_pipeline --batching [--pipeline FILE] [--jobs N] [--repeats R] [--threads T] "
+               "       bench_pipeline --batching [--pipeline FILE] [--jobs N] [--repeats R] [--threads T[,T...]] "
                "[--step-batches 1,2,4,8]\n");
 }
 
@@ -106,7 +107,13 @@ Options parse(int argc, char** argv) {
     else if (a == "--runs") o.runs = std::stoi(value());
     else if (a == "--warmup") o.warmup = std::stoi(value());
     else if (a == "--rounds") o.rounds = std::stoi(value());
-    else if (a == "--threads") o.threads = std::stoi(value());
+    else if (a == "--threads") {
+      // A list (--batching only) runs this program once per count: the pool and OpenBLAS
+      // fix their thread counts once per process.
+      std::stringstream ss(value());
+      for (std::string item; std::getline(ss, item, ',');) o.thread_list.push_back(std::stoi(item));
+      o.threads = o.thread_list.empty() ? 0 : o.thread_list[0];
+    }
     else if (a == "--no-reference") o.reference = false;
     else if (a == "--batching") o.batching = true;
     else if (a == "--pipeline") o.pipeline = value();
@@ -122,6 +129,8 @@ Options parse(int argc, char** argv) {
   }
   bool bad_batch = false;
   for (int b : o.step_batches) bad_batch |= b < 1;
+  for (int t : o.thread_list) bad_batch |= t < 1;
+  bad_batch |= o.thread_list.size() > 1 && !o.batching;
   if (o.runs < 1 || o.rounds < 1 || o.warmup < 0 || o.threads < 1 || o.jobs < 1 || o.repeats < 1 || bad_batch) {
     usage();
     std::exit(2);
@@ -388,6 +397,21 @@ int run_batching(const Options& opt) {
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
+  if (opt.thread_list.size() > 1) {
+    // The same figures once per thread count, each in a process of its own.
+    int rc = 0;
+    for (int t : opt.thread_list) {
+      std::string cmd = shell_quote(argv[0]);
+      for (int i = 1; i < argc; ++i) {
+        const bool count = i > 1 && std::string(argv[i - 1]) == "--threads";
+        cmd += " " + shell_quote(count ? std::to_string(t) : std::string(argv[i]));
+      }
+      std::printf("==== --threads %d\n", t);
+      std::fflush(stdout);
+      if (std::system(cmd.c_str()) != 0) rc = 1;
+    }
+    return rc;
+  }
   // Both sides get the same threads: our pool reads STAGECRAFT_CPU_THREADS on first use,
   // OpenBLAS is told directly (it read its environment when the library loaded), and the
   // reference gets --threads (torch.set_num_threads) plus the OpenMP/BLAS variables.
