@@ -490,12 +490,19 @@ void ZmqRecvChannel::Impl::handle(std::vector<zmq::message_t>& frames) {
     reply(identity, pong);
     return;
   }
+  // A packet or note from a sender without a handshake is refused and the sender told it is
+  // unknown (pong, known: false), which makes a Stagecraft sender say hello again. Not the
+  // terminal `refused`: after this receiver restarts, messages a sender had queued for the
+  // old one arrive first, and the connection must heal, not give up.
+  auto unknown_sender = [&] {
+    refuse_count();
+    ControlMessage pong;
+    pong.kind = "pong";
+    pong.known = false;
+    reply(identity, pong);
+  };
   if (m.kind == "note" && opt.on_note) {
-    if (!peers.count(identity)) {
-      refuse_count();
-      refuse_peer("no handshake: a sender says hello before its first note");
-      return;
-    }
+    if (!peers.count(identity)) return unknown_sender();
     opt.on_note(m);
     return;
   }
@@ -513,11 +520,7 @@ void ZmqRecvChannel::Impl::handle(std::vector<zmq::message_t>& frames) {
     r.credits = credits_back;
     reply(identity, r);
   };
-  if (peer == peers.end()) {
-    refuse_count();
-    refuse_peer("no handshake: a sender says hello before its first packet");
-    return;
-  }
+  if (peer == peers.end()) return unknown_sender();
   if (peer->second.outstanding >= opt.credits) {
     reject("sent beyond its credit window of " + std::to_string(opt.credits), 0);
     return;

@@ -167,10 +167,17 @@ TEST_CASE("garbage sent straight at a receiver is refused and counted, and it ke
     raw.send(zmq::str_buffer("\xc1not msgpack"), zmq::send_flags::none);                  // bad header
     raw.send(zmq::str_buffer("x"), zmq::send_flags::sndmore);                              // truncated multipart
     raw.send(zmq::str_buffer(""), zmq::send_flags::none);
-    // A well-formed packet from a peer that never said hello.
+    // A well-formed packet from a peer that never said hello: refused, and the peer told it
+    // is unknown (say hello), as a restarted receiver tells what was queued for its predecessor.
     auto frames = encode_packet(*numbered_packet(5, 8));
     for (size_t i = 0; i < frames.size(); ++i)
       raw.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    zmq::message_t reply;
+    raw.set(zmq::sockopt::rcvtimeo, 5000);
+    REQUIRE(raw.recv(reply));
+    const ControlMessage answer = decode_control(reply);
+    CHECK(answer.kind == "pong");
+    CHECK_FALSE(answer.known);
     // Wait until all three were looked at.
     for (int i = 0; i < 200 && rx->stats().refused < 3; ++i) std::this_thread::sleep_for(5ms);
   }
@@ -281,6 +288,37 @@ TEST_CASE("a receiver that goes away is taken as lost and a new one at the same 
   waiter.send(*tx, numbered_packet(3, 4));
   REQUIRE(second.wait_for(1));
   CHECK(second.packets[0]->job_id == 3);
+}
+
+TEST_CASE("packets queued for a receiver that died are refused by the next one, and the sender says hello again") {
+  auto ctx = std::make_shared<zmq::context_t>(1);
+  const std::string ep = ipc_endpoint("stale-queue");
+  Inbox first;
+  auto rx = ZmqRecvChannel::bind(ctx, ep, {.hello = {"b", "h"}, .credits = 4, .on_packet = first.callback()});
+  CreditWaiter waiter;
+  // A long timeout: the sender still thinks the receiver is there when it sends 2 and 3.
+  auto tx = ZmqSendChannel::connect(ctx, ep, {"a", "h"},
+                                    {.on_credit = waiter.callback(), .heartbeat = 20ms, .peer_timeout = 60s});
+  REQUIRE(tx->wait_ready(5s));
+  waiter.send(*tx, numbered_packet(1, 4));
+  REQUIRE(first.wait_for(1));
+  rx.reset();
+  waiter.send(*tx, numbered_packet(2, 4));  // queued by ZeroMQ for the reconnect
+  waiter.send(*tx, numbered_packet(3, 4));
+  Inbox second;
+  auto rx2 = ZmqRecvChannel::bind(ctx, ep, {.hello = {"b", "h"}, .credits = 4, .on_packet = second.callback()});
+  // The successor answers the sender's pings (or its stale packets) with "unknown": the
+  // sender takes its peer as lost, says hello, is welcomed, and new packets flow.
+  for (int i = 0; i < 400 && tx->peer_losses() == 0; ++i) std::this_thread::sleep_for(5ms);
+  CHECK(tx->peer_losses() == 1);
+  REQUIRE(tx->wait_ready(5s));
+  waiter.send(*tx, numbered_packet(4, 4));
+  REQUIRE(second.wait_for(1));
+  // The stale packets never reach the new receiver's owner (ZeroMQ may drop them with the
+  // old connection, or deliver them to be refused).
+  CHECK(second.packets.size() == 1);
+  CHECK(second.packets[0]->job_id == 4);
+  CHECK(rx2->stats().refused <= 2);
 }
 
 TEST_CASE("receipts released after a fresh handshake return no stale credits") {
