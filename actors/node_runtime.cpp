@@ -516,12 +516,21 @@ void NodeRuntime::Impl::on_note(const transport::ControlMessage& m) {
   if (!head) return;
   if (m.what == "moved") {
     const int stage = placement.index_of(m.stage);
-    std::lock_guard lk(jobs_mu);
-    auto it = table.find(m.job_id);
-    if (it != table.end() && stage > it->second.stage) {
-      it->second.at = m.node;
-      it->second.stage = stage;
+    {
+      std::lock_guard lk(jobs_mu);
+      auto it = table.find(m.job_id);
+      if (it != table.end() && stage > it->second.stage) {
+        it->second.at = m.node;
+        it->second.stage = stage;
+      }
     }
+    // Sent to a node the head has already taken as lost (its heartbeats were quicker than
+    // this note): nobody else will answer the job.
+    auto peer = peers.find(m.node);
+    if (peer != peers.end() && !peer->second->ready())
+      finish(m.job_id, failure(Errc::node_lost, m.stage,
+                               "job " + std::to_string(m.job_id) + " was sent to node '" + m.node +
+                                   "', which is not connected to the head (lost or restarting); resubmit it"));
   } else if (m.what == "progress") {
     Progress cb;
     {
