@@ -75,6 +75,7 @@ struct Options {
   int jobs = 32, repeats = 3;
   std::vector<int> step_batches;  // --step-batches: denoise_step alone at these batch sizes
   std::vector<int> thread_list;   // --threads 1,2: one run per count
+  int blas_threads = 0;           // --blas-threads (--batching): OpenBLAS's count when not --threads
 };
 
 void usage() {
@@ -83,7 +84,7 @@ void usage() {
                "[--guidance G] [--scheduler NAME] [--seed S] [--runs N] [--warmup N] [--rounds R] [--threads T] "
                "[--no-reference]\n"
                "       bench_pipeline --batching [--pipeline FILE] [--jobs N] [--repeats R] [--threads T[,T...]] "
-               "[--step-batches 1,2,4,8]\n");
+               "[--blas-threads B] [--step-batches 1,2,4,8]\n");
 }
 
 Options parse(int argc, char** argv) {
@@ -116,6 +117,7 @@ Options parse(int argc, char** argv) {
     }
     else if (a == "--no-reference") o.reference = false;
     else if (a == "--batching") o.batching = true;
+    else if (a == "--blas-threads") o.blas_threads = std::stoi(value());
     else if (a == "--pipeline") o.pipeline = value();
     else if (a == "--jobs") o.jobs = std::stoi(value());
     else if (a == "--repeats") o.repeats = std::stoi(value());
@@ -131,6 +133,7 @@ Options parse(int argc, char** argv) {
   for (int b : o.step_batches) bad_batch |= b < 1;
   for (int t : o.thread_list) bad_batch |= t < 1;
   bad_batch |= o.thread_list.size() > 1 && !o.batching;
+  bad_batch |= o.blas_threads < 0 || (o.blas_threads > 0 && !o.batching);
   if (o.runs < 1 || o.rounds < 1 || o.warmup < 0 || o.threads < 1 || o.jobs < 1 || o.repeats < 1 || bad_batch) {
     usage();
     std::exit(2);
@@ -326,9 +329,9 @@ int run_batching(const Options& opt) {
   }
   const auto& dn = spec.stages[denoise];
   std::printf("bench_pipeline --batching: %s\n  %d jobs (8 prompts, seeds 1000..%d), denoise max_batch %d, "
-              "queue_limit %d; %d thread(s); %d repeat(s)\n  load average at start: %s\n",
+              "queue_limit %d; %d thread(s) (OpenBLAS %d); %d repeat(s)\n  load average at start: %s\n",
               opt.pipeline.c_str(), opt.jobs, 1000 + opt.jobs - 1, dn.batching.max_batch, dn.queue_limit,
-              opt.threads, opt.repeats, load);
+              opt.threads, opt.blas_threads > 0 ? opt.blas_threads : opt.threads, opt.repeats, load);
   std::fflush(stdout);
 
   // The lone runs: what `stagecraft generate` computes for each job (same request path:
@@ -424,7 +427,12 @@ int main(int argc, char** argv) {
   // tiny model's reference went from 0.26 s to 3.6 s); our pool sleeps on a condition
   // variable, so the reference gets passive waiting too unless the caller chose otherwise.
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-  openblas_set_num_threads(opt.threads);
+  // --blas-threads: OpenBLAS's threads apart from our pool's, to see what the two cost each
+  // other when the engine's lanes run at once (only the engine case; the reference side
+  // of the default case must match our thread count).
+  const int blas = opt.batching && opt.blas_threads > 0 ? opt.blas_threads : opt.threads;
+  setenv("OPENBLAS_NUM_THREADS", std::to_string(blas).c_str(), 1);
+  openblas_set_num_threads(blas);
 
   if (opt.batching) {
     try {
