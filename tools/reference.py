@@ -10,11 +10,13 @@ the CLI at the bottom; keep its interface stable.
 Needs only torch and numpy (no transformers/diffusers/safetensors packages).
 
     reference.py random-model --preset tiny --seed 0 --out /tmp/m
+    reference.py random-model --preset real-width --size 256 --seed 0 --out /tmp/rw
     reference.py run --model /tmp/m --component transformer --inputs in.safetensors --out out.safetensors
     reference.py tokenize --model models/tiny-shapes --prompt "a red circle"
     reference.py scheduler --model models/tiny-shapes --name dpm_2m --steps 20
     reference.py generate --model models/tiny-shapes --prompt "a red circle" --steps 20 --guidance 4 \
         --scheduler flow_match_euler --latents lat.safetensors --out img.safetensors [--bench] [--dump DIR]
+    reference.py --threads 2 bench-stages --model /tmp/rw --inputs in.safetensors --out out.safetensors --reps 3
 """
 from __future__ import annotations
 
@@ -1335,7 +1337,7 @@ def _owner(model, pname):
     return mod
 
 
-def write_random_model(preset: str, seed: int, out: str, dtype=torch.float32):
+def write_random_model(preset: str, seed: int, out: str, dtype=torch.float32, size: int = 256):
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(seed)
     if preset == "tiny":
@@ -1380,8 +1382,38 @@ def write_random_model(preset: str, seed: int, out: str, dtype=torch.float32):
         randomize(vae, seed)
         save_component(vae, os.path.join(out, "vae"), dtype)
         write_model_index(out, ["vae"])
+    elif preset == "real-width":
+        # A whole pipeline at real widths for bench_realwidth (issue 13): the PixArt-alpha transformer
+        # (16 x 72 = 1152, 2 layers) fed by a 768-wide CLIP text encoder (CLIP ViT-L's width; 2 layers,
+        # 12 heads, the grammar vocabulary, 77 tokens), and the SD VAE (128/256/512/512). sample_size
+        # makes `size` x `size` the model's default image.
+        build_clip_vocab(GRAMMAR_WORDS, os.path.join(out, "tokenizer"), model_max_length=77)
+        tok = CLIPTokenizer(os.path.join(out, "tokenizer"))
+        eos = tok.encoder[tok.eos]
+        text = CLIPTextModel(dict(vocab_size=len(tok.encoder), hidden_size=768, intermediate_size=3072,
+                                  projection_dim=768, num_hidden_layers=2, num_attention_heads=12,
+                                  max_position_embeddings=77, hidden_act="quick_gelu",
+                                  bos_token_id=tok.encoder[tok.bos], eos_token_id=eos, pad_token_id=eos))
+        dit = PixArtTransformer2DModel(dict(num_attention_heads=16, attention_head_dim=72, in_channels=4,
+                                            out_channels=8, num_layers=2, cross_attention_dim=1152,
+                                            sample_size=size // 8, patch_size=2, caption_channels=768,
+                                            use_additional_conditions=False))
+        vae = AutoencoderKL(dict(block_out_channels=[128, 256, 512, 512],
+                                 down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                                 layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=size,
+                                 scaling_factor=0.18215, shift_factor=None))
+        for i, m in enumerate((text, dit, vae)):
+            randomize(m, seed * 10 + i)
+        save_component(text, os.path.join(out, "text_encoder"), dtype)
+        save_component(dit, os.path.join(out, "transformer"), dtype)
+        save_component(vae, os.path.join(out, "vae"), dtype)
+        _write_json(os.path.join(out, "scheduler", "scheduler_config.json"), {
+            "_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": DIFFUSERS_VERSION,
+            "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False,
+            "prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0})
+        write_model_index(out, ["text_encoder", "tokenizer", "transformer", "vae", "scheduler"])
     else:
-        raise ValueError(f"unknown preset {preset!r}; use tiny, real-pixart or real-vae")
+        raise ValueError(f"unknown preset {preset!r}; use tiny, real-pixart, real-vae or real-width")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1389,7 +1421,7 @@ def write_random_model(preset: str, seed: int, out: str, dtype=torch.float32):
 # ----------------------------------------------------------------------------------------------
 
 def _cmd_random_model(a):
-    write_random_model(a.preset, a.seed, a.out, torch.float16 if a.dtype == "float16" else torch.float32)
+    write_random_model(a.preset, a.seed, a.out, torch.float16 if a.dtype == "float16" else torch.float32, a.size)
     print(json.dumps({"out": a.out, "preset": a.preset, "seed": a.seed}))
 
 
@@ -1460,15 +1492,100 @@ def _cmd_generate(a):
         print(json.dumps({"image": list(image.shape)}))
 
 
+def _reset_peak_rss():
+    """Resets the process's peak RSS (VmHWM) so the next reading is one stage's own peak
+    (Linux >= 4.0: writing 5 to clear_refs). False where the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mib():
+    """VmHWM of /proc/self/status in MiB, else ru_maxrss (the peak since the process began)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@torch.no_grad()
+def _cmd_bench_stages(a):
+    """Times what bench_realwidth compares, on its inputs: one transformer call (the CFG batch as
+    given), one VAE decode, and the whole pipeline from the given initial latents. Each stage runs
+    --warmup untimed then --reps timed; the JSON on the last line has every time, the medians and
+    the stage's peak RSS. The pipeline gets no warm-up when the two other stages ran before it (they
+    warmed every large layer). The outputs go to --out for the parity check. Numerics are those of
+    `run` and `generate` (same modules, same calls)."""
+    inputs = load_safetensors(a.inputs)
+    t0 = time.perf_counter()
+    pipe = Pipeline(a.model)
+    res = {"threads": torch.get_num_threads(), "reps": a.reps, "warmup": a.warmup,
+           "load_ms": (time.perf_counter() - t0) * 1e3, "torch": torch.__version__}
+    outs = {}
+
+    def stage(name, fn, warmup):
+        reset = _reset_peak_rss()
+        times, cpu, y = [], [], None
+        for i in range(warmup + a.reps):
+            t, c = time.perf_counter(), time.process_time()
+            y = fn()
+            if i >= warmup:
+                times.append((time.perf_counter() - t) * 1e3)
+                cpu.append((time.process_time() - c) * 1e3)  # all threads of the process
+        res[name] = {"ms": times, "median_ms": float(np.median(times)), "cpu_ms": cpu,
+                     "peak_rss_mib": _peak_rss_mib(), "peak_rss_reset": reset}
+        return y
+
+    stages = a.stages.split(",")
+    if "transformer" in stages:
+        hs = inputs["hidden_states"].float()
+        ehs = inputs["encoder_hidden_states"].float()
+        ts = inputs["timestep"].float().reshape(-1)
+        mask = inputs["encoder_attention_mask"]
+        tr = pipe.transformer
+
+        def call():
+            o = tr(hs, ehs, ts, encoder_attention_mask=mask)
+            return o.chunk(2, dim=1)[0] if tr.out_channels == 2 * hs.shape[1] else o
+        outs["transformer"] = stage("transformer", call, a.warmup).contiguous()
+    if "vae_decoder" in stages:
+        lat = inputs["vae_latents"].float()
+        outs["vae_decoder"] = stage("vae_decoder", lambda: pipe.vae.decode_latents(lat), a.warmup).contiguous()
+    if "total" in stages:
+        timings = []
+        lat = inputs["latents"].float()
+
+        def gen():
+            return pipe(a.prompt, lat, a.steps, a.guidance, a.scheduler, a.negative_prompt, timings)
+        warm = 0 if "transformer" in stages and "vae_decoder" in stages else a.warmup
+        image, u8 = stage("total", gen, warm)
+        kept = timings[warm:]
+        res["total"]["parts_median_ms"] = {k: float(np.median([t[k] for t in kept])) for k in kept[0]}
+        outs["image"] = image.float().contiguous()
+        outs["image_u8"] = u8
+    save_safetensors(outs, a.out)
+    print(json.dumps(res))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads (default 1; 2 with --bench)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default 1; 2 with --bench and bench-stages)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("random-model", help="write a diffusers folder with random weights")
-    p.add_argument("--preset", required=True, choices=["tiny", "real-pixart", "real-vae"])
+    p.add_argument("--preset", required=True, choices=["tiny", "real-pixart", "real-vae", "real-width"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--size", type=int, default=256, help="real-width: the default image size (multiple of 16)")
     p.set_defaults(fn=_cmd_random_model)
     p = sub.add_parser("run", help="run one component on tensors from a safetensors file")
     p.add_argument("--model", required=True)
@@ -1499,8 +1616,22 @@ def main(argv=None):
     p.add_argument("--bench", action="store_true", help="print median per-stage milliseconds (JSON, last line)")
     p.add_argument("--bench-reps", type=int, default=3)
     p.set_defaults(fn=_cmd_generate)
+    p = sub.add_parser("bench-stages", help="time a transformer call, a VAE decode and generate (JSON, last line)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--inputs", required=True, help="safetensors: hidden_states, timestep, encoder_hidden_states, "
+                   "encoder_attention_mask (one transformer call), vae_latents, latents (initial noise)")
+    p.add_argument("--out", required=True, help="safetensors with each stage's output")
+    p.add_argument("--stages", default="transformer,vae_decoder,total")
+    p.add_argument("--prompt", default="a red circle in the center on a blue background")
+    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--guidance", type=float, default=4.5)
+    p.add_argument("--scheduler", default="flow_match_euler", choices=sorted(SCHEDULERS))
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.set_defaults(fn=_cmd_bench_stages)
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads or (2 if getattr(a, "bench", False) else 1))
+    torch.set_num_threads(a.threads or (2 if getattr(a, "bench", False) or a.cmd == "bench-stages" else 1))
     a.fn(a)
 
 
