@@ -45,6 +45,13 @@ void print_node_stats(const NodeRuntime& rt) {
                rt.node().c_str(), (unsigned long long)s.inbound.packets, (unsigned long long)s.jobs_entered,
                (unsigned long long)s.jobs_forwarded, (unsigned long long)s.inbound.refused,
                (unsigned long long)s.refused_malformed);
+  for (const auto& p : s.peers)
+    std::fprintf(stderr, "node %s -> %s: %llu packets, %llu bytes, %llu times lost%s\n", rt.node().c_str(),
+                 p.node.c_str(), (unsigned long long)p.channel.packets, (unsigned long long)p.channel.bytes,
+                 (unsigned long long)p.losses, p.ready ? "" : ", not connected now");
+  if (s.notes_dropped)
+    std::fprintf(stderr, "node %s: %llu notes dropped (their node was not connected)\n", rt.node().c_str(),
+                 (unsigned long long)s.notes_dropped);
 }
 
 int run_worker(const std::vector<std::string>& argv) {

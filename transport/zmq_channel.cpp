@@ -68,6 +68,8 @@ struct ZmqSendChannel::Impl {
     ControlMessage note;   ///< otherwise
   };
   std::deque<Outgoing> outbox;
+  std::deque<ControlMessage> held_notes;  ///< notes sent while connecting, for after the welcome
+  static constexpr size_t kMaxHeldNotes = 4096;
   ChannelStats st;
   bool stopping = false;
   std::thread io;
@@ -142,7 +144,15 @@ bool ZmqSendChannel::try_send(PacketPtr packet) {
 bool ZmqSendChannel::send_note(const ControlMessage& note) {
   {
     std::lock_guard lk(impl_->mu);
-    if (impl_->state != Impl::State::ready || impl_->stopping) return false;
+    if (impl_->state == Impl::State::refused || impl_->stopping) return false;
+    if (impl_->state == Impl::State::connecting) {
+      // Between a lost connection and the next welcome (a reconnect, a restart): kept, and
+      // sent once welcomed, so a job's news is not lost to a moment's gap. Bounded.
+      if (impl_->held_notes.size() >= Impl::kMaxHeldNotes) return false;
+      impl_->held_notes.push_back(note);
+      impl_->held_notes.back().kind = "note";
+      return true;
+    }
     impl_->outbox.push_back({nullptr, note});
     impl_->outbox.back().note.kind = "note";
   }
@@ -293,6 +303,9 @@ void ZmqSendChannel::Impl::handle_control(const ControlMessage& m) {
         credits = static_cast<int>(m.credits);
         state = State::ready;
         credit_came = true;
+        for (auto& n : held_notes) outbox.push_back({nullptr, std::move(n)});
+        if (!held_notes.empty()) wake.notify();  // send them on this thread's next turn
+        held_notes.clear();
       }
     } else if (m.kind == "refused") {
       state = State::refused;

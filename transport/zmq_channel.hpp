@@ -43,9 +43,9 @@ class ZmqSendChannel : public SendChannel {
   bool wait_ready(std::chrono::milliseconds timeout) override;
   bool try_send(PacketPtr packet) override;
   /// Queues a control message of kind `note` (a job's news for the receiver's node runtime)
-  /// behind the packets already queued, outside the credit window. False (dropped) while
-  /// the handshake has not completed: a note only means something to the receiver that
-  /// holds this connection's jobs.
+  /// behind the packets already queued, outside the credit window. While the connection is
+  /// being made or remade (after a loss) notes are held and sent after the welcome, at most
+  /// 4096 of them; false (dropped) beyond that, or once the receiver refused this sender.
   bool send_note(const ControlMessage& note);
   /// Whether the receiver has welcomed this sender and not been lost since.
   bool ready() const;

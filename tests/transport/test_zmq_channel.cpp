@@ -321,6 +321,32 @@ TEST_CASE("packets queued for a receiver that died are refused by the next one, 
   CHECK(rx2->stats().refused <= 2);
 }
 
+TEST_CASE("notes sent before the receiver is there are held and delivered after the welcome, in order") {
+  auto ctx = std::make_shared<zmq::context_t>(1);
+  const std::string ep = ipc_endpoint("held-notes");
+  auto tx = ZmqSendChannel::connect(ctx, ep, {"a", "h"}, {.heartbeat = 20ms});
+  for (uint64_t id = 1; id <= 3; ++id) {
+    ControlMessage n;
+    n.what = "progress";
+    n.job_id = id;
+    CHECK(tx->send_note(n));  // nobody listens yet
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<uint64_t> got;
+  Inbox inbox;
+  auto rx = ZmqRecvChannel::bind(ctx, ep,
+                                 {.hello = {"b", "h"}, .on_packet = inbox.callback(),
+                                  .on_note = [&](const ControlMessage& m) {
+                                    std::lock_guard lk(mu);
+                                    got.push_back(m.job_id);
+                                    cv.notify_all();
+                                  }});
+  std::unique_lock lk(mu);
+  REQUIRE(cv.wait_for(lk, 5s, [&] { return got.size() == 3; }));
+  CHECK(got == std::vector<uint64_t>{1, 2, 3});
+}
+
 TEST_CASE("receipts released after a fresh handshake return no stale credits") {
   auto ctx = std::make_shared<zmq::context_t>(1);
   Inbox inbox;
