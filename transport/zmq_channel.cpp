@@ -3,6 +3,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <random>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -92,6 +93,14 @@ std::unique_ptr<ZmqSendChannel> ZmqSendChannel::connect(std::shared_ptr<zmq::con
   impl->opt = std::move(options);
   impl->sock = zmq::socket_t(*impl->ctx, zmq::socket_type::dealer);
   impl->sock.set(zmq::sockopt::linger, 0);
+  // A routing id of its own, kept across reconnects: the receiver knows this sender again
+  // after a dropped connection is remade (its handshake and window stay), while another
+  // process of the same node, with another nonce, is a new sender.
+  {
+    std::random_device rd;
+    impl->sock.set(zmq::sockopt::routing_id,
+                   impl->hello.node.substr(0, 128) + ":" + std::to_string((uint64_t(rd()) << 32) | rd()));
+  }
   // ZeroMQ's own heartbeats on the connection: a host that vanished without closing its TCP
   // connections (power off, cut cable) is then noticed and reconnected to (e.g. the new pod
   // behind a Service name) instead of waiting out the kernel's TCP timeout.
@@ -368,6 +377,8 @@ std::unique_ptr<ZmqRecvChannel> ZmqRecvChannel::bind(std::shared_ptr<zmq::contex
   impl->sock = zmq::socket_t(*impl->ctx, zmq::socket_type::router);
   impl->sock.set(zmq::sockopt::linger, 0);
   impl->sock.set(zmq::sockopt::router_mandatory, 1);
+  // A sender reconnecting under its routing id takes the id over from the dead connection.
+  impl->sock.set(zmq::sockopt::router_handover, 1);
   impl->sock.set(zmq::sockopt::maxmsgsize, impl->opt.max_message_bytes);
   try {
     impl->sock.bind(endpoint);
@@ -509,6 +520,16 @@ void ZmqRecvChannel::Impl::handle(std::vector<zmq::message_t>& frames) {
   // old one arrive first, and the connection must heal, not give up.
   auto unknown_sender = [&] {
     refuse_count();
+    if (m.kind == "packet") {
+      // Its sender counts it as delivered: say it was not, so its job is answered.
+      ControlMessage r;
+      r.kind = "rejected";
+      r.job_id = m.job_id;
+      r.reason = "node '" + opt.hello.node + "' has no handshake with the sender (it restarted, or the "
+                 "connection was remade); the packet was dropped";
+      r.credits = 0;
+      reply(identity, r);
+    }
     ControlMessage pong;
     pong.kind = "pong";
     pong.known = false;

@@ -172,8 +172,15 @@ TEST_CASE("garbage sent straight at a receiver is refused and counted, and it ke
     auto frames = encode_packet(*numbered_packet(5, 8));
     for (size_t i = 0; i < frames.size(); ++i)
       raw.send(frames[i], i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+    // First `rejected` naming the job (its sender must not count it as delivered), then
+    // `pong {known: false}`.
     zmq::message_t reply;
     raw.set(zmq::sockopt::rcvtimeo, 5000);
+    REQUIRE(raw.recv(reply));
+    const ControlMessage rejected = decode_control(reply);
+    CHECK(rejected.kind == "rejected");
+    CHECK(rejected.job_id == 5);
+    CHECK(rejected.reason.find("no handshake") != std::string::npos);
     REQUIRE(raw.recv(reply));
     const ControlMessage answer = decode_control(reply);
     CHECK(answer.kind == "pong");
