@@ -132,7 +132,8 @@ struct NodeRuntime::Impl : std::enable_shared_from_this<NodeRuntime::Impl> {
   void left_run(size_t run, uint64_t job, const Request& request, const JobResult& res,
                 const std::shared_ptr<transport::Receipt>& receipt);
   void forward(const std::string& target, PacketPtr p, std::shared_ptr<transport::Receipt> receipt);
-  /// Which node of stage `stage` a packet goes to; empty when none is connected.
+  /// Which node of stage `stage` a packet goes to: the connected one with the most room, or
+  /// one not reached yet (still starting); empty when every one of them was lost.
   std::string pick_node(int stage);
   void flush(const std::string& target);
   void on_packet(PacketPtr p, transport::Receipt receipt);
@@ -369,18 +370,18 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
   }
   const std::string target = next == placement.size() ? placement.head : pick_node(next);
   if (target.empty()) {
-    // No node of the next stage is connected (never started, or lost): waiting could be
-    // forever; answer now.
+    // Every node of the next stage was lost and none is back: waiting could be forever;
+    // answer now.
     std::string names;
     for (const auto& n : placement.nodes_of(next)) names += (names.empty() ? "'" : ", '") + n + "'";
     return fail_here(Errc::node_lost, p->route,
                      "no node of stage '" + p->route + "' (" + names + ") is connected to node '" + opt.node +
-                         "', so job " + std::to_string(job) +
-                         " cannot go on; start its worker (stagecraft worker FILE --node NAME)");
+                         "' (lost, not back yet), so job " + std::to_string(job) +
+                         " cannot go on; restart its worker (stagecraft worker FILE --node NAME)");
   }
-  if (target == placement.head && next == placement.size() && !peers.at(target)->ready())
+  if (next == placement.size() && !peers.at(target)->ready() && peers.at(target)->peer_losses() > 0)
     return fail_here(Errc::node_lost, "",
-                     "the head node '" + target + "' is not connected to node '" + opt.node + "'");
+                     "the head node '" + target + "' was lost by node '" + opt.node + "'");
   if (head) {
     std::lock_guard lk(jobs_mu);
     auto it = table.find(job);
@@ -418,7 +419,13 @@ std::string NodeRuntime::Impl::pick_node(int stage) {
       best_room = room;
     }
   }
-  return best;
+  if (!best.empty()) return best;
+  // None connected. A node this one has not reached yet (all are starting; the head serves
+  // once its own connections are up, not necessarily ours) gets the packet, queued until
+  // its welcome; a node that was lost does not: the head answers the jobs that were there.
+  for (const auto& n : placement.nodes_of(stage))
+    if (peers.at(n)->peer_losses() == 0) return n;
+  return "";
 }
 
 void NodeRuntime::Impl::forward(const std::string& target, PacketPtr p,
