@@ -49,6 +49,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/support/bench_util.hpp"
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
 #include "kernels/ops.hpp"
@@ -132,25 +133,9 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) return NAN;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-std::string shell_quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using bench::median;
+using bench::shell_quote;
+using bench::slurp;
 
 std::string file_hash(const std::string& path) {
   std::ostringstream h;

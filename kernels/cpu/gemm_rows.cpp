@@ -33,6 +33,7 @@
 #endif
 
 #include "kernels/cpu/common.hpp"
+#include "kernels/cpu/weight_cache_support.hpp"
 
 namespace stagecraft::kernels::cpu {
 namespace {
@@ -238,27 +239,13 @@ Cache& cache() {
 }
 
 int64_t cache_budget_bytes() {
-  static const int64_t b = [] {
-    const char* e = std::getenv("STAGECRAFT_GEMM_ROWS_CACHE_MB");
-    const long long mb = e ? std::atoll(e) : 512;
-    return static_cast<int64_t>(std::max<long long>(0, mb)) << 20;
-  }();
+  static const int64_t b = cache_budget_from_env("STAGECRAFT_GEMM_ROWS_CACHE_MB", 512);
   return b;
 }
 
-// FNV-1a over 8 evenly spaced elements' bytes (the whole tensor when smaller): a guard
-// against a weight rewritten in place (weights are meant to be immutable after load, so
-// this is a guard, not a guarantee). Few samples because they are read on every call and
-// miss the cache (the kernel reads the packed copy, never w): 32 took ~1% of a step.
-uint64_t sample_of(const Tensor& w) {
-  const auto* base = static_cast<const unsigned char*>(w.data());
-  const int64_t n = w.numel(), esz = static_cast<int64_t>(dtype_size(w.dtype()));
-  const int64_t step = std::max<int64_t>(1, n / 8);
-  uint64_t h = 1469598103934665603ull;
-  for (int64_t i = 0; i < n; i += step)
-    for (int64_t b = 0; b < esz; ++b) h = (h ^ base[i * esz + b]) * 1099511628211ull;
-  return h;
-}
+// Few samples: they are read on every call and miss the cache (the kernel reads the packed
+// copy, never w): 32 took ~1% of a step.
+uint64_t sample_of(const Tensor& w) { return weight_sample(w, 8); }
 
 }  // namespace
 

@@ -19,6 +19,7 @@
 
 #include "core/storage.hpp"
 #include "kernels/cpu/common.hpp"
+#include "kernels/cpu/weight_cache_support.hpp"
 
 namespace stagecraft::kernels::cpu {
 namespace {
@@ -280,24 +281,11 @@ Cache& cache() {
 }
 
 int64_t cache_budget_bytes() {
-  static const int64_t b = [] {
-    const char* e = std::getenv("STAGECRAFT_WINOGRAD_CACHE_MB");
-    const long long mb = e ? std::atoll(e) : 1024;
-    return static_cast<int64_t>(std::max<long long>(0, mb)) << 20;
-  }();
+  static const int64_t b = cache_budget_from_env("STAGECRAFT_WINOGRAD_CACHE_MB", 1024);
   return b;
 }
 
-// FNV-1a over 64 evenly spaced elements' bytes (whole tensor when smaller).
-uint64_t sample_of(const Tensor& w) {
-  const auto* base = static_cast<const unsigned char*>(w.data());
-  const int64_t n = w.numel(), esz = static_cast<int64_t>(dtype_size(w.dtype()));
-  const int64_t step = std::max<int64_t>(1, n / 64);
-  uint64_t h = 1469598103934665603ull;
-  for (int64_t i = 0; i < n; i += step)
-    for (int64_t b = 0; b < esz; ++b) h = (h ^ base[i * esz + b]) * 1099511628211ull;
-  return h;
-}
+uint64_t sample_of(const Tensor& w) { return weight_sample(w, 64); }
 
 }  // namespace
 

@@ -1,0 +1,24 @@
+#include "kernels/cpu/weight_cache_support.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+
+namespace stagecraft::kernels::cpu {
+
+int64_t cache_budget_from_env(const char* env, long long default_mb) {
+  const char* e = std::getenv(env);
+  const long long mb = e ? std::atoll(e) : default_mb;
+  return static_cast<int64_t>(std::max<long long>(0, mb)) << 20;
+}
+
+uint64_t weight_sample(const Tensor& w, int64_t samples) {
+  const auto* base = static_cast<const unsigned char*>(w.data());
+  const int64_t n = w.numel(), esz = static_cast<int64_t>(dtype_size(w.dtype()));
+  const int64_t step = std::max<int64_t>(1, n / samples);
+  uint64_t h = 1469598103934665603ull;
+  for (int64_t i = 0; i < n; i += step)
+    for (int64_t b = 0; b < esz; ++b) h = (h ^ base[i * esz + b]) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace stagecraft::kernels::cpu
