@@ -218,34 +218,12 @@ bool cpu_has_avx512() { return false; }
 
 // ---------------------------------------------------------------- packed-weight cache
 
-struct Entry {
-  std::weak_ptr<Storage> storage;
-  Shape shape, strides;
-  DType dtype;
-  uint64_t sample;
-  std::shared_ptr<const PackedWeight> packed;
-  int64_t bytes;
-};
-using Key = std::pair<const Storage*, size_t>;  // storage, byte offset
-
-struct Cache {
-  std::mutex mu;
-  std::map<Key, Entry> entries;
-  int64_t bytes = 0, hits = 0, misses = 0;
-};
-Cache& cache() {
-  static Cache c;
-  return c;
-}
-
-int64_t cache_budget_bytes() {
-  static const int64_t b = cache_budget_from_env("STAGECRAFT_GEMM_ROWS_CACHE_MB", 512);
-  return b;
-}
-
 // Few samples: they are read on every call and miss the cache (the kernel reads the packed
 // copy, never w): 32 took ~1% of a step.
-uint64_t sample_of(const Tensor& w) { return weight_sample(w, 8); }
+WeightCache<PackedWeight>& cache() {
+  static WeightCache<PackedWeight> c("STAGECRAFT_GEMM_ROWS_CACHE_MB", 512, 8);
+  return c;
+}
 
 }  // namespace
 
@@ -273,57 +251,14 @@ std::shared_ptr<const PackedWeight> pack_weight(const Tensor& w) {
 }
 
 std::shared_ptr<const PackedWeight> packed_weight_cached(const Tensor& w) {
-  const int64_t budget = cache_budget_bytes();
-  if (budget == 0 || !w.is_contiguous()) return pack_weight(w);
-  Cache& c = cache();
-  const Key key{w.storage().get(), w.byte_offset()};
-  const uint64_t sample = sample_of(w);
-  {
-    std::lock_guard<std::mutex> lk(c.mu);
-    auto it = c.entries.find(key);
-    if (it != c.entries.end()) {
-      const Entry& e = it->second;
-      const auto live = e.storage.lock();
-      if (live == w.storage() && e.shape == w.shape() && e.strides == w.strides() && e.dtype == w.dtype() &&
-          e.sample == sample) {
-        ++c.hits;
-        return e.packed;
-      }
-      c.bytes -= e.bytes;  // freed storage (address recycled), another view, or rewritten: stale
-      c.entries.erase(it);
-    }
-    ++c.misses;
-  }
-  auto packed = pack_weight(w);  // outside the lock: other calls keep running meanwhile
-  const int64_t bytes = (packed->N + kP - 1) / kP * kP * packed->K * 4;
-  std::lock_guard<std::mutex> lk(c.mu);
-  for (auto it = c.entries.begin(); it != c.entries.end();) {  // drop entries of freed weights
-    if (it->second.storage.expired()) {
-      c.bytes -= it->second.bytes;
-      it = c.entries.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  if (c.bytes + bytes <= budget && c.entries.find(key) == c.entries.end()) {
-    c.entries.emplace(key, Entry{w.storage(), w.shape(), w.strides(), w.dtype(), sample, packed, bytes});
-    c.bytes += bytes;
-  }
-  return packed;
+  return cache().get(
+      w, 0, [&] { return pack_weight(w); },
+      [](const PackedWeight& p) { return (p.N + kP - 1) / kP * kP * p.K * 4; });
 }
 
-PackedWeightCacheStats packed_weight_cache_stats() {
-  Cache& c = cache();
-  std::lock_guard<std::mutex> lk(c.mu);
-  return {static_cast<int64_t>(c.entries.size()), c.bytes, c.hits, c.misses};
-}
+PackedWeightCacheStats packed_weight_cache_stats() { return cache().stats(); }
 
-void packed_weight_cache_clear() {
-  Cache& c = cache();
-  std::lock_guard<std::mutex> lk(c.mu);
-  c.entries.clear();
-  c.bytes = c.hits = c.misses = 0;
-}
+void packed_weight_cache_clear() { cache().clear(/*reset_counts=*/true); }
 
 bool gemm_rows_avx512_available() { return cpu_has_avx512(); }
 

@@ -16,6 +16,7 @@
 #include <memory>
 
 #include "core/tensor.hpp"
+#include "kernels/cpu/weight_cache_support.hpp"
 
 namespace stagecraft::kernels::cpu {
 
@@ -36,9 +37,7 @@ std::shared_ptr<const PackedWeight> pack_weight(const Tensor& w);
 /// weights are packed per call. Only contiguous weights are cached.
 std::shared_ptr<const PackedWeight> packed_weight_cached(const Tensor& w);
 
-struct PackedWeightCacheStats {
-  int64_t entries = 0, bytes = 0, hits = 0, misses = 0;
-};
+using PackedWeightCacheStats = WeightCacheStats;
 PackedWeightCacheStats packed_weight_cache_stats();
 void packed_weight_cache_clear();
 

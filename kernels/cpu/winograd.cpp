@@ -260,32 +260,10 @@ void transform_weights(const float* w, int64_t O, int64_t I, float* u) {
 
 // ---------------------------------------------------------------- cache
 
-struct Entry {
-  std::weak_ptr<Storage> storage;
-  Shape shape, strides;
-  DType dtype;
-  uint64_t sample;
-  std::shared_ptr<const WinogradWeights> u;
-  int64_t bytes;
-};
-using Key = std::tuple<const Storage*, size_t, int>;  // storage, byte offset, m
-
-struct Cache {
-  std::mutex mu;
-  std::map<Key, Entry> entries;
-  int64_t bytes = 0, hits = 0, misses = 0;
-};
-Cache& cache() {
-  static Cache c;
+WeightCache<WinogradWeights>& cache() {
+  static WeightCache<WinogradWeights> c("STAGECRAFT_WINOGRAD_CACHE_MB", 1024, 64);
   return c;
 }
-
-int64_t cache_budget_bytes() {
-  static const int64_t b = cache_budget_from_env("STAGECRAFT_WINOGRAD_CACHE_MB", 1024);
-  return b;
-}
-
-uint64_t sample_of(const Tensor& w) { return weight_sample(w, 64); }
 
 }  // namespace
 
@@ -304,61 +282,18 @@ std::shared_ptr<const WinogradWeights> winograd_transform_weights(const float* w
 }
 
 std::shared_ptr<const WinogradWeights> winograd_weights_cached(const Tensor& w, int m) {
-  auto transform = [&] {
-    F32In wf(w);
-    return winograd_transform_weights(wf.data(), w.size(0), w.size(1), m);
-  };
-  const int64_t budget = cache_budget_bytes();
-  if (budget == 0 || !w.is_contiguous()) return transform();
-  Cache& c = cache();
-  const Key key{w.storage().get(), w.byte_offset(), m};
-  const uint64_t sample = sample_of(w);
-  {
-    std::lock_guard<std::mutex> lk(c.mu);
-    auto it = c.entries.find(key);
-    if (it != c.entries.end()) {
-      const Entry& e = it->second;
-      const auto live = e.storage.lock();
-      if (live == w.storage() && e.shape == w.shape() && e.strides == w.strides() && e.dtype == w.dtype() &&
-          e.sample == sample) {
-        ++c.hits;
-        return e.u;
-      }
-      c.bytes -= e.bytes;  // freed storage (address recycled) or weights rewritten: stale
-      c.entries.erase(it);
-    }
-    ++c.misses;
-  }
-  auto u = transform();  // outside the lock: other convs keep running meanwhile
-  const int64_t bytes = static_cast<int64_t>((m + 2) * (m + 2)) * u->O * u->I * 4;
-  std::lock_guard<std::mutex> lk(c.mu);
-  for (auto it = c.entries.begin(); it != c.entries.end();) {  // drop entries of freed weights
-    if (it->second.storage.expired()) {
-      c.bytes -= it->second.bytes;
-      it = c.entries.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  if (c.bytes + bytes <= budget && c.entries.find(key) == c.entries.end()) {
-    c.entries.emplace(key, Entry{w.storage(), w.shape(), w.strides(), w.dtype(), sample, u, bytes});
-    c.bytes += bytes;
-  }
-  return u;
+  return cache().get(
+      w, m,
+      [&] {
+        F32In wf(w);
+        return winograd_transform_weights(wf.data(), w.size(0), w.size(1), m);
+      },
+      [m](const WinogradWeights& u) { return static_cast<int64_t>((m + 2) * (m + 2)) * u.O * u.I * 4; });
 }
 
-WinogradCacheStats winograd_cache_stats() {
-  Cache& c = cache();
-  std::lock_guard<std::mutex> lk(c.mu);
-  return {static_cast<int64_t>(c.entries.size()), c.bytes, c.hits, c.misses};
-}
+WinogradCacheStats winograd_cache_stats() { return cache().stats(); }
 
-void winograd_cache_clear() {
-  Cache& c = cache();
-  std::lock_guard<std::mutex> lk(c.mu);
-  c.entries.clear();
-  c.bytes = 0;
-}
+void winograd_cache_clear() { cache().clear(/*reset_counts=*/false); }
 
 void conv3x3_winograd(const float* x, const WinogradWeights& u, const float* bias, float* y, int64_t N, int64_t H,
                       int64_t W, int64_t scratch_floats) {

@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "core/tensor.hpp"
+#include "kernels/cpu/weight_cache_support.hpp"
 
 namespace stagecraft::kernels::cpu {
 
@@ -40,9 +41,7 @@ std::shared_ptr<const WinogradWeights> winograd_transform_weights(const float* w
 std::shared_ptr<const WinogradWeights> winograd_weights_cached(const Tensor& w, int m);
 
 /// Entries and bytes held by the cache (for tests and benchmarks); clear drops them all.
-struct WinogradCacheStats {
-  int64_t entries = 0, bytes = 0, hits = 0, misses = 0;
-};
+using WinogradCacheStats = WeightCacheStats;
 WinogradCacheStats winograd_cache_stats();
 void winograd_cache_clear();
 
