@@ -341,20 +341,20 @@ class Checker:
 
     @contextlib.contextmanager
     def sbatch(self, p: dict, hosts: dict, **env_extra):
-        """Runs the script as Slurm would, with a stand-in srun (FAKE_SRUN) and scontrol (the
+        """Runs the script as Slurm would, with a stand-in srun (STANDIN_SRUN) and scontrol (the
         host list as given): yields (process, the steps' events, the script's output)."""
         with tempfile.TemporaryDirectory(prefix="sc-sbatch-") as tmp:
             bindir = os.path.join(tmp, "bin")
             os.mkdir(bindir)
             log = os.path.join(tmp, "steps.jsonl")
             with open(os.path.join(bindir, "srun"), "w") as f:
-                f.write(FAKE_SRUN)
+                f.write(STANDIN_SRUN)
             with open(os.path.join(bindir, "scontrol"), "w") as f:
                 f.write('#!/bin/sh\n[ "$1 $2" = "show hostnames" ] || exit 2\necho "$3" | tr , "\\n"\n')
             for n in ("srun", "scontrol"):
                 os.chmod(os.path.join(bindir, n), 0o755)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("STAGECRAFT", "SLURM", "FAKE_SRUN"))}
-            env.update(PATH=bindir + os.pathsep + os.environ["PATH"], FAKE_SRUN_LOG=log, FAKE_SRUN_HEAD=p["head"],
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("STAGECRAFT", "SLURM", "STANDIN_SRUN"))}
+            env.update(PATH=bindir + os.pathsep + os.environ["PATH"], STANDIN_SRUN_LOG=log, STANDIN_SRUN_HEAD=p["head"],
                        SLURM_JOB_ID="4242", SLURM_SUBMIT_DIR=tmp, STAGECRAFT=BIN,
                        STAGECRAFT_TEMPLATE=os.path.join(self.deploy, "pipeline.yaml"), STAGECRAFT_MODEL=MODEL,
                        STAGECRAFT_RUN_DIR=os.path.join(tmp, "run"))
@@ -411,7 +411,7 @@ class Checker:
     def slurm_lost(self, p: dict) -> None:
         """A worker that ends on its own: the script stops the rest (the head first) and fails."""
         lost = next(n for n in p["nodes"] if n != p["head"])
-        with self.sbatch(p, {g: "localhost" for g in range(3)}, FAKE_SRUN_EXIT=lost) as (proc, events, output):
+        with self.sbatch(p, {g: "localhost" for g in range(3)}, STANDIN_SRUN_EXIT=lost) as (proc, events, output):
             if not self.wait_for_steps(p, proc, events, output):
                 return
             try:
@@ -486,7 +486,7 @@ class Checker:
                 f.write(text)
             ports = {n: int(ENDPOINT.match(e["endpoint"]).group(2)) for n, e in yaml.safe_load(text)["nodes"].items()}
             jobs, http = free_port(), free_port()
-            with self.sbatch(p, {g: "localhost" for g in range(3)}, FAKE_SRUN_EXEC="1", STAGECRAFT_TEMPLATE=template,
+            with self.sbatch(p, {g: "localhost" for g in range(3)}, STANDIN_SRUN_EXEC="1", STAGECRAFT_TEMPLATE=template,
                              STAGECRAFT_BIND=f"tcp://127.0.0.1:{jobs}", STAGECRAFT_HTTP=f"127.0.0.1:{http}",
                              STAGECRAFT_CPUS="1") as (proc, events, output):
                 deadline = time.monotonic() + 60
@@ -589,9 +589,10 @@ class Checker:
         return self.problems
 
 
-# The stand-in srun: records its step (het group, the --export variables, the command),
+# The stand-in srun (no Slurm on CI machines; the real srun runs the same script on a
+# cluster): records its step (het group, the --export variables, the command),
 # then waits like a worker. On SIGTERM it records that; the head's "drains" for 0.3 s.
-FAKE_SRUN = r'''#!/usr/bin/python3
+STANDIN_SRUN = r'''#!/usr/bin/python3
 import json, os, signal, sys, time
 args = sys.argv[1:]
 opts, i = {}, 0
@@ -603,22 +604,22 @@ env = {}
 for kv in opts.get("export", "ALL").split(",")[1:]:
     k, _, v = kv.partition("=")
     env[k] = v
-log = os.environ["FAKE_SRUN_LOG"]
+log = os.environ["STANDIN_SRUN_LOG"]
 def note(event):
     with open(log, "a") as f:
         f.write(json.dumps({"event": event, "t": time.monotonic(), "het_group": int(opts.get("het-group", 0)),
                             "env": env, "argv": args[i:]}) + "\n")
 def term(*_):
     note("term")
-    if env.get("STAGECRAFT_NODE") == os.environ["FAKE_SRUN_HEAD"]:
+    if env.get("STAGECRAFT_NODE") == os.environ["STANDIN_SRUN_HEAD"]:
         time.sleep(0.3)
     note("exit")
     sys.exit(0)
 signal.signal(signal.SIGTERM, term)
 note("start")
-if os.environ.get("FAKE_SRUN_EXEC"):  # run the step here, as srun would on its node
+if os.environ.get("STANDIN_SRUN_EXEC"):  # run the step here, as srun would on its node
     os.execvpe(args[i], args[i:], dict(os.environ, **env))
-if env.get("STAGECRAFT_NODE") == os.environ.get("FAKE_SRUN_EXIT"):
+if env.get("STAGECRAFT_NODE") == os.environ.get("STANDIN_SRUN_EXIT"):
     time.sleep(0.3)
     note("exit")
     sys.exit(3)
