@@ -1,11 +1,13 @@
 #include "core/pipeline_spec.hpp"
 
 #include "core/json_brief.hpp"
+#include "core/placement.hpp"
 #include "core/request_defaults.hpp"
 
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -28,7 +30,7 @@ const std::vector<std::string> kStageKeys = {"name",     "type",        "node", 
                                              "replicas", "batching",    "queue_limit", "plugin"};
 const std::vector<std::string> kBatchingKeys = {"max_batch", "max_wait_ms"};
 const std::vector<std::string> kEdgeKeys = {"from", "to", "channel"};
-const std::vector<std::string> kNodeKeys = {"endpoint"};
+const std::vector<std::string> kNodeKeys = {"endpoint", "gpu_endpoint", "host"};
 const std::vector<std::string> kLimitsKeys = {"max_pending_jobs", "credits", "max_steps", "max_pixels",
                                               "max_prompt_bytes"};
 const std::vector<std::string>& kDefaultsKeys = request_default_keys();
@@ -375,6 +377,7 @@ class Parser {
   void parse_edges(const YAML::Node& v);
   void check_edge_channel(const EdgeSpec& e, const YAML::Node& at);
   void check_graph(SourceLoc edges_loc, bool explicit_edges);
+  void check_gpu_endpoints();
   bool name_fits(const YAML::Node& at, const std::string& name, const std::string& what);
   std::optional<nlohmann::json> param_json(const YAML::Node& n, const std::string& who, const Entry& param);
   bool to_json(const YAML::Node& n, int depth, nlohmann::json& out, std::optional<YAML::Node>& bad_utf8);
@@ -383,6 +386,7 @@ class Parser {
   PipelineSpec spec_;
   std::vector<SpecProblem> problems_;
   std::map<std::string, SourceLoc> stage_loc_;  ///< every stage name written, even a duplicate's first
+  std::map<std::string, SourceLoc> gpu_endpoint_loc_;  ///< node -> where its gpu_endpoint is written
   bool stages_listed_ = false;  ///< stages: was a non-empty list, so edges can be checked against it
   bool graph_ok_ = false;       ///< every stage entry became a StageSpec, so the graph can be checked
   std::set<std::string> plugin_failed_;  ///< stages whose plugin: is bad; "" for a top-level one
@@ -592,6 +596,7 @@ PipelineSpec Parser::parse(const std::string& text) {
       spec_.edges.push_back({spec_.stages[i - 1].name, spec_.stages[i].name, "auto", {}});
   }
   if (graph_ok_) check_graph(edges_loc, top.count("edges") > 0);
+  if (graph_ok_ && !spec_.nodes.empty()) check_gpu_endpoints();
 
   if (!problems_.empty()) {
     PipelineSpec partial = spec_;
@@ -717,20 +722,39 @@ void Parser::parse_nodes(const YAML::Node& v) {
   std::map<std::string, std::string> endpoint_owner;
   for (const auto& e : entries(v, "nodes")) {
     if (!name_fits(e.key_node, e.key, "node name")) continue;
-    NodeSpec n{e.key, "", loc_of(e.key_node)};
+    NodeSpec n;
+    n.name = e.key;
+    n.loc = loc_of(e.key_node);
     if (!expect_map(e.value, "node '" + shown(e.key) + "'", "{endpoint: tcp://HOST:PORT}")) continue;
     bool has_endpoint = false;
     for (const auto& f : entries(e.value, "node '" + shown(e.key) + "'")) {
-      if (f.key != "endpoint") {
+      if (f.key == "host") {
+        if (auto h = get_string(f.value, "host of node '" + shown(e.key) + "'", "a host name")) {
+          if (h->empty() || !name_fits(f.value, *h, "host"))
+            add(f.value, "host of node '" + shown(e.key) + "' is empty or too long", "a host name of 1 to 128 bytes");
+          else
+            n.host = *h;
+        }
+        continue;
+      }
+      if (f.key != "endpoint" && f.key != "gpu_endpoint") {
         add(f.key_node, "unknown key '" + shown(f.key) + "' in node '" + shown(e.key) + "'", one_of(kNodeKeys, f.key));
         continue;
       }
-      has_endpoint = true;
+      const bool gpu = f.key == "gpu_endpoint";
+      has_endpoint = has_endpoint || !gpu;
       const std::string ep_allowed = "a ZeroMQ address: tcp://HOST:PORT or ipc://PATH";
-      auto ep = get_string(f.value, "endpoint of node '" + shown(e.key) + "'", ep_allowed);
+      auto ep = get_string(f.value, f.key + " of node '" + shown(e.key) + "'", ep_allowed);
       if (!ep) continue;
       if (ep->rfind("tcp://", 0) != 0 && ep->rfind("ipc://", 0) != 0) {
-        add(f.value, "endpoint '" + shown(*ep) + "' of node '" + shown(e.key) + "' is not a ZeroMQ address", ep_allowed);
+        add(f.value, f.key + " '" + shown(*ep) + "' of node '" + shown(e.key) + "' is not a ZeroMQ address", ep_allowed);
+        continue;
+      }
+      // A given gpu_endpoint is checked against every endpoint with the derived ones, once
+      // the channels are known (check_gpu_endpoints).
+      if (gpu) {
+        n.gpu_endpoint = *ep;
+        gpu_endpoint_loc_[e.key] = loc_of(f.value);
         continue;
       }
       auto [it, fresh] = endpoint_owner.emplace(*ep, e.key);
@@ -974,6 +998,69 @@ void Parser::check_edge_channel(const EdgeSpec& e, const YAML::Node& at) {
         "NCCL refuses two ranks on one GPU; use local or cuda_ipc");
 }
 
+void Parser::check_gpu_endpoints() {
+  // Which nodes receive over a GPU channel, and over which: the channel of every edge
+  // between each pair of nodes its stages run on (core/placement.hpp, choose_channel).
+  struct Need {
+    ChannelKind kind;
+    std::string edge;
+  };
+  std::map<std::string, std::vector<Need>> needs;
+  for (const auto& e : spec_.edges) {
+    const StageSpec* a = spec_.find_stage(e.from);
+    const StageSpec* b = spec_.find_stage(e.to);
+    if (!a || !b) continue;
+    for (const auto& fn : a->nodes)
+      for (const auto& tn : b->nodes) {
+        ChannelKind k = ChannelKind::local;
+        try {
+          k = choose_channel(spec_, e.channel, *a, fn, *b, tn);
+        } catch (const Error&) {
+          continue;  // `local` across nodes: reported by check_edge_channel
+        }
+        if (is_gpu_channel(k)) needs[tn].push_back({k, e.from + " -> " + e.to + " from node '" + fn + "'"});
+      }
+  }
+  // Every address a node binds: its endpoint, and its GPU endpoint where it has one.
+  std::map<std::string, std::string> owner;  // address -> "the endpoint of node 'x'"
+  for (const auto& n : spec_.nodes)
+    if (!n.endpoint.empty()) owner[n.endpoint] = "the endpoint of node '" + shown(n.name) + "'";
+  for (const auto& n : spec_.nodes) {
+    auto need = needs.find(n.name);
+    const bool given = !n.gpu_endpoint.empty();
+    const SourceLoc at = given ? gpu_endpoint_loc_[n.name] : n.loc;
+    if (need != needs.end()) {
+      for (const Need& x : need->second)
+        if (x.kind != need->second.front().kind) {
+          add(n.loc,
+              "node '" + shown(n.name) + "' receives over " + channel_name(need->second.front().kind) + " (edge " +
+                  need->second.front().edge + ") and over " + channel_name(x.kind) + " (edge " + x.edge +
+                  "), but a node has one GPU endpoint",
+              "force one channel (cuda_ipc, nccl or zmq) on those edges");
+          break;
+        }
+    }
+    if (!given && need == needs.end()) continue;  // binds no GPU socket
+    const std::string gep = gpu_endpoint_of(n);
+    if (gep.empty()) {
+      if (!n.endpoint.empty())
+        add(at,
+            "node '" + shown(n.name) + "' receives over " + channel_name(need->second.front().kind) + " (edge " +
+                need->second.front().edge + ") but its gpu_endpoint cannot be derived from '" + shown(n.endpoint) +
+                "' (the port + 1000 is not a port)",
+            "give the node a gpu_endpoint: tcp://HOST:PORT or ipc://PATH");
+      continue;
+    }
+    const std::string what = given ? "gpu_endpoint '" + shown(gep) + "' of node '" + shown(n.name) + "'"
+                                   : "the gpu_endpoint '" + shown(gep) + "' of node '" + shown(n.name) +
+                                         "' (derived from its endpoint: PORT + 1000, or ipc PATH.gpu)";
+    auto [it, fresh] = owner.emplace(gep, "the gpu_endpoint of node '" + shown(n.name) + "'");
+    if (!fresh)
+      add(at, what + " is also " + it->second,
+          "a distinct address: give node '" + shown(n.name) + "' a gpu_endpoint: of its own");
+  }
+}
+
 void Parser::check_graph(SourceLoc edges_loc, bool explicit_edges) {
   const auto& stages = spec_.stages;
   std::map<std::string, std::vector<const EdgeSpec*>> out;
@@ -1048,6 +1135,37 @@ void Parser::check_graph(SourceLoc edges_loc, bool explicit_edges) {
 
 }  // namespace
 
+std::string gpu_endpoint_of(const NodeSpec& n) {
+  if (!n.gpu_endpoint.empty()) return n.gpu_endpoint;
+  const std::string& ep = n.endpoint;
+  if (ep.rfind("ipc://", 0) == 0) return ep + ".gpu";
+  if (ep.rfind("tcp://", 0) != 0) return "";
+  const size_t colon = ep.rfind(':');
+  if (colon == std::string::npos || colon < 6) return "";
+  int port = 0;
+  const char* first = ep.data() + colon + 1;
+  const char* last = ep.data() + ep.size();
+  auto [ptr, ec] = std::from_chars(first, last, port);
+  if (ec != std::errc() || ptr != last || first == last || port <= 0 || port + 1000 > 65535) return "";
+  return ep.substr(0, colon + 1) + std::to_string(port + 1000);
+}
+
+std::string host_of(const NodeSpec& n) {
+  if (!n.host.empty()) return n.host;
+  const std::string& ep = n.endpoint;
+  if (ep.rfind("ipc://", 0) == 0) return "localhost";
+  std::string h = ep.rfind("tcp://", 0) == 0 ? ep.substr(6) : ep;
+  if (!h.empty() && h.front() == '[') {  // tcp://[::1]:PORT
+    const size_t close = h.find(']');
+    h = h.substr(1, close == std::string::npos ? std::string::npos : close - 1);
+  } else if (const size_t colon = h.rfind(':'); colon != std::string::npos) {
+    h = h.substr(0, colon);
+  }
+  std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  if (h == "localhost" || h == "::1" || h.rfind("127.", 0) == 0) return "localhost";
+  return h;
+}
+
 std::string closest_word(const std::string& got, const std::vector<std::string>& allowed) {
   std::string best;
   size_t best_d = SIZE_MAX;
@@ -1120,7 +1238,11 @@ std::string describe_pipeline(const PipelineSpec& spec) {
   if (!spec.plugins.empty()) os << "  plugins: " << join(spec.plugins) << "\n";
   if (!spec.nodes.empty()) {
     os << "nodes (" << spec.nodes.size() << "):\n";
-    for (const auto& n : spec.nodes) os << "  " << n.name << "  " << n.endpoint << "\n";
+    for (const auto& n : spec.nodes) {
+      os << "  " << n.name << "  " << n.endpoint;
+      if (!n.gpu_endpoint.empty()) os << "  gpu_endpoint " << n.gpu_endpoint;
+      os << "  host " << host_of(n) << (n.host.empty() ? " (from the endpoint)" : "") << "\n";
+    }
   }
   size_t w_name = 4, w_type = 4;
   for (const auto& s : spec.stages) w_name = std::max(w_name, s.name.size()), w_type = std::max(w_type, s.type.size());
@@ -1139,7 +1261,28 @@ std::string describe_pipeline(const PipelineSpec& spec) {
     os << "\n";
   }
   os << "edges (" << spec.edges.size() << "):\n";
-  for (const auto& e : spec.edges) os << "  " << e.from << " -> " << e.to << "  [" << e.channel << "]\n";
+  for (const auto& e : spec.edges) {
+    os << "  " << e.from << " -> " << e.to << "  [" << e.channel << "]";
+    // Across nodes, the channel each pair of nodes gets (core/placement.hpp, choose_channel).
+    const StageSpec* a = spec.find_stage(e.from);
+    const StageSpec* b = spec.find_stage(e.to);
+    if (a && b && !spec.nodes.empty()) {
+      std::string pairs;
+      for (const auto& fn : a->nodes)
+        for (const auto& tn : b->nodes) {
+          if (fn == tn) continue;
+          std::string k;
+          try {
+            k = channel_name(choose_channel(spec, e.channel, *a, fn, *b, tn));
+          } catch (const Error&) {
+            k = "refused";
+          }
+          pairs += (pairs.empty() ? "" : ", ") + fn + " -> " + tn + " over " + k;
+        }
+      if (!pairs.empty()) os << "  " << pairs;
+    }
+    os << "\n";
+  }
   const auto& d = spec.defaults;
   os << "defaults: steps " << d.value("steps", 0) << ", guidance " << d.value("guidance", 0.0) << ", size "
      << d.value("width", 0) << "x" << d.value("height", 0) << ", scheduler " << d.value("scheduler", std::string())

@@ -64,8 +64,25 @@ struct EdgeSpec {
 
 struct NodeSpec {
   std::string name, endpoint;  ///< endpoint: a ZeroMQ address, e.g. tcp://127.0.0.1:7101
+  /// Where the node receives over a GPU channel (CUDA IPC, NCCL: they bind a ZeroMQ socket
+  /// of their own for their control messages). Empty: derived from `endpoint` (gpu_endpoint_of).
+  std::string gpu_endpoint;
+  /// The host the node runs on, for choosing channels (same host: CUDA IPC; other: NCCL).
+  /// Empty: read from `endpoint` (host_of).
+  std::string host;
   SourceLoc loc;
 };
+
+/// The node's GPU-channel endpoint: `gpu_endpoint` when the file gives one, else derived from
+/// `endpoint`: ipc://PATH -> ipc://PATH.gpu, tcp://HOST:PORT -> tcp://HOST:(PORT+1000).
+/// Empty when it cannot be derived (a tcp port that is not a number, or above 64535).
+std::string gpu_endpoint_of(const NodeSpec& n);
+/// The host a node runs on: `host` when the file gives one, else read from `endpoint`:
+/// every ipc:// endpoint and tcp:// to a loopback address (127.x.x.x, localhost, ::1) is
+/// "localhost"; any other tcp://HOST:PORT is HOST as written (lower case). Two nodes are on
+/// one host when these are equal — a rule that cannot see that two different names are one
+/// machine: give `host:` for that.
+std::string host_of(const NodeSpec& n);
 
 struct LimitsSpec {
   int max_pending_jobs = 256;  ///< front door: more jobs in flight are refused as overloaded

@@ -83,9 +83,54 @@ int Placement::index_of(const std::string& name) const {
   return -1;
 }
 
+const char* channel_name(ChannelKind k) {
+  switch (k) {
+    case ChannelKind::local: return "local";
+    case ChannelKind::zmq: return "zmq";
+    case ChannelKind::cuda_ipc: return "cuda_ipc";
+    case ChannelKind::nccl: return "nccl";
+  }
+  return "?";
+}
+
+ChannelKind choose_channel(const PipelineSpec& spec, const std::string& forced, const StageSpec& from,
+                           const std::string& from_node, const StageSpec& to, const std::string& to_node) {
+  if (from_node == to_node) return ChannelKind::local;
+  const std::string edge = "edge " + from.name + " -> " + to.name + " (node '" + from_node + "' to '" + to_node + "')";
+  SC_CHECK(forced != "local", Errc::invalid_argument,
+           spec.path << ": " << edge << " forces channel local, but its stages run in different processes; use "
+                     << "auto, zmq, cuda_ipc or nccl");
+  if (forced == "zmq") return ChannelKind::zmq;
+  if (forced == "cuda_ipc") return ChannelKind::cuda_ipc;
+  if (forced == "nccl") return ChannelKind::nccl;
+  SC_CHECK(forced == "auto" || forced.empty(), Errc::invalid_argument,
+           spec.path << ": " << edge << " has channel '" << forced << "'; use auto, local, zmq, cuda_ipc or nccl");
+  if (!from.device.is_cuda() || !to.device.is_cuda()) return ChannelKind::zmq;
+  const NodeSpec* a = nullptr;
+  const NodeSpec* b = nullptr;
+  for (const auto& n : spec.nodes) {
+    if (n.name == from_node) a = &n;
+    if (n.name == to_node) b = &n;
+  }
+  SC_CHECK(a && b, Errc::invalid_argument, spec.path << ": " << edge << " names a node `nodes:` does not declare");
+  return host_of(*a) == host_of(*b) ? ChannelKind::cuda_ipc : ChannelKind::nccl;
+}
+
+ChannelKind Placement::channel(const PipelineSpec& spec, int index, const std::string& from,
+                               const std::string& to) const {
+  const auto i = static_cast<size_t>(index);
+  return choose_channel(spec, i < forced.size() ? forced[i] : "auto", *chain[i], from, *chain[i + 1], to);
+}
+
 Placement place(const PipelineSpec& spec) {
   Placement p;
   p.chain = chain_order(spec);
+  for (size_t i = 0; i + 1 < p.chain.size(); ++i) {
+    std::string f = "auto";
+    for (const auto& e : spec.edges)
+      if (e.from == p.chain[i]->name && e.to == p.chain[i + 1]->name) f = e.channel;
+    p.forced.push_back(f);
+  }
   if (spec.nodes.empty()) return p;
   for (const StageSpec* s : p.chain) {
     SC_CHECK(!s->nodes.empty(), Errc::invalid_argument,

@@ -18,6 +18,23 @@ namespace stagecraft {
 /// form one chain (each stage one predecessor and one successor at most).
 std::vector<const StageSpec*> chain_order(const PipelineSpec& spec);
 
+/// How packets cross an edge (docs/disaggregation.md, "Channels").
+enum class ChannelKind { local, zmq, cuda_ipc, nccl };
+const char* channel_name(ChannelKind k);
+inline bool is_gpu_channel(ChannelKind k) { return k == ChannelKind::cuda_ipc || k == ChannelKind::nccl; }
+
+/// The channel of an edge from stage `from` on node `from_node` to stage `to` on `to_node`,
+/// given the edge's `channel:` (auto | local | zmq | cuda_ipc | nccl):
+///   - one node (or no nodes at all): local, whatever is forced — within a process packets
+///     move by handle;
+///   - forced zmq, cuda_ipc or nccl: that (the parser has refused a GPU channel between
+///     stages that are not both on CUDA devices); forced local across nodes: Error;
+///   - auto: both stages on CUDA devices -> cuda_ipc when both nodes are on one host
+///     (host_of), nccl when not; otherwise zmq.
+/// Throws Error(invalid_argument) for `local` across nodes, or an unknown node.
+ChannelKind choose_channel(const PipelineSpec& spec, const std::string& forced, const StageSpec& from,
+                           const std::string& from_node, const StageSpec& to, const std::string& to_node);
+
 /// Chain indices [first, last] of consecutive stages on one node.
 struct Segment {
   int first = 0, last = 0;
@@ -38,6 +55,14 @@ struct Placement {
   /// The chain index of the stage called `name`, or -1.
   int index_of(const std::string& name) const;
   int size() const { return static_cast<int>(chain.size()); }
+
+  /// forced[i]: the `channel:` of the edge chain[i] -> chain[i+1] ("auto" where the spec
+  /// has no such edge); one entry fewer than the chain.
+  std::vector<std::string> forced;
+  /// The channel that carries packets from stage `index` on node `from` to stage
+  /// `index + 1` on node `to` (choose_channel). The way back to the head with a finished
+  /// job is not an edge: it is always zmq.
+  ChannelKind channel(const PipelineSpec& spec, int index, const std::string& from, const std::string& to) const;
 };
 
 /// Throws what chain_order throws, and Error(invalid_argument) when a multi-node file

@@ -711,3 +711,74 @@ TEST_CASE("pricing gives the price per device-hour, and refuses negative prices 
     CHECK(e.problems[1].what.find("unknown key 'per_gpu' in pricing") != std::string::npos);
   }
 }
+
+TEST_CASE("a node's gpu_endpoint and host are read, and GPU endpoints that collide are reported where written") {
+  const PipelineSpec spec = parse_pipeline_spec(
+      "nodes:\n"
+      "  x: {endpoint: 'tcp://10.0.0.2:7101', gpu_endpoint: 'tcp://10.0.0.2:9101', host: gpu-a}\n"
+      "  y: {endpoint: 'tcp://10.0.0.3:7102'}\n"
+      "stages:\n  - {name: a, type: sleep, node: x, device: cuda:0}\n  - {name: b, type: sleep, node: y, device: cuda:0}\n",
+      "p.yaml", ".");
+  CHECK(spec.nodes[0].gpu_endpoint == "tcp://10.0.0.2:9101");
+  CHECK(spec.nodes[0].host == "gpu-a");
+  CHECK(spec.nodes[1].gpu_endpoint.empty());
+  CHECK(gpu_endpoint_of(spec.nodes[1]) == "tcp://10.0.0.3:8102");
+  // validate shows the channel each pair of nodes gets, and where hosts came from.
+  const std::string d = describe_pipeline(spec);
+  CHECK(contains(d, "a -> b  [auto]  x -> y over nccl"));
+  CHECK(contains(d, "gpu_endpoint tcp://10.0.0.2:9101  host gpu-a\n"));
+  CHECK(contains(d, "host 10.0.0.3 (from the endpoint)"));
+
+  // y receives over a GPU channel (a -> b, both on CUDA): its derived gpu_endpoint, port 7101 + 1000,
+  // is x's endpoint.
+  auto ps = problems_of(
+      "nodes:\n"
+      "  x: {endpoint: 'tcp://127.0.0.1:8101'}\n"
+      "  y: {endpoint: 'tcp://127.0.0.1:7101'}\n"
+      "stages:\n  - {name: a, type: sleep, node: x, device: cuda:0}\n  - {name: b, type: sleep, node: y, device: cuda:0}\n");
+  auto p = problem_at(ps, 3, 3);
+  CHECK(contains(p.what, "the gpu_endpoint 'tcp://127.0.0.1:8101' of node 'y' (derived from its endpoint"));
+  CHECK(contains(p.what, "is also the endpoint of node 'x'"));
+  CHECK(contains(p.allowed, "give node 'y' a gpu_endpoint: of its own"));
+  // The same file with the stages on the CPU binds no GPU socket: nothing collides.
+  CHECK(problems_of("nodes:\n"
+                    "  x: {endpoint: 'tcp://127.0.0.1:8101'}\n"
+                    "  y: {endpoint: 'tcp://127.0.0.1:7101'}\n"
+                    "stages:\n  - {name: a, type: sleep, node: x}\n  - {name: b, type: sleep, node: y}\n")
+            .empty());
+
+  // A given gpu_endpoint is checked wherever it is written, used or not.
+  ps = problems_of(
+      "nodes:\n"
+      "  x: {endpoint: 'ipc:///tmp/x', gpu_endpoint: 'ipc:///tmp/y'}\n"
+      "  y: {endpoint: 'ipc:///tmp/y'}\n"
+      "stages:\n  - {name: a, type: sleep, node: x}\n  - {name: b, type: sleep, node: y}\n");
+  CHECK(contains(problem_at(ps, 2, 47).what, "gpu_endpoint 'ipc:///tmp/y' of node 'x' is also the endpoint of node 'y'"));
+
+  // A port with no room for + 1000 needs a gpu_endpoint written out.
+  ps = problems_of(
+      "nodes:\n"
+      "  x: {endpoint: 'tcp://127.0.0.1:7101'}\n"
+      "  y: {endpoint: 'tcp://127.0.0.1:65000'}\n"
+      "stages:\n  - {name: a, type: sleep, node: x, device: cuda:0}\n  - {name: b, type: sleep, node: y, device: cuda:0}\n");
+  p = problem_at(ps, 3, 3);
+  CHECK(contains(p.what, "node 'y' receives over cuda_ipc (edge a -> b from node 'x') but its gpu_endpoint cannot be derived"));
+  CHECK(contains(p.allowed, "gpu_endpoint: tcp://HOST:PORT"));
+  ps = problems_of("nodes:\n  x: {endpoint: 'ipc:///tmp/x', gpu_endpont: 'ipc:///tmp/g'}\nstages:\n  - {name: a, type: sleep, node: x}\n");
+  CHECK(contains(problem_at(ps, 2, 33).allowed, "gpu_endpoint"));
+}
+
+TEST_CASE("a node that would receive over both CUDA IPC and NCCL is reported") {
+  // b runs on y; a runs on x (same host as y: CUDA IPC) and on z (another host: NCCL).
+  auto ps = problems_of(
+      "nodes:\n"
+      "  h: {endpoint: 'tcp://10.0.0.1:7100'}\n"
+      "  x: {endpoint: 'tcp://10.0.0.2:7101'}\n"
+      "  z: {endpoint: 'tcp://10.0.0.3:7103'}\n"
+      "  y: {endpoint: 'tcp://10.0.0.2:7102'}\n"
+      "stages:\n  - {name: s, type: sleep, node: h}\n"
+      "  - {name: a, type: sleep, node: [x, z], device: cuda:0}\n  - {name: b, type: sleep, node: y, device: cuda:0}\n");
+  auto p = problem_at(ps, 5, 3);
+  CHECK(contains(p.what, "node 'y' receives over cuda_ipc (edge a -> b from node 'x') and over nccl (edge a -> b from node 'z')"));
+  CHECK(contains(p.allowed, "force one channel"));
+}

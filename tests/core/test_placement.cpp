@@ -74,3 +74,81 @@ TEST_CASE("the pipeline hash changes with any byte of the file") {
   CHECK(pipeline_hash(sa) == pipeline_hash(sa));
   CHECK(pipeline_hash(sa) != pipeline_hash(sb));
 }
+
+namespace {
+
+/// Two stages on nodes x and y (endpoints as given), on the devices given, the edge's channel as given.
+PipelineSpec two_nodes(const std::string& x, const std::string& y, const std::string& dev_a, const std::string& dev_b,
+                       const std::string& channel = "auto") {
+  return parse_pipeline_spec("nodes:\n  x: " + x + "\n  y: " + y +
+                                 "\nstages:\n"
+                                 "  - {name: a, type: sleep, node: x, device: '" +
+                                 dev_a + "'}\n  - {name: b, type: sleep, node: y, device: '" + dev_b +
+                                 "'}\nedges:\n  - {from: a, to: b, channel: " + channel + "}\n",
+                             "p.yaml", ".");
+}
+
+ChannelKind channel_of(const PipelineSpec& spec) {
+  const Placement p = place(spec);
+  return p.channel(spec, 0, "x", "y");
+}
+
+}  // namespace
+
+TEST_CASE("auto picks CUDA IPC between GPUs of one host, NCCL across hosts, and ZeroMQ otherwise") {
+  const std::string ipc_x = "{endpoint: 'ipc:///tmp/x'}", ipc_y = "{endpoint: 'ipc:///tmp/y'}";
+  CHECK(channel_of(two_nodes(ipc_x, ipc_y, "cuda:0", "cuda:0")) == ChannelKind::cuda_ipc);
+  CHECK(channel_of(two_nodes(ipc_x, ipc_y, "cuda:0", "cpu")) == ChannelKind::zmq);
+  CHECK(channel_of(two_nodes(ipc_x, ipc_y, "cpu", "cpu")) == ChannelKind::zmq);
+  // The host is read from the endpoint: the same literal, or loopback and ipc, is one host.
+  CHECK(channel_of(two_nodes("{endpoint: 'tcp://10.0.0.2:7101'}", "{endpoint: 'tcp://10.0.0.2:7102'}", "cuda:0",
+                             "cuda:1")) == ChannelKind::cuda_ipc);
+  CHECK(channel_of(two_nodes("{endpoint: 'tcp://127.0.0.1:7101'}", ipc_y, "cuda:0", "cuda:0")) ==
+        ChannelKind::cuda_ipc);
+  CHECK(channel_of(two_nodes("{endpoint: 'tcp://10.0.0.2:7101'}", "{endpoint: 'tcp://10.0.0.3:7102'}", "cuda:0",
+                             "cuda:0")) == ChannelKind::nccl);
+  // `host:` says what an endpoint cannot: two names of one machine, or two machines.
+  CHECK(channel_of(two_nodes("{endpoint: 'tcp://enc-svc:7101', host: gpu1}", "{endpoint: 'tcp://dit-svc:7102', host: gpu1}",
+                             "cuda:0", "cuda:1")) == ChannelKind::cuda_ipc);
+  CHECK(channel_of(two_nodes("{endpoint: 'ipc:///tmp/x', host: a}", "{endpoint: 'ipc:///tmp/y', host: b}", "cuda:0",
+                             "cuda:0")) == ChannelKind::nccl);
+}
+
+TEST_CASE("a forced channel wins across nodes, and within one node packets move by handle") {
+  const std::string x = "{endpoint: 'tcp://10.0.0.2:7101'}", y = "{endpoint: 'tcp://10.0.0.3:7102'}";
+  CHECK(channel_of(two_nodes(x, y, "cuda:0", "cuda:0", "zmq")) == ChannelKind::zmq);
+  CHECK(channel_of(two_nodes(x, y, "cuda:0", "cuda:0", "cuda_ipc")) == ChannelKind::cuda_ipc);
+  CHECK(channel_of(two_nodes("{endpoint: 'ipc:///tmp/x'}", "{endpoint: 'ipc:///tmp/y'}", "cuda:0", "cuda:1", "nccl")) ==
+        ChannelKind::nccl);
+  const PipelineSpec spec = two_nodes(x, y, "cuda:0", "cuda:0", "zmq");
+  const Placement p = place(spec);
+  CHECK(p.forced == std::vector<std::string>{"zmq"});
+  CHECK(p.channel(spec, 0, "x", "x") == ChannelKind::local);
+  CHECK_THROWS_WITH_AS(choose_channel(spec, "local", spec.stages[0], "x", spec.stages[1], "y"),
+                       doctest::Contains("forces channel local, but its stages run in different processes"), Error);
+  CHECK(std::string(channel_name(ChannelKind::nccl)) == "nccl");
+}
+
+TEST_CASE("the GPU endpoint and the host of a node are derived from its endpoint unless given") {
+  NodeSpec n;
+  n.endpoint = "ipc:///tmp/dit.sock";
+  CHECK(gpu_endpoint_of(n) == "ipc:///tmp/dit.sock.gpu");
+  CHECK(host_of(n) == "localhost");
+  n.endpoint = "tcp://Dit-Host:7102";
+  CHECK(gpu_endpoint_of(n) == "tcp://Dit-Host:8102");
+  CHECK(host_of(n) == "dit-host");
+  n.endpoint = "tcp://[::1]:7102";
+  CHECK(gpu_endpoint_of(n) == "tcp://[::1]:8102");
+  CHECK(host_of(n) == "localhost");
+  n.endpoint = "tcp://127.0.0.5:64535";
+  CHECK(gpu_endpoint_of(n) == "tcp://127.0.0.5:65535");
+  CHECK(host_of(n) == "localhost");
+  n.endpoint = "tcp://h:64536";  // port + 1000 is past 65535
+  CHECK(gpu_endpoint_of(n).empty());
+  n.endpoint = "tcp://h:http";
+  CHECK(gpu_endpoint_of(n).empty());
+  n.gpu_endpoint = "tcp://h:9000";
+  n.host = "rack1-gpu3";
+  CHECK(gpu_endpoint_of(n) == "tcp://h:9000");
+  CHECK(host_of(n) == "rack1-gpu3");
+}
