@@ -339,6 +339,9 @@ ChannelStats CudaIpcSendChannel::stats() const {
   return s;
 }
 
+bool CudaIpcSendChannel::ready() const { return impl_->zmq->ready(); }
+uint64_t CudaIpcSendChannel::peer_losses() const { return impl_->zmq->peer_losses(); }
+
 int CudaIpcSendChannel::slots() const {
   std::lock_guard lk(impl_->mu);
   return static_cast<int>(impl_->slots.size());

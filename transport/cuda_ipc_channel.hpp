@@ -85,6 +85,10 @@ class CudaIpcSendChannel : public SendChannel {
   /// as ZeroMQ frames, as on the ZeroMQ channel.
   bool try_send(PacketPtr packet) override;
   ChannelStats stats() const override;
+  /// Whether the receiver has welcomed this sender and not been lost since (the ZeroMQ
+  /// connection underneath), and how often it was lost: as ZmqSendChannel's.
+  bool ready() const;
+  uint64_t peer_losses() const;
   /// Slots allocated so far (each a cudaMalloc'd, exported buffer), and their bytes.
   int slots() const;
   size_t slot_bytes() const;

@@ -6,6 +6,7 @@
 #include <dlfcn.h>
 #include <nccl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -188,6 +189,9 @@ struct NcclSendChannel::Impl {
   std::deque<Job> queue;
   std::string id;  ///< the communicator's unique id; a new one after the peer was lost
   std::atomic<bool> lost{false}, stopping{false};
+  /// A send or set-up failed: the next packet brings a new id. NCCL's unique id names a
+  /// bootstrap that serves one set-up, so retrying the old id would wait for nobody.
+  std::atomic<bool> renew{false};
   uint64_t gpu_bytes = 0, waits = 0;
   std::thread worker;
 
@@ -198,6 +202,10 @@ struct NcclSendChannel::Impl {
 
   void run();
   void finish_inflight(bool all);
+  std::string current_id() {
+    std::lock_guard lk(mu);
+    return id;
+  }
   ~Impl();
 };
 
@@ -280,10 +288,14 @@ void NcclSendChannel::Impl::run() {
       }
       job = std::move(queue.front());
       queue.pop_front();
-      if (job.id != id) {  // queued for a peer that was lost: its header went with it
-        (void)cudaEventDestroy(job.after_caller);
-        continue;
-      }
+    }
+    if (job.id != current_id()) {
+      // Queued for a communicator that failed or a peer that was lost: its header is gone
+      // or names a dead id. Said, so that its job fails instead of waiting.
+      (void)cudaEventDestroy(job.after_caller);
+      if (opt.on_failed)
+        opt.on_failed(job.packet, "NCCL send: the communicator this packet was queued for failed or lost its peer");
+      continue;
     }
     try {
       if (!comm || comm_id != job.id) {
@@ -303,6 +315,7 @@ void NcclSendChannel::Impl::run() {
     } catch (const std::exception& e) {
       if (job.after_caller) (void)cudaEventDestroy(job.after_caller);
       comm.reset();
+      renew = true;
       if (opt.on_failed) opt.on_failed(job.packet, std::string("NCCL send: ") + e.what());
     }
     finish_inflight(false);
@@ -337,7 +350,8 @@ bool NcclSendChannel::try_send(PacketPtr packet) {
       gpu.emplace_back(name, t);
     }
     if (gpu.empty()) return m.zmq->try_send(std::move(packet));  // CPU tensors only
-    if (m.lost.exchange(false)) m.id = NcclComm::new_unique_id();  // a new communicator for the new peer
+    // A new communicator for a new peer, or after a failed one.
+    if (m.lost.exchange(false) | m.renew.exchange(false)) m.id = NcclComm::new_unique_id();
     pk.pack_map(3);
     pk.pack("version"), pk.pack(kWireVersion);
     pk.pack("id"), pk.pack_bin(static_cast<uint32_t>(m.id.size())), pk.pack_bin_body(m.id.data(), m.id.size());
@@ -387,6 +401,9 @@ ChannelStats NcclSendChannel::stats() const {
   return s;
 }
 
+bool NcclSendChannel::ready() const { return impl_->zmq->ready(); }
+uint64_t NcclSendChannel::peer_losses() const { return impl_->zmq->peer_losses(); }
+
 // ---------------------------------------------------------------- receiver
 
 struct NcclRecvChannel::Impl {
@@ -407,6 +424,9 @@ struct NcclRecvChannel::Impl {
   // Worker only:
   std::unique_ptr<NcclComm> comm;
   std::string comm_id;
+  /// Ids whose communicator failed here (the last few): a packet naming one fails at once
+  /// instead of joining a bootstrap that will not answer again.
+  std::deque<std::string> failed_ids;
 
   void run();
   void receive(Item& item);
@@ -476,6 +496,7 @@ void NcclRecvChannel::Impl::receive(Item& item) {
   const Tensor desc = d->second;
   p->tensors.erase(d);
   bool in_nccl = false;
+  std::string attempt;  // the id of the communicator this packet needs
   try {
     msgpack::object_handle oh = unpack_bounded(static_cast<const char*>(desc.data()), desc.nbytes());
     MapReader r(oh.get(), "@nccl");
@@ -511,7 +532,11 @@ void NcclRecvChannel::Impl::receive(Item& item) {
         made.emplace_back(t.str("name"), Tensor::empty(s, dt, Device::cuda(opt.device)));
       }
     }
+    if (std::find(failed_ids.begin(), failed_ids.end(), unique_id) != failed_ids.end())
+      throw MsgpackFieldError("the NCCL communicator this packet names failed before (see the first failure); the "
+                              "sender makes a new one after it hears of its own failure or loses this receiver");
     in_nccl = true;
+    attempt = unique_id;
     if (!comm || comm_id != unique_id) {
       comm.reset();  // a new sender (or a restarted one): the old communicator is done
       comm = NcclComm::init(unique_id, 2, 1, opt.device, [this] { return stopping.load(); });  // rank 1
@@ -527,8 +552,13 @@ void NcclRecvChannel::Impl::receive(Item& item) {
   } catch (const std::exception& e) {
     ++failed;
     // After an NCCL error the pairing of sends and receives is lost: drop the communicator;
-    // the sender's next packets fail too until it is lost and comes back with a new id.
-    if (in_nccl) comm.reset();
+    // the sender makes a new id once it fails itself or loses this receiver; until then its
+    // packets naming this one fail here at once (failed_ids).
+    if (in_nccl) {
+      comm.reset();
+      failed_ids.push_back(attempt);
+      if (failed_ids.size() > 64) failed_ids.pop_front();
+    }
     for (auto it = p->tensors.begin(); it != p->tensors.end();)
       it = it->second.device().is_cuda() ? p->tensors.erase(it) : std::next(it);
     if (opt.on_failed) opt.on_failed(std::move(p), std::string("NCCL receive: ") + e.what());

@@ -104,6 +104,10 @@ class NcclSendChannel : public SendChannel {
   /// nothing taken, without a credit.
   bool try_send(PacketPtr packet) override;
   ChannelStats stats() const override;
+  /// Whether the receiver has welcomed this sender and not been lost since (the ZeroMQ
+  /// connection underneath), and how often it was lost: as ZmqSendChannel's.
+  bool ready() const;
+  uint64_t peer_losses() const;
 
   struct Impl;
 
