@@ -1,5 +1,6 @@
 // The node runtime: in-process engines for this node's runs of stages, joined to
-// the other nodes by ZeroMQ channels. See node_runtime.hpp for the contract.
+// the other nodes by ZeroMQ channels, and by CUDA IPC or NCCL channels for edges placed
+// on them. See node_runtime.hpp for the contract.
 //
 // Locks: `jobs_mu` guards the head's job table and the local-job map; `egress_mu`
 // guards the outgoing queues and is the only lock held while calling into a
@@ -24,6 +25,12 @@
 #include "core/request_check.hpp"
 #include "kernels/ops.hpp"
 #include "transport/zmq_channel.hpp"
+#ifdef STAGECRAFT_HAVE_CUDA
+#include "transport/cuda_ipc_channel.hpp"
+#endif
+#ifdef STAGECRAFT_HAVE_NCCL
+#include "transport/nccl_channel.hpp"
+#endif
 
 namespace stagecraft {
 
@@ -31,12 +38,21 @@ namespace {
 
 /// Moves the packet's tensors to `device`. ZeroMQ carries host memory: GPU tensors are
 /// copied to the host before a send and onto the stage's device after a receive.
-/// (Synchronous copies: pinned staging buffers on a copy stream, and the CUDA IPC / NCCL
-/// channels of transport/, would keep them off the lanes; not wired in yet.)
+/// (Synchronous copies, on the thread that hands the packet on; pinned staging on a copy
+/// stream would keep them off it. Edges on CUDA IPC or NCCL skip them.)
 void move_tensors(Packet& p, Device device) {
   for (auto& [name, t] : p.tensors)
     if (t.device() != device) t = ops::to_device(t, device);
 }
+
+/// A send refused inside a channel's try_send, which runs under `egress_mu`: reported once
+/// that lock is let go (reporting may take it again, e.g. the head's cancel).
+struct SendFailure {
+  std::string target;
+  PacketPtr packet;
+  std::string why;
+};
+thread_local std::vector<SendFailure>* deferred_failures = nullptr;
 
 JobResult failure(Errc code, std::string stage, std::string message) {
   JobResult r;
@@ -64,10 +80,40 @@ struct NodeRuntime::Impl : std::enable_shared_from_this<NodeRuntime::Impl> {
   std::vector<Run> runs;
 
   std::unique_ptr<transport::ZmqRecvChannel> inbound;
+  /// The GPU channel this node receives on (bound at its gpu_endpoint), when an edge into
+  /// it is placed on one.
+  std::unique_ptr<transport::RecvChannel> gpu_inbound;
+  ChannelKind gpu_inbound_kind = ChannelKind::zmq;
+
+  /// What this node sends to one other node over. `control` always exists: notes,
+  /// heartbeats (the head's decide whether the node is lost), cancels, finished jobs back
+  /// to the head, and packets of edges on zmq. `gpu` carries packets of edges placed on
+  /// cuda_ipc or nccl; its ready/losses/slots are the concrete channel's.
+  struct Peer {
+    std::unique_ptr<transport::ZmqSendChannel> control;
+    std::unique_ptr<transport::SendChannel> gpu;
+    ChannelKind gpu_kind = ChannelKind::zmq;
+    std::function<bool()> gpu_ready;
+    std::function<uint64_t()> gpu_losses;
+    std::function<int()> gpu_slots_in_use;  // CUDA IPC only
+    bool ready(bool over_gpu) const { return over_gpu ? gpu_ready() : control->ready(); }
+    uint64_t losses(bool over_gpu) const { return over_gpu ? gpu_losses() : control->peer_losses(); }
+    transport::SendChannel& data(bool over_gpu) { return over_gpu ? *gpu : static_cast<transport::SendChannel&>(*control); }
+  };
   /// By node name; filled at start, cleared at shutdown. A channel's callbacks run under
   /// `peers_mu` shared and do nothing once `detached`, so clearing (which joins the
   /// channels' I/O threads) never races with one.
-  std::map<std::string, std::unique_ptr<transport::ZmqSendChannel>> peers;
+  std::map<std::string, Peer> peers;
+
+  /// GPU channels this node needs, found at start: to each target node (the kind, the
+  /// sending stage's device, the edge for messages), and into this node.
+  struct GpuEdge {
+    ChannelKind kind = ChannelKind::zmq;
+    int device = 0;
+    std::string edge;  // "FILE:LINE:COL: edge a -> b (node 'x' to 'y') on cuda_ipc (forced)"
+  };
+  std::map<std::string, GpuEdge> gpu_out;
+  std::optional<GpuEdge> gpu_in;
   std::shared_mutex peers_mu;
   bool detached = false;
   template <class F>
@@ -100,7 +146,9 @@ struct NodeRuntime::Impl : std::enable_shared_from_this<NodeRuntime::Impl> {
     std::shared_ptr<transport::Receipt> receipt;  // the upstream's credit, held until sent
   };
   std::mutex egress_mu;
-  std::map<std::string, std::deque<Outgoing>> egress;
+  /// By (target node, over its GPU channel): a node may get packets over both.
+  using EgressKey = std::pair<std::string, bool>;
+  std::map<EgressKey, std::deque<Outgoing>> egress;
   bool egress_stopped = false;
 
   // ---- counters and the trace of this node
@@ -110,6 +158,7 @@ struct NodeRuntime::Impl : std::enable_shared_from_this<NodeRuntime::Impl> {
     std::string to;
     Clock::time_point start, end;
     size_t bytes = 0;
+    std::string over;  ///< the GPU channel it took; empty: ZeroMQ
   };
   mutable std::mutex trace_mu;
   std::deque<JobResult> traces;      // per job and run: this node's spans
@@ -124,18 +173,29 @@ struct NodeRuntime::Impl : std::enable_shared_from_this<NodeRuntime::Impl> {
 
   // ------------------------------------------------------------ set-up
   void load(const PipelineSpec& s, NodeOptions o);
+  /// Finds the GPU channels this node's edges need (gpu_out, gpu_in) and checks, before
+  /// anything is loaded, that this build and host can run them.
+  void plan_gpu_channels();
+  std::string edge_text(int index, const std::string& from, const std::string& to, ChannelKind k) const;
+  void bind_gpu_inbound(const NodeSpec& me, int credits);
   void connect_peers();
+  /// Whether packets from chain stage `index` to `target` go over its GPU channel.
+  bool over_gpu(int index, const std::string& target) const;
+  /// A packet a channel could not send (or receive): its job fails, with `why`.
+  void send_failed(const std::string& target, const PacketPtr& p, const std::string& why);
+  /// A job's failure, answered by the head or reported to it.
+  void report_failure(uint64_t job, Errc code, const std::string& stage, const std::string& why);
 
   // ------------------------------------------------------------ job flow
   /// Hands a packet to run `run`'s engine; its refusal, if it refused (nothing called then).
   std::optional<JobResult> enter(size_t run, PacketPtr p, std::shared_ptr<transport::Receipt> receipt);
   void left_run(size_t run, uint64_t job, const Request& request, const JobResult& res,
                 const std::shared_ptr<transport::Receipt>& receipt);
-  void forward(const std::string& target, PacketPtr p, std::shared_ptr<transport::Receipt> receipt);
+  void forward(const std::string& target, bool gpu, PacketPtr p, std::shared_ptr<transport::Receipt> receipt);
   /// Which node of stage `stage` a packet goes to: the connected one with the most room, or
   /// one not reached yet (still starting); empty when every one of them was lost.
   std::string pick_node(int stage);
-  void flush(const std::string& target);
+  void flush(const std::string& target, bool gpu);
   void on_packet(PacketPtr p, transport::Receipt receipt);
   void on_note(const transport::ControlMessage& m);
   void note_head(transport::ControlMessage m);
@@ -169,18 +229,14 @@ void NodeRuntime::Impl::load(const PipelineSpec& s, NodeOptions o) {
                     << " (give one with --node or STAGECRAFT_NODE)");
   for (auto& st : spec.stages)  // a spec built in code may name only `node`
     if (st.nodes.empty() && !st.node.empty()) st.nodes = {st.node};
-  for (const auto& e : spec.edges)
-    SC_CHECK(e.channel != "cuda_ipc" && e.channel != "nccl", Errc::unsupported,
-             spec.path << ":" << e.loc.line << ":" << e.loc.col << ": edge " << e.from << " -> " << e.to
-                       << " forces channel " << e.channel
-                       << ", which split pipelines do not use yet (the channel exists in transport/ and is checked "
-                          "on a GPU by scripts/device-check.sh); use channel auto or zmq: GPU tensors then cross "
-                          "through host memory");
   placement = place(spec);
   head = placement.head == opt.node;
   hash = pipeline_hash(spec);
   std::random_device rd;
   epoch = (uint64_t(rd()) & 0x7fffffffu) | 1u;  // never 0, so no id is below 2^32
+  // Before any stage loads: a GPU channel this build or host cannot run is the error to
+  // report (naming the edge), not a stage that cannot find its device.
+  plan_gpu_channels();
 
   for (Segment seg : placement.segments_of(opt.node))
     runs.push_back({seg, Engine::create(segment_spec(spec, placement, seg))});
@@ -201,8 +257,196 @@ void NodeRuntime::Impl::load(const PipelineSpec& s, NodeOptions o) {
   };
   inbound = transport::ZmqRecvChannel::bind(ctx, opt.listen.empty() ? me->endpoint : opt.listen, std::move(ro));
   endpoint = inbound->endpoint();
+  if (gpu_in) bind_gpu_inbound(*me, credits);
   connect_peers();
   if (head) sweeper = std::thread([this] { sweep_deadlines(); });
+}
+
+std::string NodeRuntime::Impl::edge_text(int index, const std::string& from, const std::string& to,
+                                         ChannelKind k) const {
+  const StageSpec& a = *placement.chain[size_t(index)];
+  const StageSpec& b = *placement.chain[size_t(index) + 1];
+  SourceLoc at = a.loc;
+  for (const auto& e : spec.edges)
+    if (e.from == a.name && e.to == b.name && e.loc.line > 0) at = e.loc;
+  const std::string& forced = placement.forced[size_t(index)];
+  std::string why = forced == "auto" ? std::string(k == ChannelKind::cuda_ipc
+                                                       ? "chosen by auto: both stages on CUDA devices, on one host"
+                                                       : "chosen by auto: both stages on CUDA devices, on two hosts")
+                                     : "forced by the file";
+  return spec.path + ":" + std::to_string(at.line) + ":" + std::to_string(at.col) + ": edge " + a.name + " -> " +
+         b.name + " (node '" + from + "' to node '" + to + "') uses channel " + channel_name(k) + " (" + why + ")";
+}
+
+namespace {
+
+/// Why a GPU channel of kind `k` on `device` cannot run in this process, or "".
+std::string gpu_channel_unavailable(ChannelKind k, int device) {
+#ifndef STAGECRAFT_HAVE_CUDA
+  (void)device;
+  return std::string("this build of stagecraft has no CUDA (built with STAGECRAFT_CUDA=OFF or without the toolkit), so "
+                     "it has no ") +
+         channel_name(k) + " channel";
+#else
+  if (!cuda_available()) return "no CUDA device is usable here: " + cuda_unavailable_reason();
+  if (device < 0 || device >= cuda_device_count())
+    return "there is no cuda:" + std::to_string(device) + " here (" + std::to_string(cuda_device_count()) +
+           " device(s) visible)";
+  if (k == ChannelKind::nccl) {
+#ifndef STAGECRAFT_HAVE_NCCL
+    return "this build of stagecraft has no NCCL channel (nccl.h was not found when it was built)";
+#else
+    return transport::nccl_unavailable_reason();
+#endif
+  }
+  return "";
+#endif
+}
+
+}  // namespace
+
+void NodeRuntime::Impl::plan_gpu_channels() {
+  auto fix = [&](const GpuEdge& g) {
+    std::string how = "; force `channel: zmq` on that edge (GPU tensors then cross through host memory)";
+    if (g.edge.find("chosen by auto") != std::string::npos && spec.edges.size() > 0 && spec.edges.front().loc.line == 0)
+      how += " by listing the chain under `edges:` with `channel: zmq` on it";
+    return how + ", or run this node where " + channel_name(g.kind) + " works";
+  };
+  // Out of this node: the edge after each of its runs, to every node of the next stage
+  // that is not this one (a stage this node runs too goes on in this process).
+  for (const auto& seg : placement.segments_of(opt.node)) {
+    const int next = seg.last + 1;
+    if (next >= placement.size() || placement.runs_on(next, opt.node)) continue;
+    for (const auto& n : placement.nodes_of(next)) {
+      const ChannelKind k = placement.channel(spec, seg.last, opt.node, n);
+      if (!is_gpu_channel(k)) continue;
+      GpuEdge g{k, placement.chain[size_t(seg.last)]->device.index, edge_text(seg.last, opt.node, n, k)};
+      auto [it, fresh] = gpu_out.emplace(n, g);
+      SC_CHECK(fresh || (it->second.kind == g.kind && it->second.device == g.device), Errc::unsupported,
+               g.edge << ", from cuda:" << g.device << "; but " << it->second.edge << ", from cuda:"
+                      << it->second.device << ": a node has one GPU channel to each other node, from one device; "
+                      << "force one channel on those edges or place their stages on one device");
+    }
+  }
+  // Into this node: the edge before each of its runs, from every node of the previous stage
+  // that does not run this run's first stage itself.
+  for (const auto& seg : placement.segments_of(opt.node)) {
+    if (seg.first == 0) continue;
+    for (const auto& n : placement.nodes_of(seg.first - 1)) {
+      if (n == opt.node || placement.runs_on(seg.first, n)) continue;
+      const ChannelKind k = placement.channel(spec, seg.first - 1, n, opt.node);
+      if (!is_gpu_channel(k)) continue;
+      GpuEdge g{k, placement.chain[size_t(seg.first)]->device.index, edge_text(seg.first - 1, n, opt.node, k)};
+      SC_CHECK(!gpu_in || (gpu_in->kind == g.kind && gpu_in->device == g.device), Errc::unsupported,
+               g.edge << ", onto cuda:" << g.device << "; but " << gpu_in->edge << ", onto cuda:" << gpu_in->device
+                      << ": a node receives over one GPU channel, onto one device; force one channel on those "
+                         "edges or place their stages on one device");
+      if (!gpu_in) gpu_in = g;
+    }
+  }
+  for (const auto& [n, g] : gpu_out) {
+    const std::string why = gpu_channel_unavailable(g.kind, g.device);
+    SC_CHECK(why.empty(), Errc::unsupported, g.edge << ", but " << why << fix(g));
+  }
+  if (gpu_in) {
+    const std::string why = gpu_channel_unavailable(gpu_in->kind, gpu_in->device);
+    SC_CHECK(why.empty(), Errc::unsupported, gpu_in->edge << ", but " << why << fix(*gpu_in));
+  }
+}
+
+void NodeRuntime::Impl::bind_gpu_inbound(const NodeSpec& me, int credits) {
+  std::string ep = gpu_endpoint_of(me);
+  SC_CHECK(!ep.empty(), Errc::invalid_argument,
+           gpu_in->edge << ", but node '" << opt.node << "' has no gpu_endpoint and none can be derived from '"
+                        << me.endpoint << "'; give it one in `nodes:` (gpu_endpoint: tcp://HOST:PORT)");
+  if (!opt.gpu_listen.empty()) {
+    ep = opt.gpu_listen;
+  } else if (!opt.listen.empty() && opt.listen.rfind("tcp://", 0) == 0 && ep.rfind("tcp://", 0) == 0) {
+    // --listen binds another host part than the file's endpoint (a Kubernetes Service name
+    // is not bindable): the GPU socket binds the same host part, at the gpu_endpoint's port.
+    ep = opt.listen.substr(0, opt.listen.rfind(':')) + ep.substr(ep.rfind(':'));
+  }
+  std::weak_ptr<Impl> weak = weak_from_this();
+  auto on_packet = [weak](PacketPtr p, transport::Receipt r) {
+    if (auto self = weak.lock()) self->on_packet(std::move(p), std::move(r));
+  };
+  auto on_note = [weak](const transport::ControlMessage& m) {
+    if (auto self = weak.lock()) self->on_note(m);
+  };
+  const std::string kind = channel_name(gpu_in->kind);
+  auto on_failed = [weak, kind](PacketPtr p, const std::string& why) {
+    auto self = weak.lock();
+    if (!self || !p) return;
+    self->report_failure(p->job_id, Errc::stage_failed, p->route,
+                         "receiving job " + std::to_string(p->job_id) + " at node '" + self->opt.node + "' over " +
+                             kind + " failed: " + why +
+                             (kind == "nccl" ? " (NCCL refuses two ranks on one GPU: nodes that share a GPU use "
+                                               "channel cuda_ipc)"
+                                             : ""));
+  };
+  const transport::Hello hello{opt.node, hash};
+  try {
+#ifdef STAGECRAFT_HAVE_CUDA
+    if (gpu_in->kind == ChannelKind::cuda_ipc) {
+      transport::CudaIpcRecvOptions o;
+      o.hello = hello;
+      o.credits = credits;
+      o.device = gpu_in->device;
+      o.on_packet = on_packet;
+      o.on_note = on_note;
+      o.on_failed = on_failed;
+      gpu_inbound = transport::CudaIpcRecvChannel::bind(ctx, ep, std::move(o));
+    }
+#endif
+#ifdef STAGECRAFT_HAVE_NCCL
+    if (gpu_in->kind == ChannelKind::nccl) {
+      transport::NcclRecvOptions o;
+      o.hello = hello;
+      o.credits = credits;
+      o.device = gpu_in->device;
+      o.on_packet = on_packet;
+      o.on_note = on_note;
+      o.on_failed = on_failed;
+      gpu_inbound = transport::NcclRecvChannel::bind(ctx, ep, std::move(o));
+    }
+#endif
+  } catch (const Error& e) {
+    throw Error(e.code(), gpu_in->edge + ", but its receiving socket at " + ep + " cannot be made: " + e.what());
+  }
+  // plan_gpu_channels has refused every kind this build lacks, so this holds.
+  SC_CHECK(gpu_inbound, Errc::internal, gpu_in->edge << ": no GPU channel was made");
+  gpu_inbound_kind = gpu_in->kind;
+}
+
+bool NodeRuntime::Impl::over_gpu(int index, const std::string& target) const {
+  if (index + 1 >= placement.size()) return false;  // the way back to the head
+  auto it = gpu_out.find(target);
+  return it != gpu_out.end() && is_gpu_channel(placement.channel(spec, index, opt.node, target));
+}
+
+void NodeRuntime::Impl::report_failure(uint64_t job, Errc code, const std::string& stage, const std::string& why) {
+  if (head) return finish(job, failure(code, stage, why));
+  transport::ControlMessage m;
+  m.what = "failed";
+  m.job_id = job;
+  m.stage = stage;
+  m.code = errc_name(code);
+  m.reason = why;
+  note_head(std::move(m));
+}
+
+void NodeRuntime::Impl::send_failed(const std::string& target, const PacketPtr& p, const std::string& why) {
+  if (deferred_failures) {  // inside flush, under egress_mu: reported once it is let go
+    deferred_failures->push_back({target, p, why});
+    return;
+  }
+  std::string hint;
+  auto it = gpu_out.find(target);
+  if (it != gpu_out.end() && it->second.kind == ChannelKind::nccl && why.find("NCCL") != std::string::npos)
+    hint = " (NCCL refuses two ranks on one GPU: nodes that share a GPU use channel cuda_ipc; or force channel zmq)";
+  report_failure(p->job_id, Errc::stage_failed, p->route,
+                 "sending job " + std::to_string(p->job_id) + " from node '" + opt.node + "' to node '" + target +
+                     "' failed: " + why + hint);
 }
 
 void NodeRuntime::Impl::connect_peers() {
@@ -224,41 +468,85 @@ void NodeRuntime::Impl::connect_peers() {
     add(placement.head);
   std::weak_ptr<Impl> weak = weak_from_this();
   for (const auto& t : targets) {
-    std::string ep;
+    const NodeSpec* node = nullptr;
     for (const auto& n : spec.nodes)
-      if (n.name == t) ep = n.endpoint;
+      if (n.name == t) node = &n;
+    auto on_credit = [weak, t](bool gpu) {
+      return [weak, t, gpu] {
+        if (auto self = weak.lock()) self->while_attached([&] { self->flush(t, gpu); });
+      };
+    };
+    auto on_peer_lost = [weak, t] {
+      if (auto self = weak.lock()) self->while_attached([&] { self->on_node_lost(t); });
+    };
+    auto on_failed = [weak, t](PacketPtr p, const std::string& why) {
+      auto self = weak.lock();
+      if (!self || !p) return;
+      if (deferred_failures) return self->send_failed(t, p, why);  // this thread is inside flush
+      self->while_attached([&] { self->send_failed(t, p, why); });
+    };
     transport::ZmqSendOptions so;
     so.heartbeat = opt.heartbeat;
     so.peer_timeout = opt.node_timeout;
-    so.on_credit = [weak, t] {
-      if (auto self = weak.lock()) self->while_attached([&] { self->flush(t); });
-    };
-    so.on_peer_lost = [weak, t] {
-      if (auto self = weak.lock()) self->while_attached([&] { self->on_node_lost(t); });
-    };
-    so.on_failed = [weak, t](PacketPtr p, const std::string& why) {
-      auto self = weak.lock();
-      if (!self || !p) return;
-      self->while_attached([&] {
-      transport::ControlMessage m;
-      m.what = "failed";
-      m.job_id = p->job_id;
-      m.stage = p->route;
-      m.code = errc_name(Errc::stage_failed);
-      m.reason = "sending job " + std::to_string(p->job_id) + " from node '" + self->opt.node + "' to node '" + t +
-                 "' failed: " + why;
-      self->note_head(std::move(m));
-      });
-    };
+    so.on_credit = on_credit(false);
+    so.on_peer_lost = on_peer_lost;
+    so.on_failed = on_failed;
     so.on_sent = [weak, t](const PacketPtr& p, size_t bytes) {
       auto self = weak.lock();
       if (!self || p->trace.empty()) return;
-      Transfer x{p->job_id, t, p->trace.back().start, Clock::now(), bytes};
+      Transfer x{p->job_id, t, p->trace.back().start, Clock::now(), bytes, ""};
       std::lock_guard lk(self->trace_mu);
       self->transfers.push_back(std::move(x));
       while (self->transfers.size() > kTraceKeep) self->transfers.pop_front();
     };
-    peers[t] = transport::ZmqSendChannel::connect(ctx, ep, {opt.node, hash}, std::move(so));
+    Peer& peer = peers[t];
+    peer.control = transport::ZmqSendChannel::connect(ctx, node->endpoint, {opt.node, hash}, std::move(so));
+
+    auto g = gpu_out.find(t);
+    if (g == gpu_out.end()) continue;
+    const std::string ep = gpu_endpoint_of(*node);
+    SC_CHECK(!ep.empty(), Errc::invalid_argument,
+             g->second.edge << ", but node '" << t << "' has no gpu_endpoint and none can be derived from '"
+                            << node->endpoint << "'; give it one in `nodes:` (gpu_endpoint: tcp://HOST:PORT)");
+    peer.gpu_kind = g->second.kind;
+    try {
+#ifdef STAGECRAFT_HAVE_CUDA
+      if (g->second.kind == ChannelKind::cuda_ipc) {
+        transport::CudaIpcSendOptions o;
+        o.device = g->second.device;
+        o.on_credit = on_credit(true);
+        o.on_failed = on_failed;
+        o.on_peer_lost = on_peer_lost;
+        o.heartbeat = opt.heartbeat;
+        o.peer_timeout = opt.node_timeout;
+        auto c = transport::CudaIpcSendChannel::connect(ctx, ep, {opt.node, hash}, std::move(o));
+        auto* raw = c.get();
+        peer.gpu_ready = [raw] { return raw->ready(); };
+        peer.gpu_losses = [raw] { return raw->peer_losses(); };
+        peer.gpu_slots_in_use = [raw] { return raw->slots_in_use(); };
+        peer.gpu = std::move(c);
+      }
+#endif
+#ifdef STAGECRAFT_HAVE_NCCL
+      if (g->second.kind == ChannelKind::nccl) {
+        transport::NcclSendOptions o;
+        o.device = g->second.device;
+        o.on_credit = on_credit(true);
+        o.on_failed = on_failed;
+        o.on_peer_lost = on_peer_lost;
+        o.heartbeat = opt.heartbeat;
+        o.peer_timeout = opt.node_timeout;
+        auto c = transport::NcclSendChannel::connect(ctx, ep, {opt.node, hash}, std::move(o));
+        auto* raw = c.get();
+        peer.gpu_ready = [raw] { return raw->ready(); };
+        peer.gpu_losses = [raw] { return raw->peer_losses(); };
+        peer.gpu = std::move(c);
+      }
+#endif
+    } catch (const Error& e) {
+      throw Error(e.code(), g->second.edge + ", but its channel to " + ep + " cannot be made: " + e.what());
+    }
+    SC_CHECK(peer.gpu, Errc::internal, g->second.edge << ": no GPU channel was made");
   }
 }
 
@@ -351,23 +639,8 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
   }
   auto fail_here = [&](Errc code, const std::string& stage, const std::string& why) {
     if (receipt) receipt->release();
-    if (head) {
-      return finish(job, failure(code, stage, why));
-    }
-    transport::ControlMessage m;
-    m.what = "failed";
-    m.job_id = job;
-    m.stage = stage;
-    m.code = errc_name(code);
-    m.reason = why;
-    note_head(std::move(m));
+    report_failure(job, code, stage, why);
   };
-  try {
-    move_tensors(*p, Device::cpu());
-  } catch (const std::exception& e) {
-    return fail_here(Errc::stage_failed, placement.chain[size_t(seg.last)]->name,
-                     std::string("copying the job's tensors to the host to send them failed: ") + e.what());
-  }
   const std::string target = next == placement.size() ? placement.head : pick_node(next);
   if (target.empty()) {
     // Every node of the next stage was lost and none is back: waiting could be forever;
@@ -379,9 +652,26 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
                          "' (lost, not back yet), so job " + std::to_string(job) +
                          " cannot go on; restart its worker (stagecraft worker FILE --node NAME)");
   }
-  if (next == placement.size() && !peers.at(target)->ready() && peers.at(target)->peer_losses() > 0)
+  if (next == placement.size() && !peers.at(target).control->ready() && peers.at(target).control->peer_losses() > 0)
     return fail_here(Errc::node_lost, "",
                      "the head node '" + target + "' was lost by node '" + opt.node + "'");
+  // Over CUDA IPC or NCCL the tensors stay on the device; ZeroMQ carries host memory.
+  const bool gpu = over_gpu(seg.last, target);
+  try {
+    if (!gpu) {
+      move_tensors(*p, Device::cpu());
+    } else {
+      // The GPU channels send contiguous bytes (ZeroMQ's encoder makes host tensors so itself);
+      // the copy is enqueued on this thread's stream, ahead of the channel's.
+      for (auto& [name, t] : p->tensors)
+        if (t.defined() && t.device().is_cuda() && !t.is_contiguous()) t = ops::contiguous(t);
+    }
+  } catch (const std::exception& e) {
+    return fail_here(Errc::stage_failed, placement.chain[size_t(seg.last)]->name,
+                     std::string(gpu ? "making the job's GPU tensors contiguous to send them failed: "
+                                     : "copying the job's tensors to the host to send them failed: ") +
+                         e.what());
+  }
   if (head) {
     std::lock_guard lk(jobs_mu);
     auto it = table.find(job);
@@ -397,21 +687,24 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
     m.stage = p->route;
     note_head(std::move(m));
   }
-  forward(target, std::move(p), receipt);
+  forward(target, gpu, std::move(p), receipt);
 }
 
 std::string NodeRuntime::Impl::pick_node(int stage) {
   // The connected node with the most room: credits it granted and has not used, less the
   // packets already waiting here for it.
+  // Each node's room is that of the channel the packet would take there (its GPU channel
+  // for an edge placed on one).
   std::string best;
   long best_room = 0;
   for (const auto& n : placement.nodes_of(stage)) {
-    auto& chan = peers.at(n);
-    if (!chan->ready()) continue;
-    long room = chan->stats().credits;
+    Peer& peer = peers.at(n);
+    const bool gpu = over_gpu(stage - 1, n);
+    if (!peer.ready(gpu)) continue;
+    long room = peer.data(gpu).stats().credits;
     {
       std::lock_guard lk(egress_mu);
-      auto it = egress.find(n);
+      auto it = egress.find({n, gpu});
       if (it != egress.end()) room -= static_cast<long>(it->second.size());
     }
     if (best.empty() || room > best_room) {
@@ -424,40 +717,68 @@ std::string NodeRuntime::Impl::pick_node(int stage) {
   // once its own connections are up, not necessarily ours) gets the packet, queued until
   // its welcome; a node that was lost does not: the head answers the jobs that were there.
   for (const auto& n : placement.nodes_of(stage))
-    if (peers.at(n)->peer_losses() == 0) return n;
+    if (peers.at(n).losses(over_gpu(stage - 1, n)) == 0) return n;
   return "";
 }
 
-void NodeRuntime::Impl::forward(const std::string& target, PacketPtr p,
+void NodeRuntime::Impl::forward(const std::string& target, bool gpu, PacketPtr p,
                                 std::shared_ptr<transport::Receipt> receipt) {
   TraceSpan span;
   span.stage = "send to " + target;
   span.lane = "transfer " + opt.node + " -> " + target;
+  if (gpu) span.stage += " over " + std::string(channel_name(peers.at(target).gpu_kind));
   span.kind = TraceSpan::Kind::transfer;
   span.start = span.end = Clock::now();
   p->trace.push_back(span);
   {
     std::lock_guard lk(egress_mu);
     if (egress_stopped) return;
-    egress[target].push_back({std::move(p), std::move(receipt)});
+    egress[{target, gpu}].push_back({std::move(p), std::move(receipt)});
   }
-  flush(target);
+  flush(target, gpu);
 }
 
-void NodeRuntime::Impl::flush(const std::string& target) {
-  std::lock_guard lk(egress_mu);
-  if (egress_stopped) return;
-  auto it = egress.find(target);
-  if (it == egress.end()) return;
-  auto& chan = peers.at(target);
-  while (!it->second.empty()) {
-    Outgoing& o = it->second.front();
-    if (!chan->try_send(o.packet)) break;
-    forwarded.fetch_add(1);
-    // The packet is in the channel's hands: the upstream may send the next one.
-    if (o.receipt) o.receipt->release();
-    it->second.pop_front();
+void NodeRuntime::Impl::flush(const std::string& target, bool gpu) {
+  std::vector<SendFailure> failures;
+  std::vector<Transfer> sent;
+  {
+    // A GPU channel's try_send may refuse a packet at once (on_failed, on this thread):
+    // collected here, reported below without the lock.
+    auto* outer = std::exchange(deferred_failures, &failures);
+    struct Restore {
+      std::vector<SendFailure>* outer;
+      ~Restore() { deferred_failures = outer; }
+    } restore{outer};
+    std::lock_guard lk(egress_mu);
+    if (egress_stopped) return;
+    auto it = egress.find({target, gpu});
+    if (it == egress.end()) return;
+    Peer& peer = peers.at(target);
+    if (gpu && !peer.gpu) return;
+    transport::SendChannel& chan = peer.data(gpu);
+    while (!it->second.empty()) {
+      Outgoing& o = it->second.front();
+      if (!chan.try_send(o.packet)) break;
+      forwarded.fetch_add(1);
+      if (gpu && !o.packet->trace.empty()) {
+        // The GPU channel has enqueued the copy (CUDA IPC) or the send (NCCL) on its stream:
+        // the transfer's host side ends here; its bytes, host and device, are the packet's.
+        size_t bytes = 0;
+        for (const auto& [name, t] : o.packet->tensors) bytes += t.defined() ? t.nbytes() : 0;
+        sent.push_back({o.packet->job_id, target, o.packet->trace.back().start, Clock::now(), bytes,
+                        channel_name(peer.gpu_kind)});
+      }
+      // The packet is in the channel's hands: the upstream may send the next one.
+      if (o.receipt) o.receipt->release();
+      it->second.pop_front();
+    }
   }
+  if (!sent.empty()) {
+    std::lock_guard lk(trace_mu);
+    for (auto& x : sent) transfers.push_back(std::move(x));
+    while (transfers.size() > kTraceKeep) transfers.pop_front();
+  }
+  for (auto& f : failures) send_failed(f.target, f.packet, f.why);
 }
 
 void NodeRuntime::Impl::on_packet(PacketPtr p, transport::Receipt receipt) {
@@ -511,7 +832,7 @@ void NodeRuntime::Impl::note_head(transport::ControlMessage m) {
     return;
   }
   auto it = peers.find(placement.head);
-  if (it == peers.end() || !it->second->send_note(m)) notes_dropped.fetch_add(1);
+  if (it == peers.end() || !it->second.control->send_note(m)) notes_dropped.fetch_add(1);
 }
 
 void NodeRuntime::Impl::on_note(const transport::ControlMessage& m) {
@@ -534,7 +855,8 @@ void NodeRuntime::Impl::on_note(const transport::ControlMessage& m) {
     // Sent to a node the head has already taken as lost (its heartbeats were quicker than
     // this note): nobody else will answer the job.
     auto peer = peers.find(m.node);
-    if (peer != peers.end() && !peer->second->ready())
+    // The head's own control connection says: its heartbeats decide whether a node is lost.
+    if (peer != peers.end() && !peer->second.control->ready())
       finish(m.job_id, failure(Errc::node_lost, m.stage,
                                "job " + std::to_string(m.job_id) + " was sent to node '" + m.node +
                                    "', which is not connected to the head (lost or restarting); resubmit it"));
@@ -559,8 +881,8 @@ void NodeRuntime::Impl::broadcast_cancel(uint64_t job) {
   m.job_id = job;
   m.node = opt.node;
   drop_local(job);
-  for (auto& [name, chan] : peers)
-    if (!chan->send_note(m)) notes_dropped.fetch_add(1);
+  for (auto& [name, peer] : peers)
+    if (!peer.control->send_note(m)) notes_dropped.fetch_add(1);
 }
 
 void NodeRuntime::Impl::drop_local(uint64_t job) {
@@ -666,17 +988,39 @@ const std::string& NodeRuntime::endpoint() const { return impl_->endpoint; }
 std::vector<std::string> NodeRuntime::wait_for_nodes(std::chrono::milliseconds timeout) {
   const auto until = Clock::now() + timeout;
   std::vector<std::string> missing;
-  for (auto& [name, chan] : impl_->peers) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now());
-    if (!chan->wait_ready(std::max(left, std::chrono::milliseconds(0)))) missing.push_back(name);
+  for (auto& [name, peer] : impl_->peers) {
+    auto left = [&] {
+      return std::max(std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()),
+                      std::chrono::milliseconds(0));
+    };
+    if (!peer.control->wait_ready(left()))
+      missing.push_back(name);
+    else if (peer.gpu && !peer.gpu->wait_ready(left()))
+      missing.push_back(name + " (its " + channel_name(peer.gpu_kind) + " channel)");
   }
   return missing;
 }
 
 NodeStats NodeRuntime::node_stats() const {
   NodeStats s;
-  for (const auto& [name, chan] : impl_->peers)
-    s.peers.push_back({name, chan->stats(), chan->peer_losses(), chan->ready()});
+  for (const auto& [name, peer] : impl_->peers) {
+    NodeStats::Peer p;
+    p.node = name;
+    p.channel = peer.control->stats();
+    p.losses = peer.control->peer_losses();
+    p.ready = peer.control->ready();
+    if (peer.gpu) {
+      p.gpu_channel = channel_name(peer.gpu_kind);
+      p.gpu = peer.gpu->stats();
+      p.gpu_ready = peer.gpu_ready();
+      p.losses += peer.gpu_losses();
+    }
+    s.peers.push_back(std::move(p));
+  }
+  if (impl_->gpu_inbound) {
+    s.gpu_inbound_channel = channel_name(impl_->gpu_inbound_kind);
+    s.gpu_inbound = impl_->gpu_inbound->stats();
+  }
   if (impl_->inbound) {
     s.inbound = impl_->inbound->stats();
     s.refused_malformed = impl_->inbound->wire_counters().refused_total();
@@ -780,8 +1124,8 @@ EngineStats NodeRuntime::stats() const {
     if (e.health == Health::degraded) s.health = Health::degraded;
     for (auto& st : e.stages) s.stages.push_back(std::move(st));
   }
-  for (const auto& [name, chan] : c.peers)
-    if (c.head && !chan->ready()) s.health = Health::degraded;
+  for (const auto& [name, peer] : c.peers)
+    if (c.head && (!peer.control->ready() || (peer.gpu && !peer.gpu_ready()))) s.health = Health::degraded;
   return s;
 }
 
@@ -798,7 +1142,8 @@ void NodeRuntime::write_chrome_trace(const std::string& path) const {
   nlohmann::json trace = actors::chrome_trace_json(jobs, Clock::time_point{});
   std::vector<actors::TransferSlice> slices;
   for (const auto& t : transfers)
-    slices.push_back({t.job, "transfer " + c.opt.node + " -> " + t.to, t.start, t.end, t.bytes});
+    slices.push_back({t.job, "transfer " + c.opt.node + " -> " + t.to + (t.over.empty() ? "" : " over " + t.over),
+                      t.start, t.end, t.bytes});
   actors::add_transfer_track(trace, slices, Clock::time_point{});
   actors::label_process(trace, "node " + c.opt.node, c.node_index);
   std::ofstream f(path);
@@ -822,6 +1167,7 @@ void NodeRuntime::shutdown(std::chrono::milliseconds drain) {
   }
   // Nothing new arrives: the socket goes first (its I/O thread is joined here).
   c.inbound.reset();
+  c.gpu_inbound.reset();
   {
     std::lock_guard lk(c.sweep_mu);
     c.sweep_stop = true;
@@ -845,6 +1191,13 @@ void NodeRuntime::shutdown(std::chrono::milliseconds drain) {
     c.egress.clear();
   }
   for (auto& r : c.runs) r.engine->shutdown();
+  // A CUDA IPC sender's slots die with this process: a receiver still reading one would
+  // read freed memory. Wait (bounded: a receiver that is gone never answers) until every
+  // slot is released.
+  const auto slots_until = Clock::now() + c.opt.node_timeout;
+  for (auto& [name, peer] : c.peers)
+    while (peer.gpu_slots_in_use && peer.gpu_slots_in_use() > 0 && Clock::now() < slots_until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
   {
     std::unique_lock lk(c.peers_mu);  // waits out any channel callback in progress
     c.detached = true;

@@ -1,9 +1,14 @@
 #pragma once
 // One process (node) of a pipeline split over several: the stages the pipeline
 // file places on this node run in in-process engines (one per run of consecutive
-// stages), and every edge that leaves the process is a ZeroMQ channel
-// (transport/zmq_channel.hpp) with credits carried across, so back-pressure
-// works across processes and hosts as it does inside one.
+// stages), and every edge that leaves the process is a channel with credits
+// carried across, so back-pressure works across processes and hosts as it does
+// inside one. Each node has a ZeroMQ connection (transport/zmq_channel.hpp) to
+// every node it talks to, for notes and heartbeats and for packets of edges on
+// `zmq`; an edge placed on `cuda_ipc` or `nccl` (core/placement.hpp,
+// choose_channel) gets a GPU channel of its own (transport/cuda_ipc_channel.hpp,
+// transport/nccl_channel.hpp), and the receiving node binds its `gpu_endpoint`
+// for it. GPU tensors then never pass through host memory.
 //
 //   PipelineSpec spec = load_pipeline_spec("pipelines/tiny-shapes-disaggregated.yaml");
 //   auto node = NodeRuntime::start(spec, {.node = "dit"});   // a worker: serves until shutdown()
@@ -27,7 +32,10 @@
 // counted (node_stats()); the node keeps serving.
 //
 // Sends run on each channel's own I/O thread, never on a stage's lane: a node
-// sends packet n while its stages compute packet n+1.
+// sends packet n while its stages compute packet n+1. Over ZeroMQ, GPU tensors are
+// copied to the host before the send (synchronously, on the thread that hands the
+// packet on) and onto the stage's device after the receive; over CUDA IPC and NCCL
+// they arrive on the device, ordered on the GPU after the sender's copy.
 #include <chrono>
 #include <memory>
 #include <string>
@@ -45,6 +53,10 @@ struct NodeOptions {
   /// endpoint is a name the others connect to (a Kubernetes Service) but not one this host
   /// can bind. Empty: bind the endpoint itself.
   std::string listen;
+  /// The address to bind for GPU channels instead of the node's gpu_endpoint. Empty: the
+  /// gpu_endpoint itself, or, with `listen` given, the gpu_endpoint's port on `listen`'s
+  /// host (tcp://*:7102 and gpu_endpoint tcp://dit:8102 -> tcp://*:8102).
+  std::string gpu_listen;
   /// How often nodes ping each other, and how long a silent node is given before it
   /// is taken as lost (its jobs then fail with node_lost).
   std::chrono::milliseconds heartbeat{500};
@@ -55,12 +67,19 @@ struct NodeOptions {
 struct NodeStats {
   struct Peer {
     std::string node;
-    transport::ChannelStats channel;  ///< this node's channel to that node
+    transport::ChannelStats channel;  ///< this node's ZeroMQ channel to that node
     uint64_t losses = 0;              ///< times that node was lost (silent or restarted)
     bool ready = false;
+    /// The GPU channel to that node ("cuda_ipc" or "nccl"; empty: none) and its counters
+    /// (packets, bytes: GPU and host bytes together).
+    std::string gpu_channel;
+    transport::ChannelStats gpu;
+    bool gpu_ready = false;
   };
   std::vector<Peer> peers;
   transport::ChannelStats inbound;  ///< the node's own socket: packets received, refused
+  std::string gpu_inbound_channel;  ///< the GPU channel this node receives on; empty: none
+  transport::ChannelStats gpu_inbound;
   uint64_t refused_malformed = 0;   ///< wire-format refusals (any reason)
   uint64_t notes_received = 0, notes_dropped = 0;
   uint64_t jobs_entered = 0;        ///< packets that entered one of this node's engines
@@ -69,9 +88,12 @@ struct NodeStats {
 
 class NodeRuntime final : public JobRunner {
  public:
-  /// Binds this node's endpoint, loads its stages, connects to the nodes it sends to.
-  /// Throws Error when the node is not in the file, its endpoint is taken, or a stage
-  /// fails to load. Returns before the other nodes are up (see wait_for_nodes).
+  /// Binds this node's endpoint (and gpu_endpoint when an edge into it is on a GPU channel),
+  /// loads its stages, connects to the nodes it sends to. Throws Error when the node is not
+  /// in the file, its endpoint is taken, a stage fails to load, or an edge of this node is
+  /// on a GPU channel that this build or host cannot run (no CUDA, no device, no NCCL):
+  /// that Error names the edge and says to force `channel: zmq` on it. Returns before the
+  /// other nodes are up (see wait_for_nodes).
   static std::unique_ptr<NodeRuntime> start(const PipelineSpec& spec, NodeOptions options);
   ~NodeRuntime() override;
 

@@ -49,6 +49,15 @@ void print_node_stats(const NodeRuntime& rt) {
     std::fprintf(stderr, "node %s -> %s: %llu packets, %llu bytes, %llu times lost%s\n", rt.node().c_str(),
                  p.node.c_str(), (unsigned long long)p.channel.packets, (unsigned long long)p.channel.bytes,
                  (unsigned long long)p.losses, p.ready ? "" : ", not connected now");
+  for (const auto& p : s.peers)
+    if (!p.gpu_channel.empty())
+      std::fprintf(stderr, "node %s -> %s over %s: %llu packets, %llu bytes%s\n", rt.node().c_str(), p.node.c_str(),
+                   p.gpu_channel.c_str(), (unsigned long long)p.gpu.packets, (unsigned long long)p.gpu.bytes,
+                   p.gpu_ready ? "" : ", not connected now");
+  if (!s.gpu_inbound_channel.empty())
+    std::fprintf(stderr, "node %s: %llu packets in over %s (%llu bytes), %llu refused or failed\n", rt.node().c_str(),
+                 (unsigned long long)s.gpu_inbound.packets, s.gpu_inbound_channel.c_str(),
+                 (unsigned long long)s.gpu_inbound.bytes, (unsigned long long)s.gpu_inbound.refused);
   if (s.notes_dropped)
     std::fprintf(stderr, "node %s: %llu notes dropped (their node was not connected)\n", rt.node().c_str(),
                  (unsigned long long)s.notes_dropped);
@@ -70,6 +79,11 @@ int run_worker(const std::vector<std::string>& argv) {
                  "bind this address instead of the node's endpoint (e.g. tcp://*:7102 when the endpoint is a "
                  "name other nodes connect to, like a Kubernetes Service)")
       ->envname("STAGECRAFT_LISTEN");
+  std::string gpu_listen;
+  app.add_option("--gpu-listen", gpu_listen,
+                 "bind this address for GPU channels (CUDA IPC, NCCL) instead of the node's gpu_endpoint (default: "
+                 "with --listen, the gpu_endpoint's port on --listen's host)")
+      ->envname("STAGECRAFT_GPU_LISTEN");
   app.add_option("--trace", trace_path, "write this node's Chrome trace here when it stops");
   serve.add_to(app);
   if (auto rc = cli::parse(app, argv)) return *rc;
@@ -79,6 +93,7 @@ int run_worker(const std::vector<std::string>& argv) {
   const PipelineSpec& spec = *loaded;
   NodeOptions options = nf.options(node);
   options.listen = listen;
+  options.gpu_listen = gpu_listen;
   auto rt = NodeRuntime::start(spec, options);
   std::fprintf(stderr, "node %s on %s (stages: %s)%s\n", node.c_str(), rt->endpoint().c_str(),
                stage_names(spec, node).c_str(), rt->is_head() ? ", the head: jobs enter here" : "");

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "actors/node_runtime.hpp"
+#include "core/device.hpp"
 #include "core/pipeline_spec.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -137,11 +138,49 @@ TEST_CASE("a node that stops answering fails the jobs it held with node_lost, na
   CHECK(n.a->stats().node_lost >= 1);
 }
 
-TEST_CASE("a forced GPU channel is refused with what to use instead") {
+TEST_CASE("a node whose edge needs a GPU channel this build or host cannot run fails at start, naming the edge") {
+  if (cuda_available()) {
+    MESSAGE("skipped: a CUDA device is usable here, so the GPU channels start; scripts/device-check.sh runs them");
+    return;
+  }
   testing::TempDir dir;
-  PipelineSpec spec = three_nodes(dir, 0, 16);
-  spec.edges[0].channel = "nccl";
+  auto spec_with = [&](const std::string& channel) {
+    const std::string path = dir / ("gpu-" + channel + ".yaml");
+    std::ofstream(path) << "defaults: {steps: 1}\nnodes:\n"
+                        << "  a: {endpoint: 'ipc://" << (dir / "a.sock") << "'}\n"
+                        << "  b: {endpoint: 'ipc://" << (dir / "b.sock") << "'}\n"
+                        << "stages:\n"
+                        << "  - {name: sa, type: sleep, node: a, device: 'cuda:0'}\n"
+                        << "  - {name: sb, type: sleep, node: b, device: 'cuda:0'}\n"
+                        << "edges:\n  - {from: sa, to: sb, channel: " << channel << "}\n";
+    return load_pipeline_spec(path);
+  };
   NodeOptions o;
-  o.node = "a";
-  CHECK_THROWS_WITH_AS(NodeRuntime::start(spec, o), doctest::Contains("use channel auto or zmq"), Error);
+  for (const char* node : {"a", "b"}) {  // the sender and the receiver both refuse
+    o.node = node;
+    const PipelineSpec ipc = spec_with("cuda_ipc");
+    CHECK_THROWS_WITH_AS(NodeRuntime::start(ipc, o),
+                         doctest::Contains(":9:5: edge sa -> sb (node 'a' to node 'b') uses channel cuda_ipc "
+                                           "(forced by the file), but "),
+                         Error);
+    CHECK_THROWS_WITH_AS(NodeRuntime::start(ipc, o), doctest::Contains("force `channel: zmq` on that edge"), Error);
+    // auto: both stages on CUDA devices, both nodes on one host (ipc://).
+    CHECK_THROWS_WITH_AS(NodeRuntime::start(spec_with("auto"), o),
+                         doctest::Contains("uses channel cuda_ipc (chosen by auto: both stages on CUDA devices, on one host)"),
+                         Error);
+    CHECK_THROWS_WITH_AS(NodeRuntime::start(spec_with("nccl"), o), doctest::Contains("uses channel nccl (forced by the file)"),
+                         Error);
+  }
+#ifdef STAGECRAFT_HAVE_CUDA
+  const char* reason = "no CUDA device is usable here";
+#else
+  const char* reason = "this build of stagecraft has no CUDA";
+#endif
+  o.node = "b";
+  CHECK_THROWS_WITH_AS(NodeRuntime::start(spec_with("cuda_ipc"), o), doctest::Contains(reason), Error);
+  try {
+    NodeRuntime::start(spec_with("cuda_ipc"), o);
+  } catch (const Error& e) {
+    CHECK(e.code() == Errc::unsupported);
+  }
 }
