@@ -4,12 +4,15 @@
 //   python3 tools/reference.py random-model --preset real-vae --seed 5 --out /tmp/realvae
 //   bench_vae_decode --model /tmp/realvae/vae --latent 32 --runs 3      # a 256x256 image
 // Prints each run and the median; the first (untimed) decode fills the Winograd weight cache
-// as a model's first request would.
+// as a model's first request would. --tile PX [--overlap PX] decodes tile by tile (the
+// stage's `tiling:`); the process's peak RSS (VmHWM) is printed last, so a tiled 1024x1024
+// decode (--latent 128 --tile 512) can be held against a whole 512x512 one (--latent 64).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <string>
 #include <vector>
@@ -18,18 +21,35 @@
 
 using namespace stagecraft;
 
+namespace {
+/// The process's peak resident set (VmHWM of /proc/self/status) in MiB; -1 where unreadable.
+double peak_rss_mib() {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return -1;
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   std::string model;
-  int latent = 32, runs = 3;
+  int latent = 32, runs = 3, tile = 0, overlap = 64;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--model") == 0) model = argv[i + 1];
     else if (std::strcmp(argv[i], "--latent") == 0) latent = std::atoi(argv[i + 1]);
     else if (std::strcmp(argv[i], "--runs") == 0) runs = std::atoi(argv[i + 1]);
+    else if (std::strcmp(argv[i], "--tile") == 0) tile = std::atoi(argv[i + 1]);
+    else if (std::strcmp(argv[i], "--overlap") == 0) overlap = std::atoi(argv[i + 1]);
   }
-  if (model.empty() || latent < 1 || runs < 1) {
-    std::fprintf(stderr, "usage: bench_vae_decode --model DIR/vae [--latent 32] [--runs 3]\n");
+  if (model.empty() || latent < 1 || runs < 1 || tile < 0 || overlap < 0) {
+    std::fprintf(stderr,
+                 "usage: bench_vae_decode --model DIR/vae [--latent 32] [--runs 3] [--tile PX [--overlap 64]]\n");
     return 2;
   }
+  TilingOptions tiling;
+  tiling.tile = tile;
+  tiling.overlap = overlap;
+  const TilingOptions* tiled = tile > 0 ? &tiling : nullptr;
   const auto vae = VaeDecoder::load(model, DType::f32, Device::cpu());
   std::mt19937 g(7);
   std::normal_distribution<float> nd;
@@ -37,23 +57,26 @@ int main(int argc, char** argv) {
   for (float& e : v) e = nd(g);
   const Tensor z = Tensor::from_vector(v, {1, vae.latent_channels(), latent, latent});
   const char* wino = std::getenv("STAGECRAFT_WINOGRAD");
-  std::printf("VAE decode %dx%d latent -> %dx%d image, Winograd %s\n", latent, latent, latent * vae.scale_factor(),
-              latent * vae.scale_factor(), (wino && std::string(wino) == "0") ? "off" : "on");
+  std::printf("VAE decode %dx%d latent -> %dx%d image, Winograd %s, %s\n", latent, latent, latent * vae.scale_factor(),
+              latent * vae.scale_factor(), (wino && std::string(wino) == "0") ? "off" : "on",
+              tiled ? ("tiles of " + std::to_string(tile) + " px, overlap " + std::to_string(overlap)).c_str()
+                    : "whole (no tiling)");
   {
     const auto t0 = std::chrono::steady_clock::now();
-    vae.decode(z);  // warm-up: fills the weight cache, scratch, OpenBLAS threads
+    vae.decode(z, tiled);  // warm-up: fills the weight cache, scratch, OpenBLAS threads
     std::printf("  first decode (untimed in the median): %.3f s\n",
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   std::vector<double> t;
   for (int r = 0; r < runs; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
-    vae.decode(z);
+    vae.decode(z, tiled);
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     std::printf("  run %d: %.3f s\n", r, t.back());
     std::fflush(stdout);
   }
   std::sort(t.begin(), t.end());
   std::printf("median %.3f s\n", t[t.size() / 2]);
+  std::printf("peak RSS of the process (VmHWM): %.0f MiB\n", peak_rss_mib());
   return 0;
 }

@@ -73,13 +73,15 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int str
   const int64_t P = Ho * Wo, Kdim = I * kh * kw;
   if (path == Path::winograd) {
     // The weights' transform comes from the cache (winograd.hpp): computed on a conv's
-    // first call, reused on every later call with the same weight tensor.
+    // first call, reused on every later call with the same weight tensor; a call with
+    // enough tiles to amortize it transforms for itself instead of adding to the cache.
     F32In xf(x);
     std::unique_ptr<F32In> bf;
     if (bias) bf = std::make_unique<F32In>(*bias);
     F32Out out({N, O, Ho, Wo}, x.dtype());
     if (N * O * P == 0) return out.finish();
-    const auto u = winograd_weights_cached(w, wino_m);
+    const int64_t tiles = N * ((Ho + wino_m - 1) / wino_m) * ((Wo + wino_m - 1) / wino_m);
+    const auto u = winograd_weights_cached(w, wino_m, winograd_worth_caching(tiles));
     conv3x3_winograd(xf.data(), *u, bf ? bf->data() : nullptr, out.data(), N, H, W, wino_scratch);
     return out.finish();
   }

@@ -42,10 +42,11 @@ class WeightCache {
       : budget_(cache_budget_from_env(budget_env, default_mb)), samples_(samples) {}
 
   /// The copy of `w` made by `make` (run outside the lock, so other calls go on meanwhile),
-  /// kept when it fits the budget. With a budget of 0 or a non-contiguous `w`, every call
-  /// makes a fresh copy.
+  /// kept when it fits the budget and `keep` is true (false: a caller that can afford to
+  /// remake it per call uses a kept copy if there is one but adds none). With a budget of 0
+  /// or a non-contiguous `w`, every call makes a fresh copy.
   std::shared_ptr<const Value> get(const Tensor& w, int variant, const std::function<std::shared_ptr<const Value>()>& make,
-                                   const std::function<int64_t(const Value&)>& bytes_of) {
+                                   const std::function<int64_t(const Value&)>& bytes_of, bool keep = true) {
     if (budget_ == 0 || !w.is_contiguous()) return make();
     const Key key{w.storage().get(), w.byte_offset(), variant};
     const uint64_t sample = weight_sample(w, samples_);
@@ -76,7 +77,7 @@ class WeightCache {
         ++it;
       }
     }
-    if (bytes_ + bytes <= budget_ && entries_.find(key) == entries_.end()) {
+    if (keep && bytes_ + bytes <= budget_ && entries_.find(key) == entries_.end()) {
       entries_.emplace(key, Entry{w.storage(), w.shape(), w.strides(), w.dtype(), sample, value, bytes});
       bytes_ += bytes;
     }

@@ -281,14 +281,15 @@ std::shared_ptr<const WinogradWeights> winograd_transform_weights(const float* w
   return r;
 }
 
-std::shared_ptr<const WinogradWeights> winograd_weights_cached(const Tensor& w, int m) {
+std::shared_ptr<const WinogradWeights> winograd_weights_cached(const Tensor& w, int m, bool keep_on_miss) {
   return cache().get(
       w, m,
       [&] {
         F32In wf(w);
         return winograd_transform_weights(wf.data(), w.size(0), w.size(1), m);
       },
-      [m](const WinogradWeights& u) { return static_cast<int64_t>((m + 2) * (m + 2)) * u.O * u.I * 4; });
+      [m](const WinogradWeights& u) { return static_cast<int64_t>((m + 2) * (m + 2)) * u.O * u.I * 4; },
+      keep_on_miss);
 }
 
 WinogradCacheStats winograd_cache_stats() { return cache().stats(); }

@@ -38,7 +38,20 @@ std::shared_ptr<const WinogradWeights> winograd_transform_weights(const float* w
 /// bounded in bytes (STAGECRAFT_WINOGRAD_CACHE_MB, default 1024; 0 turns it off): once full
 /// new weights are transformed per call instead of evicting, because a decoder walks its
 /// layers in a cycle, where LRU would evict every entry just before its next use.
-std::shared_ptr<const WinogradWeights> winograd_weights_cached(const Tensor& w, int m);
+/// `keep_on_miss` false: use a cached transform if there is one, else transform for this
+/// call only (conv2d passes false where the call's tiles amortize the transform: see
+/// winograd_worth_caching).
+std::shared_ptr<const WinogradWeights> winograd_weights_cached(const Tensor& w, int m, bool keep_on_miss = true);
+
+/// Whether a call with `tiles` output tiles (images x tile rows x tile columns) should keep
+/// its transformed weights in the cache. Transforming costs about as much as one GEMM pass
+/// over 30-60 tiles' worth of input (it reads the O x I x 9 weights and writes 4x as much
+/// for F(4x4)), so below kWinogradAmortizedTiles it is a large share of the call and worth
+/// keeping; at or above it, a few percent of the call at most, and keeping the 4x-sized copy
+/// would only hold memory: at 512x512 the SD VAE decoder's up-block 1 (seven 512-channel
+/// convs at 128x128, 1024 tiles) would add 264 MB to the decode's peak for ~0.6% of its time.
+constexpr int64_t kWinogradAmortizedTiles = 1024;
+inline bool winograd_worth_caching(int64_t tiles) { return tiles < kWinogradAmortizedTiles; }
 
 /// Entries and bytes held by the cache (for tests and benchmarks); clear drops them all.
 using WinogradCacheStats = WeightCacheStats;

@@ -199,6 +199,36 @@ TEST_CASE("the Winograd weight cache hits on the same weights and never serves s
   CHECK(kernels::cpu::winograd_cache_stats().entries == 0);
 }
 
+TEST_CASE("a Winograd call with enough tiles to amortize the transform uses a cached one but adds none") {
+  // 128x128 with F(4x4) is 32 x 32 = 1024 tiles (kWinogradAmortizedTiles): transformed for the
+  // call alone, so a large decode does not hold 4x-sized copies of weights it barely reuses.
+  kernels::cpu::winograd_cache_clear();
+  const Tensor w = kcases::rand_tensor({6, 8, 3, 3});
+  const Tensor big = kcases::rand_tensor({1, 8, 128, 128}), small = kcases::rand_tensor({1, 8, 12, 12});
+  REQUIRE(!kernels::cpu::winograd_worth_caching(32 * 32));
+  REQUIRE(kernels::cpu::winograd_worth_caching(3 * 3));
+  const auto s0 = kernels::cpu::winograd_cache_stats();
+  CHECK(rel_err(kernels::cpu::conv2d_winograd(big, w, nullptr), kernels::reference::conv2d(big, w, nullptr, 1, 1)) <=
+        1e-4);
+  CHECK(kernels::cpu::winograd_cache_stats().entries == 0);
+  // One 12x12 image is 3 x 3 = 9 tiles: kept; then the large call hits that entry.
+  const Tensor y_small = kernels::cpu::conv2d_winograd(small, w, nullptr);
+  CHECK(kernels::cpu::winograd_cache_stats().entries == 1);
+  const Tensor y_big = kernels::cpu::conv2d_winograd(big, w, nullptr);
+  const auto s1 = kernels::cpu::winograd_cache_stats();
+  CHECK(s1.entries == 1);
+  CHECK(s1.hits - s0.hits == 1);
+  CHECK(s1.misses - s0.misses == 2);
+  CHECK(rel_err(y_big, kernels::reference::conv2d(big, w, nullptr, 1, 1)) <= 1e-4);
+  // Many images of a small map add up to many tiles: the batch amortizes it too.
+  kernels::cpu::winograd_cache_clear();
+  const Tensor batch = kcases::rand_tensor({120, 8, 12, 12});  // 120 x 9 = 1080 tiles
+  CHECK(rel_err(kernels::cpu::conv2d_winograd(batch, w, nullptr), kernels::reference::conv2d(batch, w, nullptr, 1, 1)) <=
+        1e-4);
+  CHECK(kernels::cpu::winograd_cache_stats().entries == 0);
+  kernels::cpu::winograd_cache_clear();
+}
+
 TEST_CASE("conv2d routes 3x3 convs by shape: Winograd where im2col ran before, the direct kernel keeps small maps") {
   if (const char* e = std::getenv("STAGECRAFT_WINOGRAD"); e && std::string(e) == "0") return;  // path turned off
   struct S { int64_t i, h, w, o; int stride; bool winograd; };
