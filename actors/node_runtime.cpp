@@ -27,6 +27,7 @@
 #include "transport/zmq_channel.hpp"
 #ifdef STAGECRAFT_HAVE_CUDA
 #include "transport/cuda_ipc_channel.hpp"
+#include "transport/host_staging.hpp"
 #endif
 #ifdef STAGECRAFT_HAVE_NCCL
 #include "transport/nccl_channel.hpp"
@@ -36,10 +37,10 @@ namespace stagecraft {
 
 namespace {
 
-/// Moves the packet's tensors to `device`. ZeroMQ carries host memory: GPU tensors are
-/// copied to the host before a send and onto the stage's device after a receive.
-/// (Synchronous copies, on the thread that hands the packet on; pinned staging on a copy
-/// stream would keep them off it. Edges on CUDA IPC or NCCL skip them.)
+/// Moves the packet's tensors to `device`, synchronously. ZeroMQ carries host memory: GPU
+/// tensors are copied onto the stage's device after a receive (on the channel's thread).
+/// Before a send they go through the node's HostStager instead (pinned memory, a copy
+/// stream, off the sending thread); this is the fallback where there is none.
 void move_tensors(Packet& p, Device device) {
   for (auto& [name, t] : p.tensors)
     if (t.device() != device) t = ops::to_device(t, device);
@@ -150,6 +151,12 @@ struct NodeRuntime::Impl : std::enable_shared_from_this<NodeRuntime::Impl> {
   using EgressKey = std::pair<std::string, bool>;
   std::map<EgressKey, std::deque<Outgoing>> egress;
   bool egress_stopped = false;
+#ifdef STAGECRAFT_HAVE_CUDA
+  /// GPU tensors leaving over ZeroMQ: copied into pinned memory on a copy stream, the
+  /// packet sent once the copy is done (made at start when a run of this node ends on a
+  /// CUDA stage).
+  std::unique_ptr<transport::HostStager> stager;
+#endif
 
   // ---- counters and the trace of this node
   std::atomic<uint64_t> notes_received{0}, notes_dropped{0}, entered{0}, forwarded{0};
@@ -237,6 +244,11 @@ void NodeRuntime::Impl::load(const PipelineSpec& s, NodeOptions o) {
   // Before any stage loads: a GPU channel this build or host cannot run is the error to
   // report (naming the edge), not a stage that cannot find its device.
   plan_gpu_channels();
+#ifdef STAGECRAFT_HAVE_CUDA
+  for (Segment seg : placement.segments_of(opt.node))
+    if (placement.chain[size_t(seg.last)]->device.is_cuda() && !stager)
+      stager = std::make_unique<transport::HostStager>();
+#endif
 
   for (Segment seg : placement.segments_of(opt.node))
     runs.push_back({seg, Engine::create(segment_spec(spec, placement, seg))});
@@ -657,20 +669,24 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
                      "the head node '" + target + "' was lost by node '" + opt.node + "'");
   // Over CUDA IPC or NCCL the tensors stay on the device; ZeroMQ carries host memory.
   const bool gpu = over_gpu(seg.last, target);
+  const std::string from_stage = placement.chain[size_t(seg.last)]->name;
+  bool stage_to_host = false;  // over ZeroMQ through the stager, after the bookkeeping below
   try {
-    if (!gpu) {
-      move_tensors(*p, Device::cpu());
-    } else {
-      // The GPU channels send contiguous bytes (ZeroMQ's encoder makes host tensors so itself);
-      // the copy is enqueued on this thread's stream, ahead of the channel's.
-      for (auto& [name, t] : p->tensors)
-        if (t.defined() && t.device().is_cuda() && !t.is_contiguous()) t = ops::contiguous(t);
-    }
+    // The GPU channels and the stager copy contiguous bytes; making a tensor so is a copy
+    // enqueued on this thread's stream, which theirs are ordered after.
+    bool has_cuda = false;
+    for (auto& [name, t] : p->tensors)
+      if (t.defined() && t.device().is_cuda()) {
+        has_cuda = true;
+        if (!t.is_contiguous()) t = ops::contiguous(t);
+      }
+#ifdef STAGECRAFT_HAVE_CUDA
+    stage_to_host = !gpu && has_cuda && stager;
+#endif
+    if (!gpu && has_cuda && !stage_to_host) move_tensors(*p, Device::cpu());
   } catch (const std::exception& e) {
-    return fail_here(Errc::stage_failed, placement.chain[size_t(seg.last)]->name,
-                     std::string(gpu ? "making the job's GPU tensors contiguous to send them failed: "
-                                     : "copying the job's tensors to the host to send them failed: ") +
-                         e.what());
+    return fail_here(Errc::stage_failed, from_stage,
+                     std::string("copying the job's tensors to send them failed: ") + e.what());
   }
   if (head) {
     std::lock_guard lk(jobs_mu);
@@ -687,6 +703,25 @@ void NodeRuntime::Impl::left_run(size_t run, uint64_t job, const Request& reques
     m.stage = p->route;
     note_head(std::move(m));
   }
+#ifdef STAGECRAFT_HAVE_CUDA
+  if (stage_to_host) {
+    // Sent from the stager's thread once the copy to pinned memory is done: this thread (a
+    // lane's, or the engine's) goes on at once.
+    std::weak_ptr<Impl> weak = weak_from_this();
+    stager->stage(std::move(p), [weak, target, receipt, job, from_stage](PacketPtr staged, const std::string& error) {
+      auto self = weak.lock();
+      if (!self) return;
+      if (!error.empty()) {
+        if (receipt) receipt->release();
+        self->report_failure(job, Errc::stage_failed, from_stage,
+                             "copying the job's tensors to the host to send them failed: " + error);
+        return;
+      }
+      self->forward(target, false, std::move(staged), receipt);
+    });
+    return;
+  }
+#endif
   forward(target, gpu, std::move(p), receipt);
 }
 
@@ -1191,6 +1226,9 @@ void NodeRuntime::shutdown(std::chrono::milliseconds drain) {
     c.egress.clear();
   }
   for (auto& r : c.runs) r.engine->shutdown();
+#ifdef STAGECRAFT_HAVE_CUDA
+  c.stager.reset();  // waits for copies in flight; their packets find the egress stopped
+#endif
   // A CUDA IPC sender's slots die with this process: a receiver still reading one would
   // read freed memory. Wait (bounded: a receiver that is gone never answers) until every
   // slot is released.

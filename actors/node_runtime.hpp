@@ -33,9 +33,10 @@
 //
 // Sends run on each channel's own I/O thread, never on a stage's lane: a node
 // sends packet n while its stages compute packet n+1. Over ZeroMQ, GPU tensors are
-// copied to the host before the send (synchronously, on the thread that hands the
-// packet on) and onto the stage's device after the receive; over CUDA IPC and NCCL
-// they arrive on the device, ordered on the GPU after the sender's copy.
+// copied into pinned host memory on a copy stream before the send (transport/
+// host_staging.hpp: the packet goes once the copy is done, the lane does not wait) and
+// onto the stage's device after the receive; over CUDA IPC and NCCL they arrive on the
+// device, ordered on the GPU after the sender's copy.
 #include <chrono>
 #include <memory>
 #include <string>

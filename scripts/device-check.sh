@@ -295,7 +295,7 @@ run_device() {
   missing=$(for f in "${b}"/bin/*; do "${loader[@]}" --list "${f}" 2>&1 | grep 'not found' | sed "s|^|$(basename "${f}"): |"; done)
   if [ -z "${missing}" ]; then summary+=("PASS  libraries: every binary resolves all it links (bundle + ${cuda_lib})")
   else failed=1; summary+=("FAIL  libraries: $(echo "${missing}" | tr -s '\t\n' '  ')"); echo "${missing}"; fi
-  # The limits add up to 475 s, so with the unpacking the run stays near 8 minutes (in
+  # The limits add up to 480 s, so with the unpacking the run stays near 8 minutes (in
   # practice well under: most steps take a fraction of their limit).
   # The doctest binaries with GPU cases: every case of the CUDA kernel test, the CUDA cases
   # of the others (filters are case-insensitive).
@@ -307,10 +307,11 @@ run_device() {
   step "stagecraft selftest" 25 stagecraft selftest
   step "stagecraft generate --device cuda:0" 40 stagecraft generate --model models/tiny-shapes --device cuda:0 \
     --prompt "a red circle in the center on a blue background" --seed 7 --out "${logs}/generate-cuda.png"
-  # A split pipeline with GPU stages: over cuda_ipc (two processes, one GPU) the PNGs are the
-  # one-process GPU run's bytes; nccl forced on one GPU fails the job clearly, never hangs.
+  # A split pipeline with GPU stages: over cuda_ipc (two processes, one GPU) and over zmq
+  # (pinned staging) the PNGs are the one-process GPU run's bytes; nccl forced on one GPU
+  # fails the job clearly, never hangs.
   STAGECRAFT_BIN="${b}/bin/stagecraft" STAGECRAFT_SOURCE_DIR="$(pwd)" GPU_SPLIT_LOGS="${logs}/gpu-split" \
-    step "split pipeline on the GPU (cuda_ipc, nccl refusal)" 40 tests/cli/gpu_split_check.py
+    step "split pipeline on the GPU (cuda_ipc, zmq staging, nccl refusal)" 45 tests/cli/gpu_split_check.py
   step "bench_kernels_gpu" 90 bench_kernels_gpu
   step "bench_transport_gpu" 45 bench_transport_gpu
   step "bench_kernels --quick" 40 bench_kernels --quick

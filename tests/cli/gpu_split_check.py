@@ -6,7 +6,9 @@
    same seeds (tensors cross as their raw bytes; the kernels are batch-invariant); dit's
    exit counters must show the packets it sent over cuda_ipc, and its trace a transfer
    track "transfer dit -> vae over cuda_ipc".
-2. nccl forced on that edge: on one GPU NCCL refuses two ranks, so the job must end with
+2. zmq forced on that edge: the GPU tensors go through pinned host staging on a copy
+   stream (transport/host_staging) and back onto the GPU; the same bytes again.
+3. nccl forced on that edge: on one GPU NCCL refuses two ranks, so the job must end with
    a clear error naming NCCL (or a worker must refuse to start, where NCCL is not
    installed) within the time limit, never hang.
 
@@ -187,6 +189,32 @@ def check_cuda_ipc(folder: str) -> list[str]:
     return bad
 
 
+def check_zmq_staging(folder: str) -> list[str]:
+    path = pipeline(folder, "zmq", nodes=True, channel="zmq")
+    s = Split(folder, path, "zmq")
+    bad = []
+    try:
+        why = s.wait_ready(12)
+        if why:
+            return [why]
+        r = submit(s.port, os.path.join(folder, "zmq.png"), 2, 15)
+        if r.returncode != 0:
+            bad.append(f"the split GPU run over zmq failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    finally:
+        s.stop()
+    if bad:
+        return bad + ["worker logs:\n" + "\n".join(f"--- {n}\n{s.log(n)[-2000:]}" for n in s.logs)]
+    for i in range(2):
+        if open(os.path.join(folder, f"one-{i}.png"), "rb").read() != open(os.path.join(folder, f"zmq-{i}.png"), "rb").read():
+            bad.append(f"image {i}: the split run over zmq (pinned staging) wrote other bytes than one process")
+    m = re.search(r"node dit -> vae: (\d+) packets, (\d+) bytes", s.log("dit"))
+    if not m or int(m.group(1)) < 2:
+        bad.append(f"dit's exit counters show no packets over zmq to vae:\n{s.log('dit')[-2000:]}")
+    if not bad:
+        say(f"zmq: GPU tensors staged through pinned memory, {m.group(1)} packets, {m.group(2)} bytes, same bytes")
+    return bad
+
+
 def check_nccl_refusal(folder: str) -> list[str]:
     path = pipeline(folder, "nccl", nodes=True, channel="nccl")
     s = Split(folder, path, "nccl")
@@ -230,6 +258,8 @@ def main() -> int:
     bad = []
     try:
         bad += check_cuda_ipc(folder)
+        if not bad:  # the reference PNGs exist
+            bad += check_zmq_staging(folder)
         bad += check_nccl_refusal(folder)
     finally:
         if keep:
@@ -242,7 +272,8 @@ def main() -> int:
     for b in bad:
         say("FAIL: " + b)
     if not bad:
-        say("PASS: split GPU pipeline over cuda_ipc writes the one-process bytes; nccl on one GPU fails clearly")
+        say("PASS: split GPU pipeline over cuda_ipc and over zmq (pinned staging) writes the one-process bytes; "
+            "nccl on one GPU fails clearly")
     return 1 if bad else 0
 
 

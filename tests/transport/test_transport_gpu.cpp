@@ -17,6 +17,7 @@
 #include "core/error.hpp"
 #include "gpu_transfer_support.hpp"
 #include "transport/cuda_ipc_channel.hpp"
+#include "transport/host_staging.hpp"
 #if STAGECRAFT_HAVE_NCCL
 #include "transport/nccl_channel.hpp"
 #endif
@@ -254,3 +255,51 @@ TEST_CASE("nccl: the channel moves GPU tensors between two GPUs, bytes intact an
   for (int i = 0; i < count; ++i) CHECK(order[i] == uint64_t(i + 1));
 }
 #endif
+
+TEST_CASE("host staging copies a packet's GPU tensors into pinned memory off the caller's thread, in order") {
+  REQUIRE_CUDA_OR_SKIP();
+  HostStager stager(size_t(1) << 20);  // a small cache: some buffers go back with cudaFreeHost
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<PacketPtr> staged;
+  std::vector<std::string> errors;
+  std::thread::id worker;
+  const int n = 12;
+  for (int j = 0; j < n; ++j) {
+    stager.stage(gpu_transfer::patterned_packet(100 + j, 0), [&](PacketPtr p, const std::string& error) {
+      std::lock_guard lk(mu);
+      worker = std::this_thread::get_id();
+      if (!error.empty()) errors.push_back(error);
+      staged.push_back(std::move(p));
+      cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lk(mu);
+    REQUIRE(cv.wait_for(lk, 20s, [&] { return static_cast<int>(staged.size()) == n; }));
+  }
+  CHECK(errors.empty());
+  CHECK(worker != std::this_thread::get_id());
+  for (int j = 0; j < n; ++j) {
+    Packet& p = *staged[size_t(j)];
+    CHECK(p.job_id == uint64_t(100 + j));  // in staging order
+    for (const char* name : {"a", "b"}) {
+      const Tensor& t = p.tensors.at(name);
+      REQUIRE(t.device().is_cpu());
+      // Compare with the pattern through a GPU copy of the host bytes: check_packet wants
+      // "a" and "b" on the GPU.
+      Tensor back = Tensor::empty(t.shape(), t.dtype(), Device::cuda(0));
+      REQUIRE(cudaMemcpy(back.data(), t.data(), t.nbytes(), cudaMemcpyHostToDevice) == cudaSuccess);
+      p.tensors[name] = back;
+    }
+    CHECK(gpu_transfer::check_packet(p, 0) == "");
+  }
+  CHECK(stager.stats().packets == uint64_t(n));
+  CHECK(stager.stats().pinned_bytes > 0);
+  // A packet without GPU tensors is answered at once, on the caller's thread.
+  auto cpu_only = std::make_shared<Packet>();
+  cpu_only->tensors["x"] = Tensor::empty({4}, DType::f32);
+  bool here = false;
+  stager.stage(cpu_only, [&](PacketPtr, const std::string& error) { here = error.empty(); });
+  CHECK(here);
+}
