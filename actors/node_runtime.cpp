@@ -319,10 +319,11 @@ std::string gpu_channel_unavailable(ChannelKind k, int device) {
 
 void NodeRuntime::Impl::plan_gpu_channels() {
   auto fix = [&](const GpuEdge& g) {
-    std::string how = "; force `channel: zmq` on that edge (GPU tensors then cross through host memory)";
+    std::string how = "; force `channel: zmq` on that edge";
     if (g.edge.find("chosen by auto") != std::string::npos && spec.edges.size() > 0 && spec.edges.front().loc.line == 0)
-      how += " by listing the chain under `edges:` with `channel: zmq` on it";
-    return how + ", or run this node where " + channel_name(g.kind) + " works";
+      how += " (list the chain under `edges:`, that edge with `channel: zmq`)";
+    return how + " so GPU tensors cross through host memory, or run this node where " + channel_name(g.kind) +
+           " works";
   };
   // Out of this node: the edge after each of its runs, to every node of the next stage
   // that is not this one (a stage this node runs too goes on in this process).
