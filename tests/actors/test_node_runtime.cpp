@@ -77,6 +77,9 @@ TEST_CASE("jobs cross three nodes and come back to the head with every tensor an
   CHECK(b.jobs_forwarded == 12);
   CHECK(b.inbound.packets == 12);
   CHECK(b.inbound.bytes >= 12u << 20);
+  // CPU stages: every edge is on ZeroMQ, so no node binds or connects a GPU channel.
+  CHECK(b.gpu_inbound_channel.empty());
+  for (const auto& p : b.peers) CHECK(p.gpu_channel.empty());
 }
 
 TEST_CASE("jobs enter at the head only") {
