@@ -103,6 +103,17 @@ void check_broadcast(const char* op, const Tensor& a, const Tensor& b) {
 
 void check_unary(const char* op, const Tensor& x) { check_float(op, "x", x); }
 
+// shift / scale of an adaLN modulation (and a gate): [B, C], [B, 1, C] or [C] for x [B, L, C].
+void check_modulation(const char* op, const char* name, const Tensor& t, int64_t B, int64_t C, const Tensor& x) {
+  check_float(op, name, t);
+  const Shape& s = t.shape();
+  const bool ok = (s.size() == 1 && s[0] == C) || (s.size() == 2 && (s[0] == B || s[0] == 1) && s[1] == C) ||
+                  (s.size() == 3 && (s[0] == B || s[0] == 1) && s[1] == 1 && s[2] == C);
+  SC_CHECK(ok, Errc::shape_mismatch,
+           op << ": `" << name << "` must be [" << B << ", " << C << "], [" << B << ", 1, " << C << "] or [" << C
+              << "] for x " << x.shape_str() << ", found " << t.shape_str());
+}
+
 }  // namespace
 
 // ---- linear algebra ----
@@ -134,6 +145,39 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
 Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) {
   check_linear("linear_per_item", x, w, bias);
   SC_DISPATCH(x.device(), linear_per_item, x, w, bias);
+}
+
+Tensor linear_gelu_per_item(const Tensor& x, const Tensor& w, const Tensor* bias, bool tanh_approximation) {
+  check_linear("linear_gelu_per_item", x, w, bias);
+  // No fused CUDA kernel yet: the two ops, which give the same numbers.
+  if (x.device().is_cuda()) return gelu(linear_per_item(x, w, bias), tanh_approximation);
+  return kernels::cpu::linear_gelu_per_item(x, w, bias, tanh_approximation);
+}
+
+Tensor linear_residual_per_item(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                                const Tensor* gate) {
+  const char* op = "linear_residual_per_item";
+  check_linear(op, x, w, bias);
+  check_float(op, "residual", residual);
+  Shape out = x.shape();
+  out.back() = w.size(0);
+  SC_CHECK(residual.shape() == out, Errc::shape_mismatch,
+           op << ": `residual` must have the output's shape " << shape_str(out) << ", found " << residual.shape_str());
+  if (gate) {
+    SC_CHECK(x.ndim() >= 2, Errc::shape_mismatch, op << ": a gate needs x as [B, ..., K], found " << x.shape_str());
+    check_modulation(op, "gate", *gate, x.size(0), w.size(0), x);
+  }
+  check_same_dtype(op, {&x, &w, bias, &residual, gate});
+  check_same_device(op, {&x, &w, bias, &residual, gate});
+  if (x.device().is_cuda()) {  // no fused CUDA kernel yet: the unfused ops
+    const Tensor y = linear_per_item(x, w, bias);
+    if (!gate) return add(residual, y);
+    Shape g(out.size(), 1);  // [B or 1, 1, ..., N] (or [N]), so it broadcasts over each item's rows
+    g.back() = w.size(0);
+    if (gate->numel() != w.size(0)) g[0] = gate->size(0);
+    return add(residual, mul(contiguous(*gate).reshape(gate->numel() == w.size(0) ? Shape{w.size(0)} : g), y));
+  }
+  return kernels::cpu::linear_residual_per_item(x, w, bias, residual, gate);
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
@@ -279,18 +323,29 @@ Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale) {
   check_float("modulate", "x", x);
   check_ndim("modulate", "x", x, 3, "[B, L, C]");
   const int64_t B = x.size(0), C = x.size(2);
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"shift", &shift}, {"scale", &scale}}) {
-    check_float("modulate", name, *t);
-    const Shape& s = t->shape();
-    const bool ok = (s.size() == 1 && s[0] == C) || (s.size() == 2 && (s[0] == B || s[0] == 1) && s[1] == C) ||
-                    (s.size() == 3 && (s[0] == B || s[0] == 1) && s[1] == 1 && s[2] == C);
-    SC_CHECK(ok, Errc::shape_mismatch,
-             "modulate: `" << name << "` must be [" << B << ", " << C << "], [" << B << ", 1, " << C << "] or [" << C
-                           << "] for x " << x.shape_str() << ", found " << t->shape_str());
-  }
+  check_modulation("modulate", "shift", shift, B, C, x);
+  check_modulation("modulate", "scale", scale, B, C, x);
   check_same_dtype("modulate", {&x, &shift, &scale});
   check_same_device("modulate", {&x, &shift, &scale});
   SC_DISPATCH(x.device(), modulate, x, shift, scale);
+}
+
+Tensor layer_norm_modulate(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, const Tensor& shift,
+                           const Tensor& scale) {
+  const char* op = "layer_norm_modulate";
+  check_float(op, "x", x);
+  check_ndim(op, "x", x, 3, "[B, L, C]");
+  const int64_t B = x.size(0), C = x.size(2);
+  SC_CHECK(C > 0, Errc::shape_mismatch, op << ": needs a non-empty last dim, found " << x.shape_str());
+  check_channel_param(op, "weight", weight, C);
+  check_channel_param(op, "bias", bias, C);
+  check_modulation(op, "shift", shift, B, C, x);
+  check_modulation(op, "scale", scale, B, C, x);
+  check_same_dtype(op, {&x, weight, bias, &shift, &scale});
+  check_same_device(op, {&x, weight, bias, &shift, &scale});
+  // No fused CUDA kernel yet: the two ops (modulate wants its rows dense there).
+  if (x.device().is_cuda()) return modulate(layer_norm(x, weight, bias, eps), contiguous(shift), contiguous(scale));
+  return kernels::cpu::layer_norm_modulate(x, weight, bias, eps, shift, scale);
 }
 
 // ---- convolution and resampling ----

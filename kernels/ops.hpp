@@ -27,6 +27,15 @@ Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias = nu
 /// Batched matmul: a [B, M, K] · b [B, K, N] (or b [B, N, K] with trans_b) -> [B, M, N].
 /// 2-D inputs are treated as B = 1.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b = false);
+/// gelu(linear_per_item(x, w, bias), tanh_approximation) in one pass over the output (a
+/// feed-forward's first layer); batch invariant like linear_per_item. CUDA runs the two ops.
+Tensor linear_gelu_per_item(const Tensor& x, const Tensor& w, const Tensor* bias, bool tanh_approximation);
+/// residual + gate ⊙ linear_per_item(x, w, bias) in one pass over the output: an adaLN
+/// block's gated residual. x [B, ..., K]; residual the output's shape [B, ..., N]; gate
+/// [B, N], [B, 1, N] or [N] (any strides, e.g. a slice of a [B, 6, N] table), one row per
+/// item of x; no gate means 1 (a plain residual). Batch invariant; CUDA runs the unfused ops.
+Tensor linear_residual_per_item(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                                const Tensor* gate = nullptr);
 
 // ---- attention ----
 struct AttentionOptions {
@@ -48,6 +57,10 @@ Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, flo
 Tensor group_norm(const Tensor& x, int groups, const Tensor* weight, const Tensor* bias, float eps,
                   bool silu = false);
 Tensor rms_norm(const Tensor& x, const Tensor* weight, float eps);  ///< over the last dim
+/// modulate(layer_norm(x, weight, bias, eps), shift, scale) in one pass (adaLN): x [B, L, C];
+/// shift, scale [B, C], [B, 1, C] or [C], any strides. CUDA runs the two ops.
+Tensor layer_norm_modulate(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, const Tensor& shift,
+                           const Tensor& scale);
 Tensor gelu(const Tensor& x, bool tanh_approximation = false);
 Tensor quick_gelu(const Tensor& x);  ///< x * sigmoid(1.702 x)
 Tensor silu(const Tensor& x);

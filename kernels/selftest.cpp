@@ -46,6 +46,20 @@ std::vector<Check> checks() {
   c.push_back({"linear_per_item", {rnd(g, {3, 17, 64}), rnd(g, {33, 64}), rnd(g, {33})},
                [](const Inputs& t) { return ops::linear_per_item(t[0], t[1], &t[2]); },
                [](const Inputs& t) { return r::linear(t[0], t[1], &t[2]); }, t32});
+  c.push_back({"linear_gelu_per_item", {rnd(g, {2, 17, 64}), rnd(g, {33, 64}), rnd(g, {33})},
+               [](const Inputs& t) { return ops::linear_gelu_per_item(t[0], t[1], &t[2], true); },
+               [](const Inputs& t) { return r::linear_gelu(t[0], t[1], &t[2], true); }, t32});
+  c.push_back({"linear_residual_per_item",
+               {rnd(g, {2, 17, 64}), rnd(g, {33, 64}), rnd(g, {33}), rnd(g, {2, 17, 33}), rnd(g, {2, 6, 33})},
+               [](const Inputs& t) {
+                 const Tensor gate = t[4].slice(1, 2, 3);
+                 return ops::linear_residual_per_item(t[0], t[1], &t[2], t[3], &gate);
+               },
+               [](const Inputs& t) {
+                 const Tensor gate = t[4].slice(1, 2, 3);
+                 return r::linear_residual(t[0], t[1], &t[2], t[3], &gate);
+               },
+               t32});
   c.push_back({"linear_f16", {rnd(g, {17, 64}).to(DType::f16), rnd(g, {33, 64}).to(DType::f16)},
                [](const Inputs& t) { return ops::linear(t[0], t[1]); },
                [](const Inputs& t) { return r::linear(t[0], t[1], nullptr); }, 4e-3});
@@ -74,6 +88,9 @@ std::vector<Check> checks() {
   c.push_back({"layer_norm", {rnd(g, {5, 96}), rnd(g, {96}), rnd(g, {96})},
                [](const Inputs& t) { return ops::layer_norm(t[0], &t[1], &t[2], 1e-5f); },
                [](const Inputs& t) { return r::layer_norm(t[0], &t[1], &t[2], 1e-5f); }, t32});
+  c.push_back({"layer_norm_modulate", {rnd(g, {2, 5, 96}), rnd(g, {2, 96}), rnd(g, {2, 1, 96})},
+               [](const Inputs& t) { return ops::layer_norm_modulate(t[0], nullptr, nullptr, 1e-6f, t[1], t[2]); },
+               [](const Inputs& t) { return r::layer_norm_modulate(t[0], nullptr, nullptr, 1e-6f, t[1], t[2]); }, t32});
   c.push_back({"group_norm_silu", {rnd(g, {2, 32, 9, 9}), rnd(g, {32}), rnd(g, {32})},
                [](const Inputs& t) { return ops::group_norm(t[0], 8, &t[1], &t[2], 1e-6f, true); },
                [](const Inputs& t) { return r::group_norm(t[0], 8, &t[1], &t[2], 1e-6f, true); }, t32});

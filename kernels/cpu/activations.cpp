@@ -20,7 +20,7 @@ static Tensor pointwise(const Tensor& x, Fn&& fn) {
 // Both GELU forms go through the vectorised exp in chunks: tanh-GELU is exactly
 // x·sigmoid(2u) with u = sqrt(2/pi)(x + 0.044715x^3); erf-GELU uses Abramowitz-Stegun
 // 7.1.26 (|error| <= 1.5e-7, below f32 resolution of the result).
-static void gelu_chunk(const float* s, float* y, int64_t n, bool tanh_approximation) {
+void gelu_f32(const float* s, float* y, int64_t n, bool tanh_approximation) {
   constexpr int64_t kChunk = 256;
   float e[kChunk];
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
@@ -49,7 +49,7 @@ static void gelu_chunk(const float* s, float* y, int64_t n, bool tanh_approximat
 }
 
 Tensor gelu(const Tensor& x, bool tanh_approximation) {
-  return pointwise(x, [&](const float* s, float* y, int64_t n) { gelu_chunk(s, y, n, tanh_approximation); });
+  return pointwise(x, [&](const float* s, float* y, int64_t n) { gelu_f32(s, y, n, tanh_approximation); });
 }
 
 Tensor quick_gelu(const Tensor& x) {

@@ -72,6 +72,9 @@ int num_threads();
 
 /// In-place exp over n floats (AVX2 polynomial, ~2 ulp); inputs below -87 give exactly 0.
 void exp_inplace(float* x, int64_t n);
+/// GELU of n floats (y may be s): the tanh form exactly as x·sigmoid(2u), the erf form by
+/// Abramowitz-Stegun 7.1.26; the one implementation of ops::gelu and the fused epilogues.
+void gelu_f32(const float* s, float* y, int64_t n, bool tanh_approximation);
 /// In-place x * sigmoid(a * x) (SiLU for a = 1, quick GELU for a = 1.702).
 void swish_inplace(float* x, int64_t n, float a);
 

@@ -15,6 +15,11 @@ Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias);
 /// Batched matmul: a [B, M, K] · b [B, K, N] (or b [B, N, K] with trans_b) -> [B, M, N].
 /// 2-D inputs are treated as B = 1.
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b);
+/// gelu(linear_per_item(x, w, bias)) with the GELU in gemm_rows's epilogue (linear_fused.cpp).
+Tensor linear_gelu_per_item(const Tensor& x, const Tensor& w, const Tensor* bias, bool tanh_approximation);
+/// residual + gate ⊙ linear_per_item(x, w, bias) in gemm_rows's epilogue; gate null means 1.
+Tensor linear_residual_per_item(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                                const Tensor* gate);
 
 // ---- attention ----
 /// softmax(q·kᵀ·scale + masks)·v. q [B, H, Lq, D], k/v [B, H, Lk, D] -> [B, H, Lq, D].
@@ -30,6 +35,9 @@ Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, flo
 Tensor group_norm(const Tensor& x, int groups, const Tensor* weight, const Tensor* bias, float eps,
                   bool silu);
 Tensor rms_norm(const Tensor& x, const Tensor* weight, float eps);  ///< over the last dim
+/// layer_norm then x * (1 + scale) + shift in one pass. x [B, L, C]; shift, scale [B, C], [B, 1, C] or [C].
+Tensor layer_norm_modulate(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, const Tensor& shift,
+                           const Tensor& scale);
 Tensor gelu(const Tensor& x, bool tanh_approximation);
 Tensor quick_gelu(const Tensor& x);  ///< x * sigmoid(1.702 x)
 Tensor silu(const Tensor& x);

@@ -47,8 +47,27 @@ void packed_weight_cache_clear();
 enum class GemmRowsIsa { best, avx2 };
 bool gemm_rows_avx512_available();
 
-/// y[M, w.N] = x[M, w.K] · wᵀ (+ bias[w.N]).
+/// What happens to each output after `+ bias`, while its tile is still in cache: one pass
+/// fewer over the output than a separate op. Element-wise and the same code whichever
+/// kernel, tile or thread computed the output, so row invariance holds for it too.
+struct GemmRowsEpilogue {
+  enum class Kind { none, gelu_tanh, gelu_erf, residual };
+  Kind kind = Kind::none;
+  /// residual: y = residual + gate ⊙ y, residual [M, N] contiguous; row m reads the gate row
+  /// gate + (m / gate_rows) * gate_stride (N floats), so one row per item of gate_rows
+  /// rows; no gate means 1.
+  const float* residual = nullptr;
+  const float* gate = nullptr;
+  int64_t gate_rows = 1, gate_stride = 0;
+};
+
+/// y[M, w.N] = epilogue(x[M, w.K] · wᵀ (+ bias[w.N])).
 void gemm_rows(const float* x, const PackedWeight& w, const float* bias, float* y, int64_t M,
-               GemmRowsIsa isa = GemmRowsIsa::best);
+               GemmRowsIsa isa = GemmRowsIsa::best, const GemmRowsEpilogue& epilogue = {});
+
+/// The tensor-level call (linear.cpp): y [..., w.N] = epilogue(x [..., K] · wᵀ + bias) with
+/// w packed through packed_weight_cached(); f16/bf16 in and out through f32. The epilogue's
+/// residual and gate pointers are f32 buffers the caller prepared.
+Tensor linear_rows(const Tensor& x, const Tensor& w, const Tensor* bias, const GemmRowsEpilogue& epilogue);
 
 }  // namespace stagecraft::kernels::cpu

@@ -1,5 +1,5 @@
-// linear, linear_per_item and matmul on OpenBLAS sgemm (linear_per_item: the row-invariant
-// gemm_rows for items of few rows); f16/bf16 operands are widened to f32 first.
+// linear and matmul on OpenBLAS sgemm, linear_per_item on the row-invariant gemm_rows;
+// f16/bf16 operands are widened to f32 first.
 #include <cblas.h>
 
 #include <algorithm>
@@ -12,12 +12,7 @@
 
 namespace stagecraft::kernels::cpu {
 
-namespace {
-
-// y[M, N] = x[M, K] · wᵀ (+ b), computed as `items` GEMMs of M / items rows each. With
-// items > 1 every item goes through a call of the same shape, so its rows get the same
-// bits however many items share the tensor (OpenBLAS picks blocking and kernels by M).
-Tensor linear_items(const Tensor& x, const Tensor& w, const Tensor* bias, int64_t items) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   const int64_t K = x.size(-1), N = w.size(0);
   const int64_t M = K == 0 ? 0 : x.numel() / K;
   Shape out_shape = x.shape();
@@ -29,11 +24,9 @@ Tensor linear_items(const Tensor& x, const Tensor& w, const Tensor* bias, int64_
   if (K == 0) {
     std::fill(out, out + M * N, 0.0f);
   } else {
-    const int64_t rows = M / items;
-    for (int64_t i = 0; i < items; ++i)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), static_cast<int>(N),
-                  static_cast<int>(K), 1.0f, xf.data() + i * rows * K, static_cast<int>(K), wf.data(),
-                  static_cast<int>(K), 0.0f, out + i * rows * N, static_cast<int>(N));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
+                static_cast<int>(K), 1.0f, xf.data(), static_cast<int>(K), wf.data(), static_cast<int>(K), 0.0f,
+                out, static_cast<int>(N));
   }
   if (bias) {
     F32In bf(*bias);
@@ -49,21 +42,16 @@ Tensor linear_items(const Tensor& x, const Tensor& w, const Tensor* bias, int64_
   return y.finish();
 }
 
-}  // namespace
-
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) { return linear_items(x, w, bias, 1); }
-
-// Items of fewer rows than this run through the row-invariant kernel in one call: at these
-// sizes OpenBLAS's thread hand-offs cost more than the product (20 denoising steps of the
-// shipped model: 1356 ms with 2 threads vs 313 ms with one, on a busy 2-core machine).
-// The choice depends only on the rows per item, so an item takes the same path alone or batched.
-constexpr int64_t kRowKernelMaxRows = 256;
-
-Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) {
-  const int64_t items = x.ndim() >= 2 ? std::max<int64_t>(1, x.size(0)) : 1;
+// Every item, whatever its rows, goes through the row-invariant gemm_rows, all items in one
+// call: an output's bits depend only on its own row, so a job gives the same bytes alone or
+// batched, and the call needs no per-item GEMMs. It replaced one OpenBLAS sgemm per item for
+// items of >= 256 rows: gemm_rows reads weights packed once (OpenBLAS repacked them on every
+// call, ~8% of a PixArt call), runs on our pool (OpenBLAS's threads spun in sched_yield
+// while our loops ran, ~15% of its samples), and can fuse the next element-wise op into the
+// store (linear_fused.cpp). See docs/kernels.md for the figures.
+Tensor linear_rows(const Tensor& x, const Tensor& w, const Tensor* bias, const GemmRowsEpilogue& epilogue) {
   const int64_t K = x.size(-1), N = w.size(0);
   const int64_t M = K == 0 ? 0 : x.numel() / K;
-  if (K == 0 || M / items >= kRowKernelMaxRows) return linear_items(x, w, bias, items);
   Shape out_shape = x.shape();
   out_shape.back() = N;
   F32Out y(out_shape, x.dtype());
@@ -72,9 +60,11 @@ Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) {
   const auto pw = packed_weight_cached(w);  // packed once per weight tensor, then reused
   std::unique_ptr<F32In> bf;
   if (bias) bf = std::make_unique<F32In>(*bias);
-  gemm_rows(xf.data(), *pw, bf ? bf->data() : nullptr, y.data(), M);
+  gemm_rows(xf.data(), *pw, bf ? bf->data() : nullptr, y.data(), M, GemmRowsIsa::best, epilogue);
   return y.finish();
 }
+
+Tensor linear_per_item(const Tensor& x, const Tensor& w, const Tensor* bias) { return linear_rows(x, w, bias, {}); }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
   const bool batched = a.ndim() == 3 || b.ndim() == 3;

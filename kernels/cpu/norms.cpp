@@ -77,6 +77,40 @@ Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, flo
   return out.finish();
 }
 
+// adaLN in one pass: the modulated row is written straight from the normalised values, so
+// the normalised tensor never exists (one read and one write of x instead of two of each).
+Tensor layer_norm_modulate(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, const Tensor& shift,
+                           const Tensor& scale) {
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
+  F32In in(x), fs(shift), fc(scale);  // shift/scale: B·C floats at most, gathered from any view
+  std::unique_ptr<F32In> wf, bf;
+  if (weight) wf = std::make_unique<F32In>(*weight);
+  if (bias) bf = std::make_unique<F32In>(*bias);
+  const int64_t shift_step = shift.numel() == C ? 0 : C, scale_step = scale.numel() == C ? 0 : C;
+  F32Out out(x.shape(), x.dtype());
+  const float* px = in.data();
+  float* py = out.data();
+  const float* w = wf ? wf->data() : nullptr;
+  const float* b = bf ? bf->data() : nullptr;
+  parallel_for(B * L, rows_grain(C), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = px + r * C;
+      float* y = py + r * C;
+      const float* sh = fs.data() + (r / L) * shift_step;
+      const float* sc = fc.data() + (r / L) * scale_step;
+      float mean, rstd;
+      moments(s, C, eps, mean, rstd);
+      for (int64_t j = 0; j < C; ++j) {
+        float v = (s[j] - mean) * rstd;
+        if (w) v *= w[j];
+        if (b) v += b[j];
+        y[j] = v * (1.0f + sc[j]) + sh[j];
+      }
+    }
+  });
+  return out.finish();
+}
+
 Tensor rms_norm(const Tensor& x, const Tensor* weight, float eps) {
   const int64_t C = x.size(-1);
   const int64_t R = C == 0 ? 0 : x.numel() / C;

@@ -131,7 +131,9 @@ double max_abs(const Tensor& t) {
   return m;
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+namespace {
+// x · wᵀ + b in double, rows in x's logical order.
+std::vector<double> linear_values(const Tensor& x, const Tensor& w, const Tensor* bias) {
   const int64_t K = x.size(-1), N = w.size(0), M = x.numel() / std::max<int64_t>(1, K);
   const auto vx = values(x), vw = values(w);
   const std::vector<double> vb = bias ? values(*bias) : std::vector<double>(N, 0.0);
@@ -142,9 +144,49 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
       for (int64_t k = 0; k < K; ++k) acc += vx[m * K + k] * vw[n * K + k];
       y[m * N + n] = acc;
     }
+  return y;
+}
+
+Shape linear_shape(const Tensor& x, const Tensor& w) {
   Shape shape = x.shape();
-  shape.back() = N;
-  return make(y, shape, x.dtype());
+  shape.back() = w.size(0);
+  return shape;
+}
+
+double gelu_value(double e, bool tanh_approximation) {
+  if (tanh_approximation) return 0.5 * e * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (e + 0.044715 * e * e * e)));
+  return 0.5 * e * (1.0 + std::erf(e / std::sqrt(2.0)));
+}
+
+// Row b of a modulation parameter ([B, C], [B, 1, C] or [C]) at channel c.
+double modulation_at(const std::vector<double>& v, int64_t C, int64_t b, int64_t c) {
+  return v[(static_cast<int64_t>(v.size()) == C ? 0 : b) * C + c];
+}
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
+  return make(linear_values(x, w, bias), linear_shape(x, w), x.dtype());
+}
+
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor* bias, bool tanh_approximation) {
+  auto y = linear_values(x, w, bias);
+  for (double& e : y) e = gelu_value(e, tanh_approximation);
+  return make(y, linear_shape(x, w), x.dtype());
+}
+
+Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                       const Tensor* gate) {
+  auto y = linear_values(x, w, bias);
+  const auto r = values(residual);
+  const std::vector<double> g = gate ? values(*gate) : std::vector<double>();
+  const int64_t N = w.size(0), rows = static_cast<int64_t>(y.size()) / std::max<int64_t>(1, N);
+  const int64_t per_item = x.ndim() >= 2 ? rows / std::max<int64_t>(1, x.size(0)) : rows;
+  for (int64_t m = 0; m < rows; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      const double gv = gate ? modulation_at(g, N, m / std::max<int64_t>(1, per_item), n) : 1.0;
+      y[m * N + n] = r[m * N + n] + gv * y[m * N + n];
+    }
+  return make(y, linear_shape(x, w), x.dtype());
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
@@ -235,6 +277,27 @@ Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, flo
   return make(v, x.shape(), x.dtype());
 }
 
+Tensor layer_norm_modulate(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, const Tensor& shift,
+                           const Tensor& scale) {
+  const int64_t B = x.size(0), L = x.size(1), C = x.size(2);
+  auto v = values(x);
+  const std::vector<double> w = weight ? values(*weight) : std::vector<double>(C, 1.0);
+  const std::vector<double> bb = bias ? values(*bias) : std::vector<double>(C, 0.0);
+  const auto vs = values(shift), vc = values(scale);
+  for (int64_t r = 0; r < B * L; ++r) {
+    double mean = 0.0, var = 0.0;
+    for (int64_t j = 0; j < C; ++j) mean += v[r * C + j];
+    mean /= C;
+    for (int64_t j = 0; j < C; ++j) var += (v[r * C + j] - mean) * (v[r * C + j] - mean);
+    var /= C;
+    for (int64_t j = 0; j < C; ++j) {
+      const double n = (v[r * C + j] - mean) / std::sqrt(var + eps) * w[j] + bb[j];
+      v[r * C + j] = n * (1.0 + modulation_at(vc, C, r / L, j)) + modulation_at(vs, C, r / L, j);
+    }
+  }
+  return make(v, x.shape(), x.dtype());
+}
+
 Tensor group_norm(const Tensor& x, int groups, const Tensor* weight, const Tensor* bias, float eps, bool silu) {
   const int64_t N = x.size(0), C = x.size(1), S = x.numel() / std::max<int64_t>(1, N * C), cpg = C / groups;
   auto v = values(x);
@@ -274,11 +337,7 @@ Tensor rms_norm(const Tensor& x, const Tensor* weight, float eps) {
 }
 
 Tensor gelu(const Tensor& x, bool tanh_approximation) {
-  if (tanh_approximation)
-    return unary(x, [](double e) {
-      return 0.5 * e * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (e + 0.044715 * e * e * e)));
-    });
-  return unary(x, [](double e) { return 0.5 * e * (1.0 + std::erf(e / std::sqrt(2.0))); });
+  return unary(x, [=](double e) { return gelu_value(e, tanh_approximation); });
 }
 
 Tensor quick_gelu(const Tensor& x) { return unary(x, [](double e) { return e * sigmoid(1.702 * e); }); }

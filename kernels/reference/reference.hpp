@@ -26,10 +26,15 @@ double max_abs(const Tensor& t);
 
 // ---- the ops (same contracts as kernels/ops.hpp) ----
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias);
+Tensor linear_gelu(const Tensor& x, const Tensor& w, const Tensor* bias, bool tanh_approximation);  ///< ops::linear_gelu_per_item
+Tensor linear_residual(const Tensor& x, const Tensor& w, const Tensor* bias, const Tensor& residual,
+                       const Tensor* gate);  ///< ops::linear_residual_per_item
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b);
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionOptions& opt);
 Tensor softmax(const Tensor& x);
 Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps);
+Tensor layer_norm_modulate(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps, const Tensor& shift,
+                           const Tensor& scale);
 Tensor group_norm(const Tensor& x, int groups, const Tensor* weight, const Tensor* bias, float eps, bool silu);
 Tensor rms_norm(const Tensor& x, const Tensor* weight, float eps);
 Tensor gelu(const Tensor& x, bool tanh_approximation);

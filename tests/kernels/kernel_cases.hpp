@@ -113,8 +113,8 @@ inline void linear(Device dev) {
 /// same whether it runs alone or inside a batch of 2..8 items (the denoiser's promise that
 /// a job batched with others gives the bytes it gives alone).
 inline void linear_per_item(Device dev) {
-  // Few rows per item (the CPU's row-invariant kernel, K with and without a tail of 8),
-  // many rows per item (one sgemm per item), a 2-D input (one row per item).
+  // Few and many rows per item (all through the CPU's row-invariant kernel; K with and
+  // without a tail of 8), a 2-D input (one row per item).
   struct R { Shape x; int64_t n; };
   for (DType dt : kFloatTypes)
     for (const R& s : {R{{3, 17, 48}, 24}, R{{2, 5, 37}, 7}, R{{2, 300, 64}, 20}, R{{5, 33}, 9}})
@@ -127,7 +127,7 @@ inline void linear_per_item(Device dev) {
                  [&](const Inputs& t) { return ref::linear(t[0], t[1], with_bias ? &t[2] : nullptr); });
       }
   // Shapes of the shipped denoiser's projections (16 tokens, width 192, feed-forward 768),
-  // of PixArt-alpha's timestep MLP (one row per item), and items long enough for sgemm.
+  // of PixArt-alpha's timestep MLP (one row per item), and long items (once one sgemm each).
   struct S { int64_t rows, k, n; };
   for (DType dt : {DType::f32, DType::f16})
     for (const S& s : {S{16, 192, 768}, S{16, 768, 192}, S{1, 256, 1152}, S{260, 72, 40}}) {
@@ -155,6 +155,94 @@ inline void linear_per_item(Device dev) {
       // Not asserted (it depends on the BLAS build): how far one batched GEMM strays.
       MESSAGE("ops::linear over the batch differs from an item alone by up to " << plain_worst);
     }
+}
+
+/// The fused linear ops (bias + GELU, gated residual) against their naive references over
+/// odd shapes, every gate layout (including a strided slice of a [B, 6, N] table), and an
+/// item's bits alone against inside a batch.
+inline void fused_linear(Device dev) {
+  struct S { Shape x; int64_t n; };
+  for (DType dt : kFloatTypes)
+    for (const S& s : {S{{2, 5, 37}, 7}, S{{3, 17, 48}, 33}, S{{2, 49, 300}, 20}, S{{1, 1, 9}, 1}})
+      for (bool with_bias : {false, true}) {
+        const int64_t B = s.x[0], K = s.x.back();
+        Shape out = s.x;
+        out.back() = s.n;
+        const std::string what = shape_str(s.x) + " N=" + std::to_string(s.n) + " " + name(dt) + (with_bias ? " bias" : "");
+        for (bool tanh : {true, false}) {
+          Inputs in{rand_tensor(s.x, dt, 2.0f), rand_tensor({s.n, K}, dt), rand_tensor({s.n}, dt)};
+          check_op(dev, std::string("linear_gelu_per_item ") + (tanh ? "tanh " : "erf ") + what, in,
+                   [&](const Inputs& t) { return ops::linear_gelu_per_item(t[0], t[1], with_bias ? &t[2] : nullptr, tanh); },
+                   [&](const Inputs& t) { return ref::linear_gelu(t[0], t[1], with_bias ? &t[2] : nullptr, tanh); });
+        }
+        // gate: none, [B, N], [B, 1, N], [N], and [B, 1, N] sliced out of a [B, 6, N] table.
+        for (int g = 0; g < 5; ++g) {
+          const Shape gs = g == 1 ? Shape{B, s.n} : g == 2 ? Shape{B, 1, s.n} : g == 3 ? Shape{s.n} : Shape{B, 6, s.n};
+          Inputs in{rand_tensor(s.x, dt), rand_tensor({s.n, K}, dt), rand_tensor({s.n}, dt), rand_tensor(out, dt),
+                    rand_tensor(gs, dt)};
+          auto gate = [g](const Inputs& t) { return g == 4 ? t[4].slice(1, 5, 6) : t[4]; };
+          check_op(dev, "linear_residual_per_item gate " + std::to_string(g) + " " + what, in,
+                   [&](const Inputs& t) {
+                     const Tensor gt = gate(t);
+                     return ops::linear_residual_per_item(t[0], t[1], with_bias ? &t[2] : nullptr, t[3], g ? &gt : nullptr);
+                   },
+                   [&](const Inputs& t) {
+                     const Tensor gt = gate(t);
+                     return ref::linear_residual(t[0], t[1], with_bias ? &t[2] : nullptr, t[3], g ? &gt : nullptr);
+                   });
+        }
+      }
+  // An item's bits alone and inside batches of 2, 3 and 5 (its gate row moves with it).
+  for (int64_t rows : {16, 260}) {
+    CAPTURE(rows);
+    const int64_t K = 72, N = 40;
+    const Tensor x = ops::to_device(rand_tensor({5, rows, K}), dev), r = ops::to_device(rand_tensor({5, rows, N}), dev);
+    const Tensor table = ops::to_device(rand_tensor({5, 6, N}), dev);
+    const Tensor w = ops::to_device(rand_tensor({N, K}), dev), b = ops::to_device(rand_tensor({N}), dev);
+    auto res = [&](int64_t i0, int64_t i1) {
+      const Tensor gate = table.slice(0, i0, i1).slice(1, 2, 3);
+      return ops::to_device(ops::linear_residual_per_item(x.slice(0, i0, i1), w, &b, r.slice(0, i0, i1), &gate),
+                            Device::cpu());
+    };
+    auto gel = [&](int64_t i0, int64_t i1) {
+      return ops::to_device(ops::linear_gelu_per_item(x.slice(0, i0, i1), w, &b, true), Device::cpu());
+    };
+    for (int64_t items : {2, 3, 5}) {
+      const Tensor rb = res(0, items), gb = gel(0, items);
+      sync(dev);
+      for (int64_t i = 0; i < items; ++i) {
+        CAPTURE(items);
+        CAPTURE(i);
+        CHECK(ref::max_abs_diff(rb.slice(0, i, i + 1), res(i, i + 1)) == 0.0);
+        CHECK(ref::max_abs_diff(gb.slice(0, i, i + 1), gel(i, i + 1)) == 0.0);
+      }
+    }
+  }
+}
+
+/// layer_norm_modulate (adaLN in one pass) against its naive reference: with and without
+/// the affine weights, every shift/scale layout including slices of a [B, 6, C] table.
+inline void layer_norm_modulate(Device dev) {
+  for (DType dt : kFloatTypes)
+    for (const Shape& xs : {Shape{2, 17, 33}, Shape{1, 3, 96}, Shape{3, 1, 1152}})
+      for (int layout = 0; layout < 4; ++layout)
+        for (bool affine : {false, true}) {
+          const int64_t B = xs[0], C = xs[2];
+          const Shape ms = layout == 0 ? Shape{B, C} : layout == 1 ? Shape{B, 1, C} : layout == 2 ? Shape{C} : Shape{B, 6, C};
+          Inputs in{rand_tensor(xs, dt, 3.0f), rand_tensor({C}, dt), rand_tensor({C}, dt), rand_tensor(ms, dt),
+                    rand_tensor(ms, dt)};
+          auto part = [layout](const Tensor& t, int i) { return layout == 3 ? t.slice(1, i, i + 1) : t; };
+          check_op(dev, "layer_norm_modulate " + shape_str(xs) + " " + shape_str(ms) + " " + name(dt) + (affine ? " affine" : ""),
+                   in,
+                   [&](const Inputs& t) {
+                     return ops::layer_norm_modulate(t[0], affine ? &t[1] : nullptr, affine ? &t[2] : nullptr, 1e-6f,
+                                                     part(t[3], 0), part(t[4], 1));
+                   },
+                   [&](const Inputs& t) {
+                     return ref::layer_norm_modulate(t[0], affine ? &t[1] : nullptr, affine ? &t[2] : nullptr, 1e-6f,
+                                                     part(t[3], 0), part(t[4], 1));
+                   });
+        }
 }
 
 inline void matmul(Device dev) {

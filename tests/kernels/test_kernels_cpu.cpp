@@ -21,6 +21,12 @@ TEST_CASE("linear matches the naive reference for odd sizes, every dtype and a t
 TEST_CASE("linear_per_item matches the reference and gives an item the same bits alone or in any batch") {
   kcases::linear_per_item(cpu);
 }
+TEST_CASE("the fused linear ops (bias + GELU, gated residual) match their references and are batch invariant") {
+  kcases::fused_linear(cpu);
+}
+TEST_CASE("layer_norm_modulate matches its reference for every shift and scale layout, strided slices too") {
+  kcases::layer_norm_modulate(cpu);
+}
 TEST_CASE("matmul matches the naive reference with and without trans_b and a broadcast batch") {
   kcases::matmul(cpu);
 }
@@ -279,7 +285,9 @@ TEST_CASE("gemm_rows matches the naive reference and its documented order (one f
   // vectors, K = 1 and K with no multiple of 8, and a product large enough to be split
   // across threads (M = 200, N = 100, K = 193).
   // (With AVX-512, tiles of 8 rows x 32 outputs: N = 33 and 100 leave a lone last panel.)
-  const int64_t Ms[] = {1, 5, 6, 7, 8, 9, 13, 49, 200}, Ns[] = {1, 7, 16, 17, 32, 33, 100}, Ks[] = {1, 7, 9, 64, 193};
+  // K = 1200 crosses the AVX-512 path's k blocks of 1152 (its chains resume from y) with a tail.
+  const int64_t Ms[] = {1, 5, 6, 7, 8, 9, 13, 49, 200}, Ns[] = {1, 7, 16, 17, 32, 33, 100},
+                Ks[] = {1, 7, 9, 64, 193, 1200};
   for (auto isa : isas())
   for (int64_t M : Ms)
     for (int64_t N : Ns)
@@ -316,7 +324,7 @@ TEST_CASE("gemm_rows gives a row the same bits alone and inside any larger call"
   // thread's chunk.
   struct S { int64_t n, k; };
   for (auto isa : isas())
-  for (const S& s : {S{192, 192}, S{768, 192}, S{192, 768}, S{37, 29}}) {
+  for (const S& s : {S{192, 192}, S{768, 192}, S{192, 768}, S{37, 29}, S{70, 1200}}) {
     const Tensor pool = kcases::rand_tensor({200, s.k}), w = kcases::rand_tensor({s.n, s.k}),
                  b = kcases::rand_tensor({s.n});
     const Tensor all = gemm_rows_of(pool, w, &b, isa);

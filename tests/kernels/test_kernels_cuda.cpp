@@ -18,6 +18,14 @@ TEST_CASE("linear_per_item on CUDA matches the CPU backend and is batch invarian
   REQUIRE_CUDA_OR_SKIP();
   kcases::linear_per_item(gpu);
 }
+TEST_CASE("the fused linear ops on CUDA match the CPU backend and are batch invariant") {
+  REQUIRE_CUDA_OR_SKIP();
+  kcases::fused_linear(gpu);
+}
+TEST_CASE("layer_norm_modulate on CUDA matches the CPU backend") {
+  REQUIRE_CUDA_OR_SKIP();
+  kcases::layer_norm_modulate(gpu);
+}
 TEST_CASE("matmul on CUDA matches the CPU backend") { REQUIRE_CUDA_OR_SKIP(); kcases::matmul(gpu); }
 TEST_CASE("attention on CUDA matches the CPU backend with causal and padding masks") {
   REQUIRE_CUDA_OR_SKIP();
