@@ -34,8 +34,9 @@ Tensor apply(const PixArtTransformer::Linear& l, const Tensor& x) {
   return ops::linear_per_item(x, l.w, l.b.defined() ? &l.b : nullptr);
 }
 
-// Chunk `i` of a [B, n, D] modulation tensor as a contiguous [B, 1, D].
-Tensor chunk(const Tensor& mod, int i) { return ops::contiguous(mod.slice(1, i, i + 1)); }
+// Chunk `i` of a [B, n, D] modulation tensor as a [B, 1, D] view: the fused ops read it in
+// place (a copy would be a pass and an allocation for nothing).
+Tensor chunk(const Tensor& mod, int i) { return mod.slice(1, i, i + 1); }
 
 }  // namespace
 
@@ -196,7 +197,8 @@ Tensor PixArtTransformer::size_embedding(int64_t B, const PixArtImageSize& size)
 }
 
 Tensor PixArtTransformer::attention(const Linear& q, const Linear& o, const Tensor& x, const Tensor& k,
-                                    const Tensor& v, const Tensor* key_mask) const {
+                                    const Tensor& v, const Tensor* key_mask, const Tensor& residual,
+                                    const Tensor* gate) const {
   const int64_t B = x.size(0), Lq = x.size(1), Lk = k.size(1);
   // [B, L, H·Dh] -> [B, H, L, Dh] as a view: both backends' attention reads strided heads in
   // place (only the head dim must be dense), so copying them out would be a pass for nothing.
@@ -208,7 +210,8 @@ Tensor PixArtTransformer::attention(const Linear& q, const Linear& o, const Tens
   opt.key_padding_mask = key_mask;
   Tensor a = ops::attention(qh, kh, vh, opt);
   a = ops::contiguous(a.permute({0, 2, 1, 3})).reshape({B, Lq, dim_});
-  return apply(o, a);
+  // The output projection adds itself (gated) to the residual stream in its epilogue.
+  return ops::linear_residual_per_item(a, o.w, o.b.defined() ? &o.b : nullptr, residual, gate);
 }
 
 namespace {
@@ -250,14 +253,17 @@ Tensor take(const Tensor& t, const std::vector<int64_t>& idx) {
 
 }  // namespace
 
-Tensor PixArtTransformer::feed_forward(const Block& blk, const Tensor& x) const {
-  Tensor h = apply(blk.ff_in, x);
-  switch (act_) {
-    case Act::gelu_tanh: h = ops::gelu(h, true); break;
-    case Act::gelu: h = ops::gelu(h, false); break;
+Tensor PixArtTransformer::feed_forward(const Block& blk, const Tensor& x, const Tensor& residual,
+                                       const Tensor& gate) const {
+  const Tensor* in_b = blk.ff_in.b.defined() ? &blk.ff_in.b : nullptr;
+  Tensor h;
+  switch (act_) {  // GELU in the first projection's epilogue
+    case Act::gelu_tanh: h = ops::linear_gelu_per_item(x, blk.ff_in.w, in_b, true); break;
+    case Act::gelu: h = ops::linear_gelu_per_item(x, blk.ff_in.w, in_b, false); break;
     case Act::geglu_tanh:
     case Act::geglu: {
       // diffusers' GEGLU: hidden, gate = proj(x).chunk(2, -1); hidden * gelu(gate).
+      h = apply(blk.ff_in, x);
       const int64_t inner = h.size(-1) / 2;
       const int last = h.ndim() - 1;
       Tensor value = ops::contiguous(h.slice(last, 0, inner));
@@ -266,7 +272,9 @@ Tensor PixArtTransformer::feed_forward(const Block& blk, const Tensor& x) const 
       break;
     }
   }
-  return apply(blk.ff_out, h);
+  // x + gate ⊙ ff_out(h), the gated residual in the projection's epilogue.
+  return ops::linear_residual_per_item(h, blk.ff_out.w, blk.ff_out.b.defined() ? &blk.ff_out.b : nullptr, residual,
+                                       &gate);
 }
 
 Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep, const Tensor& text,
@@ -325,21 +333,22 @@ Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep,
     const Tensor* n2w = blk.norm2_w.defined() ? &blk.norm2_w : nullptr;
     const Tensor* n2b = blk.norm2_b.defined() ? &blk.norm2_b : nullptr;
 
-    Tensor h = ops::modulate(ops::layer_norm(x, n1w, n1b, norm_eps_), chunk(mod, 0), chunk(mod, 1));
-    h = attention(blk.q1, blk.o1, h, apply(blk.k1, h), apply(blk.v1, h), nullptr);
-    x = ops::add(x, ops::mul(chunk(mod, 2), h));
+    // Self-attention: x + gate_msa ⊙ attn(adaLN(x)), the residual added in o1's epilogue.
+    const Tensor gate_msa = chunk(mod, 2), gate_mlp = chunk(mod, 5);
+    Tensor h = ops::layer_norm_modulate(x, n1w, n1b, norm_eps_, chunk(mod, 0), chunk(mod, 1));
+    x = attention(blk.q1, blk.o1, h, apply(blk.k1, h), apply(blk.v1, h), nullptr, x, &gate_msa);
 
     // PixArt's cross-attention reads the residual stream directly (no norm2, no modulation).
     const Tensor k = per_item(apply(blk.k2, context)), v = per_item(apply(blk.v2, context));
-    x = ops::add(x, attention(blk.q2, blk.o2, x, k, v, mask.defined() ? &mask : nullptr));
+    x = attention(blk.q2, blk.o2, x, k, v, mask.defined() ? &mask : nullptr, x, nullptr);
 
-    h = ops::modulate(ops::layer_norm(x, n2w, n2b, norm_eps_), chunk(mod, 3), chunk(mod, 4));
-    x = ops::add(x, ops::mul(chunk(mod, 5), feed_forward(blk, h)));
+    h = ops::layer_norm_modulate(x, n2w, n2b, norm_eps_, chunk(mod, 3), chunk(mod, 4));
+    x = feed_forward(blk, h, x, gate_mlp);
   }
 
   // 5. Final adaLN (norm_out has a fixed eps of 1e-6 in diffusers), projection, unpatchify.
   Tensor fmod = ops::add(embedded_t.reshape({B, 1, D}), final_scale_shift_);  // [B, 2, D]: shift, scale
-  x = ops::modulate(ops::layer_norm(x, nullptr, nullptr, 1e-6f), chunk(fmod, 0), chunk(fmod, 1));
+  x = ops::layer_norm_modulate(x, nullptr, nullptr, 1e-6f, chunk(fmod, 0), chunk(fmod, 1));
   x = apply(proj_out_, x);
   Tensor out = ops::unpatchify(x, patch_, out_channels_, static_cast<int>(H), static_cast<int>(W));
   if (out_channels_ == 2 * in_channels_) out = ops::contiguous(out.slice(1, 0, in_channels_));

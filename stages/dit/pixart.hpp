@@ -84,10 +84,12 @@ class PixArtTransformer {
   };
 
  private:
-  /// Attention of x's queries over keys k and values v ([B, Lk, D], already projected).
+  /// residual + gate ⊙ (attention of x's queries over keys k and values v, [B, Lk, D] already
+  /// projected); no gate means 1. The residual is added in the output projection's epilogue.
   Tensor attention(const Linear& q, const Linear& o, const Tensor& x, const Tensor& k, const Tensor& v,
-                   const Tensor* key_mask) const;
-  Tensor feed_forward(const Block& blk, const Tensor& x) const;
+                   const Tensor* key_mask, const Tensor& residual, const Tensor* gate) const;
+  /// residual + gate ⊙ feed_forward(x), likewise fused.
+  Tensor feed_forward(const Block& blk, const Tensor& x, const Tensor& residual, const Tensor& gate) const;
   Tensor position_table(int grid_h, int grid_w) const;
   Tensor size_embedding(int64_t batch, const PixArtImageSize& size) const;
 
