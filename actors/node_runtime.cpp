@@ -372,13 +372,9 @@ void NodeRuntime::Impl::bind_gpu_inbound(const NodeSpec& me, int credits) {
   SC_CHECK(!ep.empty(), Errc::invalid_argument,
            gpu_in->edge << ", but node '" << opt.node << "' has no gpu_endpoint and none can be derived from '"
                         << me.endpoint << "'; give it one in `nodes:` (gpu_endpoint: tcp://HOST:PORT)");
-  if (!opt.gpu_listen.empty()) {
-    ep = opt.gpu_listen;
-  } else if (!opt.listen.empty() && opt.listen.rfind("tcp://", 0) == 0 && ep.rfind("tcp://", 0) == 0) {
-    // --listen binds another host part than the file's endpoint (a Kubernetes Service name
-    // is not bindable): the GPU socket binds the same host part, at the gpu_endpoint's port.
-    ep = opt.listen.substr(0, opt.listen.rfind(':')) + ep.substr(ep.rfind(':'));
-  }
+  // --listen binds another host part than the file's endpoint (a Kubernetes Service name
+  // is not bindable): the GPU socket binds the same host part, at the gpu_endpoint's port.
+  ep = gpu_bind_address(ep, opt.listen, opt.gpu_listen);
   std::weak_ptr<Impl> weak = weak_from_this();
   auto on_packet = [weak](PacketPtr p, transport::Receipt r) {
     if (auto self = weak.lock()) self->on_packet(std::move(p), std::move(r));

@@ -116,6 +116,15 @@ ChannelKind choose_channel(const PipelineSpec& spec, const std::string& forced, 
   return host_of(*a) == host_of(*b) ? ChannelKind::cuda_ipc : ChannelKind::nccl;
 }
 
+std::string gpu_bind_address(const std::string& gpu_endpoint, const std::string& listen,
+                             const std::string& gpu_listen) {
+  if (!gpu_listen.empty()) return gpu_listen;
+  if (listen.rfind("tcp://", 0) != 0 || gpu_endpoint.rfind("tcp://", 0) != 0) return gpu_endpoint;
+  const size_t lc = listen.rfind(':'), gc = gpu_endpoint.rfind(':');
+  if (lc < 6 || gc < 6 || lc == std::string::npos || gc == std::string::npos) return gpu_endpoint;
+  return listen.substr(0, lc) + gpu_endpoint.substr(gc);
+}
+
 ChannelKind Placement::channel(const PipelineSpec& spec, int index, const std::string& from,
                                const std::string& to) const {
   const auto i = static_cast<size_t>(index);

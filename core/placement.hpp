@@ -35,6 +35,12 @@ inline bool is_gpu_channel(ChannelKind k) { return k == ChannelKind::cuda_ipc ||
 ChannelKind choose_channel(const PipelineSpec& spec, const std::string& forced, const StageSpec& from,
                            const std::string& from_node, const StageSpec& to, const std::string& to_node);
 
+/// The address a node binds for GPU channels: `gpu_listen` when given; else, with `listen`
+/// given (a worker's --listen, e.g. tcp://*:7102 where the endpoint names a Kubernetes
+/// Service) and both tcp://, `listen`'s host at `gpu_endpoint`'s port (tcp://*:8102);
+/// else `gpu_endpoint` itself.
+std::string gpu_bind_address(const std::string& gpu_endpoint, const std::string& listen, const std::string& gpu_listen);
+
 /// Chain indices [first, last] of consecutive stages on one node.
 struct Segment {
   int first = 0, last = 0;

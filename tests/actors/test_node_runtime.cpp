@@ -187,3 +187,27 @@ TEST_CASE("a node whose edge needs a GPU channel this build or host cannot run f
     CHECK(e.code() == Errc::unsupported);
   }
 }
+
+TEST_CASE("a node that would receive over GPU channels onto two devices is refused at start, naming both edges") {
+  // y runs b (cuda:0) and d (cuda:1), each fed by x over CUDA IPC (one host): one GPU
+  // socket per node delivers onto one device. Refused before any GPU is needed.
+  testing::TempDir dir;
+  const std::string path = dir / "two-devices.yaml";
+  std::ofstream(path) << "nodes:\n"
+                      << "  x: {endpoint: 'ipc://" << (dir / "x.sock") << "'}\n"
+                      << "  y: {endpoint: 'ipc://" << (dir / "y.sock") << "'}\n"
+                      << "stages:\n"
+                      << "  - {name: a, type: sleep, node: x, device: 'cuda:0'}\n"
+                      << "  - {name: b, type: sleep, node: y, device: 'cuda:0'}\n"
+                      << "  - {name: c, type: sleep, node: x, device: 'cuda:0'}\n"
+                      << "  - {name: d, type: sleep, node: y, device: 'cuda:1'}\n";
+  const PipelineSpec spec = load_pipeline_spec(path);
+  NodeOptions o;
+  o.node = "y";
+  CHECK_THROWS_WITH_AS(NodeRuntime::start(spec, o),
+                       doctest::Contains("edge c -> d (node 'x' to node 'y') uses channel cuda_ipc (chosen by auto: "
+                                         "both stages on CUDA devices, on one host), onto cuda:1; but "),
+                       Error);
+  CHECK_THROWS_WITH_AS(NodeRuntime::start(spec, o), doctest::Contains("a node receives over one GPU channel, onto one device"),
+                       Error);
+}

@@ -152,3 +152,11 @@ TEST_CASE("the GPU endpoint and the host of a node are derived from its endpoint
   CHECK(gpu_endpoint_of(n) == "tcp://h:9000");
   CHECK(host_of(n) == "rack1-gpu3");
 }
+
+TEST_CASE("a node binds its GPU socket at the gpu_endpoint, on --listen's host when that is given") {
+  CHECK(gpu_bind_address("tcp://dit-svc:8102", "", "") == "tcp://dit-svc:8102");
+  CHECK(gpu_bind_address("tcp://dit-svc:8102", "tcp://*:7102", "") == "tcp://*:8102");
+  CHECK(gpu_bind_address("tcp://dit-svc:8102", "tcp://*:7102", "tcp://0.0.0.0:9000") == "tcp://0.0.0.0:9000");
+  CHECK(gpu_bind_address("ipc:///run/dit.sock.gpu", "tcp://*:7102", "") == "ipc:///run/dit.sock.gpu");
+  CHECK(gpu_bind_address("tcp://dit-svc:8102", "ipc:///run/dit.sock", "") == "tcp://dit-svc:8102");
+}
