@@ -7,6 +7,7 @@
 #include "cli/cli11.hpp"
 #include "cli/command.hpp"
 #include "core/pipeline_spec.hpp"
+#include "core/placement.hpp"
 #include "stages/spec_check.hpp"
 
 namespace {
@@ -38,6 +39,7 @@ int run_validate(const std::vector<std::string>& argv) {
   }
   if (auto problems = stagecraft::check_stage_types(spec); !problems.empty()) return print_problems(problems);
   for (const auto& w : stagecraft::batching_warnings(spec)) std::cerr << w.str() << "\n";
+  for (const auto& w : stagecraft::channel_warnings(spec)) std::cerr << w.str() << "\n";
   std::cout << stagecraft::describe_pipeline(spec);
   return 0;
 }

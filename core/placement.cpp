@@ -116,6 +116,36 @@ ChannelKind choose_channel(const PipelineSpec& spec, const std::string& forced, 
   return host_of(*a) == host_of(*b) ? ChannelKind::cuda_ipc : ChannelKind::nccl;
 }
 
+std::vector<SpecProblem> channel_warnings(const PipelineSpec& spec) {
+  std::vector<SpecProblem> out;
+  for (const auto& e : spec.edges) {
+    if (e.channel != "nccl") continue;
+    const StageSpec* a = spec.find_stage(e.from);
+    const StageSpec* b = spec.find_stage(e.to);
+    if (!a || !b || !a->device.is_cuda() || a->device != b->device) continue;
+    bool said = false;  // one warning per edge
+    for (const auto& fn : a->nodes)
+      for (const auto& tn : b->nodes) {
+        if (fn == tn || said) continue;
+        const NodeSpec* x = nullptr;
+        const NodeSpec* y = nullptr;
+        for (const auto& n : spec.nodes) {
+          if (n.name == fn) x = &n;
+          if (n.name == tn) y = &n;
+        }
+        if (!x || !y || host_of(*x) != host_of(*y)) continue;
+        out.push_back({spec.path, e.loc,
+                       "warning: channel nccl on " + e.from + " -> " + e.to + " joins nodes '" + fn + "' and '" + tn +
+                           "' on one host (" + host_of(*x) + "), both on " + a->device.str() +
+                           ": NCCL refuses two ranks on one GPU, so every job over this edge fails unless the two "
+                           "processes see different GPUs as " + a->device.str() + " (CUDA_VISIBLE_DEVICES)",
+                       "use channel cuda_ipc (or auto) between GPUs of one host"});
+        said = true;
+      }
+  }
+  return out;
+}
+
 std::string gpu_bind_address(const std::string& gpu_endpoint, const std::string& listen,
                              const std::string& gpu_listen) {
   if (!gpu_listen.empty()) return gpu_listen;

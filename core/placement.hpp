@@ -35,6 +35,12 @@ inline bool is_gpu_channel(ChannelKind k) { return k == ChannelKind::cuda_ipc ||
 ChannelKind choose_channel(const PipelineSpec& spec, const std::string& forced, const StageSpec& from,
                            const std::string& from_node, const StageSpec& to, const std::string& to_node);
 
+/// Valid settings that will not work as written, as warnings (the file still runs): an
+/// edge forced to `nccl` between two nodes on one host whose stages name the same GPU —
+/// NCCL refuses two ranks on one GPU, so each job over it fails — unless the processes see
+/// different GPUs under one index (CUDA_VISIBLE_DEVICES), which the file cannot tell.
+std::vector<SpecProblem> channel_warnings(const PipelineSpec& spec);
+
 /// The address a node binds for GPU channels: `gpu_listen` when given; else, with `listen`
 /// given (a worker's --listen, e.g. tcp://*:7102 where the endpoint names a Kubernetes
 /// Service) and both tcp://, `listen`'s host at `gpu_endpoint`'s port (tcp://*:8102);

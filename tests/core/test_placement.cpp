@@ -160,3 +160,17 @@ TEST_CASE("a node binds its GPU socket at the gpu_endpoint, on --listen's host w
   CHECK(gpu_bind_address("ipc:///run/dit.sock.gpu", "tcp://*:7102", "") == "ipc:///run/dit.sock.gpu");
   CHECK(gpu_bind_address("tcp://dit-svc:8102", "ipc:///run/dit.sock", "") == "tcp://dit-svc:8102");
 }
+
+TEST_CASE("validate warns of nccl forced between nodes of one host on the same GPU, and only then") {
+  const std::string x = "{endpoint: 'ipc:///tmp/x'}", y = "{endpoint: 'ipc:///tmp/y'}";
+  auto w = channel_warnings(two_nodes(x, y, "cuda:0", "cuda:0", "nccl"));
+  REQUIRE(w.size() == 1);
+  CHECK(w[0].loc.line == 8);
+  CHECK(w[0].what.find("NCCL refuses two ranks on one GPU") != std::string::npos);
+  CHECK(w[0].allowed.find("cuda_ipc") != std::string::npos);
+  CHECK(channel_warnings(two_nodes(x, y, "cuda:0", "cuda:1", "nccl")).empty());
+  CHECK(channel_warnings(two_nodes(x, y, "cuda:0", "cuda:0", "cuda_ipc")).empty());
+  CHECK(channel_warnings(two_nodes("{endpoint: 'tcp://10.0.0.2:7101'}", "{endpoint: 'tcp://10.0.0.3:7102'}", "cuda:0",
+                                   "cuda:0", "nccl"))
+            .empty());
+}
