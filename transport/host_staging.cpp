@@ -203,7 +203,11 @@ void HostStager::stage(PacketPtr packet, Done done) {
   } catch (const std::exception& e) {
     if (item.copied) (void)cudaEventDestroy(item.copied);
     // Copies already enqueued read `sources`: let them finish before the tensors may go.
-    if (!item.sources.empty()) (void)cudaStreamSynchronize(m.stream_for(device));
+    if (!item.sources.empty()) {
+      std::lock_guard lk(m.mu);
+      auto it = m.streams.find(device);
+      if (it != m.streams.end()) (void)cudaStreamSynchronize(it->second);
+    }
     return done(std::move(packet), e.what());
   }
   m.cv.notify_all();
