@@ -766,6 +766,9 @@ TEST_CASE("a node's gpu_endpoint and host are read, and GPU endpoints that colli
   CHECK(contains(p.allowed, "gpu_endpoint: tcp://HOST:PORT"));
   ps = problems_of("nodes:\n  x: {endpoint: 'ipc:///tmp/x', gpu_endpont: 'ipc:///tmp/g'}\nstages:\n  - {name: a, type: sleep, node: x}\n");
   CHECK(contains(problem_at(ps, 2, 33).allowed, "gpu_endpoint"));
+  ps = problems_of("nodes:\n  x: {endpoint: 'ipc:///tmp/x', host: ''}\nstages:\n  - {name: a, type: sleep, node: x}\n");
+  CHECK(contains(problem_at(ps, 2, 39).what, "host of node 'x' must be a non-empty string"));
+  CHECK(ps.size() == 1);
 }
 
 TEST_CASE("a node that would receive over both CUDA IPC and NCCL is reported") {
