@@ -267,10 +267,17 @@ void NodeRuntime::Impl::load(const PipelineSpec& s, NodeOptions o) {
   ro.on_note = [weak](const transport::ControlMessage& m) {
     if (auto self = weak.lock()) self->on_note(m);
   };
+  // The channels to other nodes first: a packet may arrive the moment the inbound socket is
+  // bound, and its way on (forward, flush) reads `peers`, which must be complete by then.
+  {
+    // Callbacks of the channels made so far (a credit, a lost peer) wait here until the map
+    // is whole; they take peers_mu shared (while_attached).
+    std::unique_lock lk(peers_mu);
+    connect_peers();
+  }
   inbound = transport::ZmqRecvChannel::bind(ctx, opt.listen.empty() ? me->endpoint : opt.listen, std::move(ro));
   endpoint = inbound->endpoint();
   if (gpu_in) bind_gpu_inbound(*me, credits);
-  connect_peers();
   if (head) sweeper = std::thread([this] { sweep_deadlines(); });
 }
 
