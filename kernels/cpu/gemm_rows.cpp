@@ -270,8 +270,12 @@ bool cpu_has_avx512() { return false; }
 
 // Few samples: they are read on every call and miss the cache (the kernel reads the packed
 // copy, never w): 32 took ~1% of a step.
+// The default budget is a quarter of the machine's memory (at least 512 MB): every linear
+// layer of the denoiser goes through gemm_rows, so a model whose projections do not fit
+// packs the rest on every call, ~20% more CPU per transformer call (docs/kernels.md), and a
+// full-size PixArt-α's 28 layers take ~2.4 GB. The price is a second copy of those weights.
 WeightCache<PackedWeight>& cache() {
-  static WeightCache<PackedWeight> c("STAGECRAFT_GEMM_ROWS_CACHE_MB", 512, 8);
+  static WeightCache<PackedWeight> c("STAGECRAFT_GEMM_ROWS_CACHE_MB", std::max(512LL, physical_memory_mb() / 4), 8);
   return c;
 }
 

@@ -33,8 +33,9 @@ std::shared_ptr<const PackedWeight> pack_weight(const Tensor& w);
 /// pack_weight() once per weight tensor: a process-wide cache keyed by (storage, byte offset)
 /// and checked against shape, strides, dtype and a hash of sampled values; entries of freed
 /// storage are dropped, so a new tensor at a recycled address never gets stale panels.
-/// Bounded by STAGECRAFT_GEMM_ROWS_CACHE_MB (default 512; 0 turns it off); once full, new
-/// weights are packed per call. Only contiguous weights are cached.
+/// Bounded by STAGECRAFT_GEMM_ROWS_CACHE_MB (default a quarter of the machine's memory, at
+/// least 512; 0 turns it off); once full, new weights are packed per call. Only contiguous
+/// weights are cached.
 std::shared_ptr<const PackedWeight> packed_weight_cached(const Tensor& w);
 
 using PackedWeightCacheStats = WeightCacheStats;

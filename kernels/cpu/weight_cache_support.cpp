@@ -1,5 +1,7 @@
 #include "kernels/cpu/weight_cache_support.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -9,6 +11,11 @@ int64_t cache_budget_from_env(const char* env, long long default_mb) {
   const char* e = std::getenv(env);
   const long long mb = e ? std::atoll(e) : default_mb;
   return static_cast<int64_t>(std::max<long long>(0, mb)) << 20;
+}
+
+long long physical_memory_mb() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<long long>(pages) * page >> 20 : 0;
 }
 
 uint64_t weight_sample(const Tensor& w, int64_t samples) {

@@ -25,6 +25,9 @@ namespace stagecraft::kernels::cpu {
 /// `env` in MiB as bytes (negative: 0), or `default_mb` when unset.
 int64_t cache_budget_from_env(const char* env, long long default_mb);
 
+/// The machine's physical memory in MiB (sysconf), 0 where it cannot be read.
+long long physical_memory_mb();
+
 /// FNV-1a over `samples` evenly spaced elements' bytes (the whole tensor when smaller).
 uint64_t weight_sample(const Tensor& w, int64_t samples);
 
