@@ -525,38 +525,36 @@ void NodeRuntime::Impl::connect_peers() {
              g->second.edge << ", but node '" << t << "' has no gpu_endpoint and none can be derived from '"
                             << node->endpoint << "'; give it one in `nodes:` (gpu_endpoint: tcp://HOST:PORT)");
     peer.gpu_kind = g->second.kind;
+    // The options both GPU channels share, and what the runtime asks of either one.
+    [[maybe_unused]] auto options_for = [&](auto& o) {
+      o.device = g->second.device;
+      o.on_credit = on_credit(true);
+      o.on_failed = on_failed;
+      o.on_peer_lost = on_peer_lost;
+      o.heartbeat = opt.heartbeat;
+      o.peer_timeout = opt.node_timeout;
+    };
+    [[maybe_unused]] auto adopt = [&](auto channel) {
+      auto* raw = channel.get();
+      peer.gpu_ready = [raw] { return raw->ready(); };
+      peer.gpu_losses = [raw] { return raw->peer_losses(); };
+      peer.gpu = std::move(channel);
+      return raw;
+    };
     try {
 #ifdef STAGECRAFT_HAVE_CUDA
       if (g->second.kind == ChannelKind::cuda_ipc) {
         transport::CudaIpcSendOptions o;
-        o.device = g->second.device;
-        o.on_credit = on_credit(true);
-        o.on_failed = on_failed;
-        o.on_peer_lost = on_peer_lost;
-        o.heartbeat = opt.heartbeat;
-        o.peer_timeout = opt.node_timeout;
-        auto c = transport::CudaIpcSendChannel::connect(ctx, ep, {opt.node, hash}, std::move(o));
-        auto* raw = c.get();
-        peer.gpu_ready = [raw] { return raw->ready(); };
-        peer.gpu_losses = [raw] { return raw->peer_losses(); };
+        options_for(o);
+        auto* raw = adopt(transport::CudaIpcSendChannel::connect(ctx, ep, {opt.node, hash}, std::move(o)));
         peer.gpu_slots_in_use = [raw] { return raw->slots_in_use(); };
-        peer.gpu = std::move(c);
       }
 #endif
 #ifdef STAGECRAFT_HAVE_NCCL
       if (g->second.kind == ChannelKind::nccl) {
         transport::NcclSendOptions o;
-        o.device = g->second.device;
-        o.on_credit = on_credit(true);
-        o.on_failed = on_failed;
-        o.on_peer_lost = on_peer_lost;
-        o.heartbeat = opt.heartbeat;
-        o.peer_timeout = opt.node_timeout;
-        auto c = transport::NcclSendChannel::connect(ctx, ep, {opt.node, hash}, std::move(o));
-        auto* raw = c.get();
-        peer.gpu_ready = [raw] { return raw->ready(); };
-        peer.gpu_losses = [raw] { return raw->peer_losses(); };
-        peer.gpu = std::move(c);
+        options_for(o);
+        adopt(transport::NcclSendChannel::connect(ctx, ep, {opt.node, hash}, std::move(o)));
       }
 #endif
     } catch (const Error& e) {

@@ -48,6 +48,20 @@ static void moments(const float* x, int64_t n, float eps, float& mean, float& rs
   rstd = static_cast<float>(1.0 / std::sqrt(v + eps));
 }
 
+// One row of a layer norm: y[j] = post(j, (s[j] - mean) * rstd * w[j] + b[j]) (w, b optional),
+// so layer_norm and the fused adaLN share the same arithmetic up to their last step.
+template <class Post>
+static void norm_row(const float* s, float* y, int64_t C, float eps, const float* w, const float* b, Post post) {
+  float mean, rstd;
+  moments(s, C, eps, mean, rstd);
+  for (int64_t j = 0; j < C; ++j) {
+    float v = (s[j] - mean) * rstd;
+    if (w) v *= w[j];
+    if (b) v += b[j];
+    y[j] = post(j, v);
+  }
+}
+
 Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, float eps) {
   const int64_t C = x.size(-1);
   const int64_t R = C == 0 ? 0 : x.numel() / C;
@@ -61,18 +75,8 @@ Tensor layer_norm(const Tensor& x, const Tensor* weight, const Tensor* bias, flo
   const float* w = wf ? wf->data() : nullptr;
   const float* b = bf ? bf->data() : nullptr;
   parallel_for(R, rows_grain(C), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* s = px + r * C;
-      float* y = py + r * C;
-      float mean, rstd;
-      moments(s, C, eps, mean, rstd);
-      for (int64_t j = 0; j < C; ++j) {
-        float v = (s[j] - mean) * rstd;
-        if (w) v *= w[j];
-        if (b) v += b[j];
-        y[j] = v;
-      }
-    }
+    for (int64_t r = r0; r < r1; ++r)
+      norm_row(px + r * C, py + r * C, C, eps, w, b, [](int64_t, float v) { return v; });
   });
   return out.finish();
 }
@@ -94,18 +98,9 @@ Tensor layer_norm_modulate(const Tensor& x, const Tensor* weight, const Tensor* 
   const float* b = bf ? bf->data() : nullptr;
   parallel_for(B * L, rows_grain(C), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      const float* s = px + r * C;
-      float* y = py + r * C;
       const float* sh = fs.data() + (r / L) * shift_step;
       const float* sc = fc.data() + (r / L) * scale_step;
-      float mean, rstd;
-      moments(s, C, eps, mean, rstd);
-      for (int64_t j = 0; j < C; ++j) {
-        float v = (s[j] - mean) * rstd;
-        if (w) v *= w[j];
-        if (b) v += b[j];
-        y[j] = v * (1.0f + sc[j]) + sh[j];
-      }
+      norm_row(px + r * C, py + r * C, C, eps, w, b, [&](int64_t j, float v) { return v * (1.0f + sc[j]) + sh[j]; });
     }
   });
   return out.finish();
