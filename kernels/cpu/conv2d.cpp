@@ -3,15 +3,15 @@
 // runs Winograd F(4x4, 3x3) (winograd.cpp); a 1x1 stride-1 unpadded convolution
 // is W[O, I] · X[I, H·W] directly; anything else goes through im2col, one band of output
 // rows at a time so the column buffer stays bounded (a full 3x3 im2col of a 512-channel
-// 128x128 map would be 300 MB). docs/kernels.md says which layer takes which path and why.
-#include <cblas.h>
-
+// 128x128 map would be 300 MB). The sgemm calls are split into tiles of the output over our
+// pool (blas.hpp), image by image. docs/kernels.md says which layer takes which path and why.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
 
+#include "kernels/cpu/blas.hpp"
 #include "kernels/cpu/common.hpp"
 #include "kernels/cpu/conv3x3_direct.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
@@ -105,9 +105,7 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int str
     const float* xn = xf.data() + n * I * H * W;
     float* yn = py + n * O * P;
     if (direct) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(O), static_cast<int>(P),
-                  static_cast<int>(I), 1.0f, wf.data(), static_cast<int>(I), xn, static_cast<int>(P), 0.0f, yn,
-                  static_cast<int>(P));
+      sgemm_tiles(false, O, P, I, wf.data(), I, xn, P, yn, P);
     } else {
       for (int64_t oy0 = 0; oy0 < Ho; oy0 += band) {
         const int64_t rows = std::min(band, Ho - oy0), cols = rows * Wo;
@@ -131,9 +129,7 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int str
             }
           }
         });
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(O), static_cast<int>(cols),
-                    static_cast<int>(Kdim), 1.0f, wf.data(), static_cast<int>(Kdim), col.get(),
-                    static_cast<int>(cols), 0.0f, yn + oy0 * Wo, static_cast<int>(P));
+        sgemm_tiles(false, O, cols, Kdim, wf.data(), Kdim, col.get(), cols, yn + oy0 * Wo, P);
       }
     }
     if (bf) {

@@ -1,11 +1,10 @@
-// linear and matmul on OpenBLAS sgemm, linear_per_item on the row-invariant gemm_rows;
-// f16/bf16 operands are widened to f32 first.
-#include <cblas.h>
-
+// linear and matmul on single-threaded OpenBLAS sgemm calls over our pool (blas.hpp),
+// linear_per_item on the row-invariant gemm_rows; f16/bf16 operands are widened to f32 first.
 #include <algorithm>
 #include <memory>
 
 #include "core/error.hpp"
+#include "kernels/cpu/blas.hpp"
 #include "kernels/cpu/common.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
 #include "kernels/cpu/gemm_rows.hpp"
@@ -24,9 +23,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor* bias) {
   if (K == 0) {
     std::fill(out, out + M * N, 0.0f);
   } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
-                static_cast<int>(K), 1.0f, xf.data(), static_cast<int>(K), wf.data(), static_cast<int>(K), 0.0f,
-                out, static_cast<int>(N));
+    sgemm_tiles(true, M, N, K, xf.data(), K, wf.data(), K, out, N);
   }
   if (bias) {
     F32In bf(*bias);
@@ -84,9 +81,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_b) {
       std::fill(po, po + M * N, 0.0f);
       continue;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-                static_cast<int>(N), static_cast<int>(K), 1.0f, pa, static_cast<int>(K), pb,
-                static_cast<int>(trans_b ? K : N), 0.0f, po, static_cast<int>(N));
+    sgemm_tiles(trans_b, M, N, K, pa, K, pb, trans_b ? K : N, po, N);
   }
   return y.finish();
 }

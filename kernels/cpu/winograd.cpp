@@ -1,13 +1,11 @@
 // Winograd F(4x4, 3x3) and F(2x2, 3x3) for the CPU backend (see winograd.hpp for the
-// algebra). The (m+2)^2 products U[ξ]·V[ξ] are OpenBLAS sgemm calls, each threaded by
-// OpenBLAS; the tile transforms are our own loops over chunks of 64 tiles held as
-// [coefficient][tile] arrays, so every step is a contiguous loop the compiler vectorises
-// and the chunk (2 x 9 KiB for F(4x4)) stays in L1. Transforms run in parallel_for over
-// channels, never at the same time as a GEMM, so OpenBLAS's threads and ours do not
-// compete for the two cores.
+// algebra). The (m+2)^2 products U[ξ]·V[ξ] are single-threaded OpenBLAS sgemm calls spread
+// over our pool, one GEMM per task; the tile transforms are our own loops over chunks of 64
+// tiles held as [coefficient][tile] arrays, so every step is a contiguous loop the compiler
+// vectorises and the chunk (2 x 9 KiB for F(4x4)) stays in L1. Transforms run in
+// parallel_for over channels. One pool runs all three steps, so no other threads spin
+// beside it (blas.hpp).
 #include "kernels/cpu/winograd.hpp"
-
-#include <cblas.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -18,6 +16,7 @@
 #include <vector>
 
 #include "core/storage.hpp"
+#include "kernels/cpu/blas.hpp"
 #include "kernels/cpu/common.hpp"
 #include "kernels/cpu/weight_cache_support.hpp"
 
@@ -214,10 +213,14 @@ void conv_impl(const float* x, const WinogradWeights& u, const float* bias, floa
           for (int64_t t0 = 0; t0 < p.T; t0 += kChunk)
             input_tile_chunk<M>(p, xn + c * H * W, tr0, t0, static_cast<int>(std::min<int64_t>(kChunk, p.T - t0)), v, c);
       });
-      for (int xi = 0; xi < AA; ++xi)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(p.O), static_cast<int>(p.T),
-                    static_cast<int>(p.I), 1.0f, u.u.get() + xi * p.O * p.I, static_cast<int>(p.I), v + xi * p.I * p.T,
-                    static_cast<int>(p.T), 0.0f, mbuf + xi * p.O * p.T, static_cast<int>(p.T));
+      // The 36 GEMMs are independent: one single-threaded sgemm per task on our pool, so the
+      // same threads run the transforms and the GEMMs (blas.hpp). Each GEMM is whole, so
+      // its bytes do not depend on how the tasks were shared out.
+      parallel_for(AA, 1, [&](int64_t x0, int64_t x1) {
+        for (int64_t xi = x0; xi < x1; ++xi)
+          sgemm_serial(false, p.O, p.T, p.I, u.u.get() + xi * p.O * p.I, p.I, v + xi * p.I * p.T, p.T,
+                       mbuf + xi * p.O * p.T, p.T);
+      });
       parallel_for(p.O, 4, [&](int64_t o0, int64_t o1) {
         for (int64_t o = o0; o < o1; ++o)
           for (int64_t t0 = 0; t0 < p.T; t0 += kChunk)

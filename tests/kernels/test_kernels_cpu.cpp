@@ -8,6 +8,8 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/cpu/blas.hpp"
+#include "kernels/cpu/common.hpp"
 #include "kernels/cpu/conv3x3_direct.hpp"
 #include "kernels/cpu/gemm_rows.hpp"
 #include "kernels/cpu/winograd.hpp"
@@ -396,4 +398,43 @@ TEST_CASE("the packed-weight cache hits on the same weights and never serves sta
   CHECK(kc::packed_weight_cache_stats().entries == before);
   kc::packed_weight_cache_clear();
   CHECK(kc::packed_weight_cache_stats().entries == 0);
+}
+
+// ---------------------------------------------------------------- sgemm over the pool (CPU only)
+
+TEST_CASE("sgemm_tiles matches the naive product and gives the same bytes when the pool is busy") {
+  // Shapes that split into tiles of columns (on 16-column boundaries, N odd), of rows (N too
+  // narrow for a column split), both, and none; with B as [K, N] and as [N, K].
+  struct S { int64_t m, n, k; };
+  for (bool trans_b : {false, true})
+    for (const S& s : {S{130, 1000, 129}, S{200, 3001, 77}, S{257, 300, 515}, S{97, 2050, 301}, S{5, 7, 3}}) {
+      CAPTURE(trans_b);
+      CAPTURE(s.m);
+      CAPTURE(s.n);
+      CAPTURE(s.k);
+      const Tensor a = kcases::rand_tensor({s.m, s.k}), b = kcases::rand_tensor(trans_b ? Shape{s.n, s.k} : Shape{s.k, s.n});
+      const float *pa = a.data_as<float>(), *pb = b.data_as<float>();
+      const int64_t ldb = trans_b ? s.k : s.n;
+      std::vector<float> c(static_cast<size_t>(s.m * s.n)), inl(c.size()), spare(c.size());
+      kernels::cpu::sgemm_tiles(trans_b, s.m, s.n, s.k, pa, s.k, pb, ldb, c.data(), s.n);
+      double worst = 0.0, scale = 0.0;
+      for (int64_t i = 0; i < s.m; ++i)
+        for (int64_t j = 0; j < s.n; ++j) {
+          double ref = 0.0;
+          for (int64_t k = 0; k < s.k; ++k)
+            ref += static_cast<double>(pa[i * s.k + k]) * (trans_b ? pb[j * s.k + k] : pb[k * s.n + j]);
+          worst = std::max(worst, std::abs(ref - c[i * s.n + j]));
+          scale = std::max(scale, std::abs(ref));
+        }
+      CHECK(worst <= 1e-5 * std::max(1.0, scale));
+      // Inside a parallel_for the pool is taken, so both calls run their tiles inline: the
+      // tiles, and so the bytes, must not depend on that (a decoder lane whose pool is busy
+      // with the denoiser's loops must give a lone job's bytes).
+      kernels::cpu::parallel_for(2, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i)
+          kernels::cpu::sgemm_tiles(trans_b, s.m, s.n, s.k, pa, s.k, pb, ldb, (i == 0 ? inl : spare).data(), s.n);
+      });
+      CHECK(std::memcmp(c.data(), inl.data(), c.size() * 4) == 0);
+      CHECK(std::memcmp(c.data(), spare.data(), c.size() * 4) == 0);
+    }
 }
