@@ -53,8 +53,6 @@
 #include "stages/pipeline/noise.hpp"
 #include "stages/pipeline/text_to_image.hpp"
 
-extern "C" void openblas_set_num_threads(int);
-
 namespace fs = std::filesystem;
 using namespace stagecraft;
 
@@ -76,7 +74,7 @@ struct Options {
   int jobs = 32, repeats = 3;
   std::vector<int> step_batches;  // --step-batches: denoise_step alone at these batch sizes
   std::vector<int> thread_list;   // --threads 1,2: one run per count
-  int blas_threads = 0;           // --blas-threads (--batching): OpenBLAS's count when not --threads
+  int blas_threads = 0;           // --blas-threads (--batching): OpenBLAS's own threads (default: none)
 };
 
 void usage() {
@@ -314,9 +312,9 @@ int run_batching(const Options& opt) {
   }
   const auto& dn = spec.stages[denoise];
   std::printf("bench_pipeline --batching: %s\n  %d jobs (8 prompts, seeds 1000..%d), denoise max_batch %d, "
-              "queue_limit %d; %d thread(s) (OpenBLAS %d); %d repeat(s)\n  load average at start: %s\n",
+              "queue_limit %d; %d thread(s) (OpenBLAS %d of its own); %d repeat(s)\n  load average at start: %s\n",
               opt.pipeline.c_str(), opt.jobs, 1000 + opt.jobs - 1, dn.batching.max_batch, dn.queue_limit,
-              opt.threads, opt.blas_threads > 0 ? opt.blas_threads : opt.threads, opt.repeats, load);
+              opt.threads, opt.blas_threads > 0 ? opt.blas_threads : 1, opt.repeats, load);
   std::fflush(stdout);
 
   // The lone runs: what `stagecraft generate` computes for each job (same request path:
@@ -412,12 +410,13 @@ int main(int argc, char** argv) {
   // tiny model's reference went from 0.26 s to 3.6 s); our pool sleeps on a condition
   // variable, so the reference gets passive waiting too unless the caller chose otherwise.
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-  // --blas-threads: OpenBLAS's threads apart from our pool's, to see what the two cost each
-  // other when the engine's lanes run at once (only the engine case; the reference side
-  // of the default case must match our thread count).
-  const int blas = opt.batching && opt.blas_threads > 0 ? opt.blas_threads : opt.threads;
-  setenv("OPENBLAS_NUM_THREADS", std::to_string(blas).c_str(), 1);
-  openblas_set_num_threads(blas);
+  // The engine runs OpenBLAS single-threaded and splits its GEMMs over our pool
+  // (kernels/cpu/blas.hpp). --blas-threads gives OpenBLAS its own threads again
+  // (STAGECRAFT_BLAS_THREADS, read at the kernels' first sgemm), to see what the two sets
+  // of threads cost each other when the engine's lanes run at once (only the engine case;
+  // the reference side of the default case must match our thread count).
+  if (opt.batching && opt.blas_threads > 0)
+    setenv("STAGECRAFT_BLAS_THREADS", std::to_string(opt.blas_threads).c_str(), 1);
 
   if (opt.batching) {
     try {

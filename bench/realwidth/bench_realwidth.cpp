@@ -57,6 +57,7 @@
 #include "stages/pipeline/text_to_image.hpp"
 
 extern "C" void openblas_set_num_threads(int);
+extern "C" int openblas_get_num_threads(void);
 
 namespace fs = std::filesystem;
 using namespace stagecraft;
@@ -259,8 +260,12 @@ double text_flops(const nlohmann::json& c, double L) {
 
 // ------------------------------------------------------------------ sgemm
 
-// GFLOP/s of cblas_sgemm at n^3 with the threads OpenBLAS was given: median of `reps`.
-double sgemm_rate(int n, int reps) {
+// GFLOP/s of cblas_sgemm at n^3 with `threads` OpenBLAS threads: median of `reps`. The
+// kernels run OpenBLAS single-threaded on their own pool (kernels/cpu/blas.hpp), so the count
+// is set for this measurement only and put back after it.
+double sgemm_rate(int n, int reps, int threads) {
+  const int kernels_threads = openblas_get_num_threads();
+  openblas_set_num_threads(threads);
   std::vector<float> a(size_t(n) * n), b(size_t(n) * n), c(size_t(n) * n);
   for (size_t i = 0; i < a.size(); ++i) {
     a[i] = float((i * 7) % 13) * 0.01f;
@@ -273,6 +278,7 @@ double sgemm_rate(int n, int reps) {
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     if (r > 0) rates.push_back(2.0 * n * n * n / s * 1e-9);
   }
+  openblas_set_num_threads(kernels_threads);
   return median(rates);
 }
 
@@ -361,8 +367,9 @@ const char* kStageLabel[] = {"transformer call", "VAE decode", "end to end"};
 
 int main(int argc, char** argv) {
   const Options opt = parse(argc, argv);
-  // The same threads for all three: our pool reads STAGECRAFT_CPU_THREADS on first use, OpenBLAS
-  // is told directly (it read its environment when the library loaded); PyTorch gets --threads
+  // The same threads for all three: our pool reads STAGECRAFT_CPU_THREADS on first use and also
+  // runs the kernels' OpenBLAS calls, single-threaded (kernels/cpu/blas.hpp; sgemm_rate gives
+  // OpenBLAS the threads for its own measurement); PyTorch gets --threads
   // (torch.set_num_threads) and the OpenMP/BLAS variables, ONNX Runtime intraOpNumThreads.
   const std::string threads = std::to_string(opt.threads);
   setenv("STAGECRAFT_CPU_THREADS", threads.c_str(), 1);
@@ -372,7 +379,6 @@ int main(int argc, char** argv) {
   // OpenMP threads that spin collapse on a shared CPU (bench_pipeline's note); our pool sleeps.
   // tools/ort_bench.js reads the same variable for ONNX Runtime's session.intra_op.allow_spinning.
   setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-  openblas_set_num_threads(opt.threads);
 
   try {
     const std::string src = STAGECRAFT_SOURCE_DIR;
@@ -548,7 +554,7 @@ int main(int argc, char** argv) {
 
     for (int round = 0; round < opt.rounds; ++round) {
       // The sides take turns first, so a change of load during the run falls on all of them.
-      gemm_rates.push_back(sgemm_rate(2048, 5));
+      gemm_rates.push_back(sgemm_rate(2048, 5, opt.threads));
       for (int k = 0; k < 3; ++k) {
         const int who = (k + round) % 3;
         const auto t0 = Clock::now();
@@ -560,7 +566,7 @@ int main(int argc, char** argv) {
                     std::chrono::duration<double>(Clock::now() - t0).count(), load_average().c_str());
         std::fflush(stdout);
       }
-      gemm_rates.push_back(sgemm_rate(2048, 5));
+      gemm_rates.push_back(sgemm_rate(2048, 5, opt.threads));
     }
     const double gemm = median(gemm_rates);
 
