@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdlib>
@@ -285,7 +286,48 @@ int num_threads() {
 }
 
 namespace {
-// Workers sleep on a condition variable between jobs; the caller runs chunk 0 itself.
+// How long a worker (and a caller waiting for its workers) spins before it sleeps:
+// STAGECRAFT_CPU_SPIN_US, default 200 microseconds. Sleeping at once made every parallel
+// region pay a futex wake-up of a thread on an idle core; the shipped denoiser runs
+// thousands of short regions per image, and a lone job's steps took 2.2x as long once
+// OpenBLAS's own spinning threads (which had kept the second core awake) were gone
+// (bench_pipeline, docs/kernels.md "Threads"). A short, bounded spin covers the gaps
+// between regions of one op sequence without OpenBLAS's ~0.1 s of spinning after each call.
+int64_t spin_ns() {
+  static const int64_t ns = [] {
+    if (const char* e = std::getenv("STAGECRAFT_CPU_SPIN_US")) {
+      const long v = std::atol(e);
+      if (v >= 0) return static_cast<int64_t>(v) * 1000;
+    }
+    return int64_t{200000};
+  }();
+  return ns;
+}
+
+// Spins (with a pause per iteration) until ready() or spin_ns() have passed; true if ready.
+template <class Ready>
+bool spin_until(const Ready& ready) {
+  const int64_t limit = spin_ns();
+  if (limit == 0) return ready();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count() >= limit)
+      return ready();
+  }
+}
+
+// Workers spin briefly, then sleep on a condition variable between jobs; the caller runs
+// chunk 0 itself. A job is published as one word, job_ = (generation << 16) | chunks,
+// after fn_ and pending_ are set: a worker whose id is below the job's chunks is waited
+// for, so fn_ stays that job's until it is done; any other worker leaves fn_ alone.
+// Sleepers are counted under m_, so a wake-up is sent only to a thread that sleeps, and
+// none is lost (a thread checks its condition under m_ before sleeping).
 class Pool {
  public:
   explicit Pool(int workers) {
@@ -294,24 +336,27 @@ class Pool {
   ~Pool() {
     {
       std::lock_guard<std::mutex> lk(m_);
-      stop_ = true;
+      stop_.store(true);
     }
     cv_.notify_all();
     for (auto& t : threads_) t.join();
   }
   std::mutex& busy() { return busy_; }
   void run(int chunks, const std::function<void(int)>& fn) {
+    fn_ = &fn;
+    pending_.store(chunks - 1);
+    job_.store(((job_.load() >> 16) + 1) << 16 | static_cast<uint64_t>(chunks));
     {
       std::lock_guard<std::mutex> lk(m_);
-      fn_ = &fn;
-      chunks_ = chunks;
-      pending_ = chunks - 1;
-      ++generation_;
+      if (sleeping_workers_ > 0) cv_.notify_all();
     }
-    cv_.notify_all();
     fn(0);
-    std::unique_lock<std::mutex> lk(m_);
-    done_cv_.wait(lk, [&] { return pending_ == 0; });
+    if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lk(m_);
+      caller_sleeps_ = true;
+      done_cv_.wait(lk, [&] { return pending_.load() == 0; });
+      caller_sleeps_ = false;
+    }
     fn_ = nullptr;
   }
 
@@ -319,27 +364,33 @@ class Pool {
   void loop(int id) {
     uint64_t seen = 0;
     for (;;) {
-      const std::function<void(int)>* fn;
-      {
+      auto ready = [&] { return stop_.load(std::memory_order_acquire) || job_.load(std::memory_order_acquire) != seen; };
+      if (!spin_until(ready)) {
         std::unique_lock<std::mutex> lk(m_);
-        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-        if (id >= chunks_) continue;
-        fn = fn_;
+        ++sleeping_workers_;
+        cv_.wait(lk, ready);
+        --sleeping_workers_;
       }
-      (*fn)(id);
-      std::lock_guard<std::mutex> lk(m_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      if (stop_.load()) return;
+      seen = job_.load();
+      if (id >= static_cast<int>(seen & 0xffff)) continue;
+      (*fn_)(id);
+      if (pending_.fetch_sub(1) == 1) {
+        std::lock_guard<std::mutex> lk(m_);
+        if (caller_sleeps_) done_cv_.notify_one();
+      }
     }
   }
   std::vector<std::thread> threads_;
   std::mutex m_, busy_;
   std::condition_variable cv_, done_cv_;
+  // Written by the caller before job_ is published, read by the workers the job needs.
   const std::function<void(int)>* fn_ = nullptr;
-  int chunks_ = 0, pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> job_{0};
+  std::atomic<bool> stop_{false};
+  int sleeping_workers_ = 0;  // under m_
+  bool caller_sleeps_ = false;  // under m_
 };
 
 Pool& pool() {

@@ -3,10 +3,14 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include "tests/kernels/kernel_cases.hpp"
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "kernels/cpu/blas.hpp"
 #include "kernels/cpu/common.hpp"
@@ -437,4 +441,29 @@ TEST_CASE("sgemm_tiles matches the naive product and gives the same bytes when t
       CHECK(std::memcmp(c.data(), inl.data(), c.size() * 4) == 0);
       CHECK(std::memcmp(c.data(), spare.data(), c.size() * 4) == 0);
     }
+}
+
+TEST_CASE("parallel_for covers every index once under back-to-back calls from several threads") {
+  // Workers spin between regions and sleep after STAGECRAFT_CPU_SPIN_US: regions that follow
+  // each other at once, regions after a pause (workers asleep) and callers that find the pool
+  // taken (inline) must all cover [0, n) exactly once.
+  auto hammer = [](int rounds, int pause_every, int64_t* bad) {
+    for (int r = 0; r < rounds; ++r) {
+      const int64_t n = 1 + r % 97;
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      kernels::cpu::parallel_for(n, 1, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+      });
+      for (auto& h : hits) *bad += h.load() != 1;
+      if (pause_every > 0 && r % pause_every == 0) std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+  };
+  int64_t bad_a = 0, bad_b = 0, bad_c = 0;
+  std::thread a(hammer, 3000, 0, &bad_a), b(hammer, 3000, 0, &bad_b);
+  hammer(300, 7, &bad_c);
+  a.join();
+  b.join();
+  CHECK(bad_a == 0);
+  CHECK(bad_b == 0);
+  CHECK(bad_c == 0);
 }
