@@ -266,6 +266,12 @@ void ZmqSendChannel::Impl::run() {
       }
     }
     send_queued();  // what the callbacks just queued on this thread (no wake-up was sent)
+    {
+      // A callback of that second pass (a failed encode returns its credit, and on_credit
+      // may queue the next packet) queued work with no wake-up: do not sleep on it.
+      std::lock_guard lk(mu);
+      if (!outbox.empty()) wake.notify();
+    }
     heartbeat();
   }
   sock.close();
