@@ -400,29 +400,27 @@ void NodeRuntime::Impl::bind_gpu_inbound(const NodeSpec& me, int credits) {
                                                "channel cuda_ipc)"
                                              : ""));
   };
-  const transport::Hello hello{opt.node, hash};
+  // The options both GPU receive channels share.
+  [[maybe_unused]] auto options_for = [&](auto& o) {
+    o.hello = {opt.node, hash};
+    o.credits = credits;
+    o.device = gpu_in->device;
+    o.on_packet = on_packet;
+    o.on_note = on_note;
+    o.on_failed = on_failed;
+  };
   try {
 #ifdef STAGECRAFT_HAVE_CUDA
     if (gpu_in->kind == ChannelKind::cuda_ipc) {
       transport::CudaIpcRecvOptions o;
-      o.hello = hello;
-      o.credits = credits;
-      o.device = gpu_in->device;
-      o.on_packet = on_packet;
-      o.on_note = on_note;
-      o.on_failed = on_failed;
+      options_for(o);
       gpu_inbound = transport::CudaIpcRecvChannel::bind(ctx, ep, std::move(o));
     }
 #endif
 #ifdef STAGECRAFT_HAVE_NCCL
     if (gpu_in->kind == ChannelKind::nccl) {
       transport::NcclRecvOptions o;
-      o.hello = hello;
-      o.credits = credits;
-      o.device = gpu_in->device;
-      o.on_packet = on_packet;
-      o.on_note = on_note;
-      o.on_failed = on_failed;
+      options_for(o);
       gpu_inbound = transport::NcclRecvChannel::bind(ctx, ep, std::move(o));
     }
 #endif
