@@ -22,6 +22,7 @@
 #include <cuda_runtime.h>
 #endif
 
+#include "bench/support/baseline_blas.hpp"
 #include "core/device.hpp"
 #include "kernels/cpu/cpu_ops.hpp"
 #include "kernels/cpu/common.hpp"
@@ -103,9 +104,12 @@ void bench_linear(Device d, bool quick, Results& r) {
           auto t0 = std::chrono::steady_clock::now();
           Tensor y = ops::linear(x, w, &b);
           auto t1 = std::chrono::steady_clock::now();
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(C),
-                      static_cast<int>(C), 1.0f, px, static_cast<int>(C), pw, static_cast<int>(C), 0.0f, out.data(),
-                      static_cast<int>(C));
+          {
+            const bench::BaselineBlasThreads baseline(kernels::cpu::num_threads());
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(C),
+                        static_cast<int>(C), 1.0f, px, static_cast<int>(C), pw, static_cast<int>(C), 0.0f,
+                        out.data(), static_cast<int>(C));
+          }
           auto t2 = std::chrono::steady_clock::now();
           if (i == 0) continue;  // warm-up
           tl.push_back(std::chrono::duration<double>(t1 - t0).count());
@@ -273,6 +277,7 @@ void bench_conv_winograd(bool quick) {
       const double f4 = timed([&] { y4 = kernels::cpu::conv2d_winograd(x, w, &b, 4); });
       const double f2 = timed([&] { y2 = kernels::cpu::conv2d_winograd(x, w, &b, 2); });
       const double op = timed([&] { ops::conv2d(x, w, &b, 1, 1); });
+      const bench::BaselineBlasThreads baseline(kernels::cpu::num_threads());
       const auto t0 = clk::now();
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(G), static_cast<int>(G),
                   static_cast<int>(G), 1.0f, ga.data_as<float>(), static_cast<int>(G), gb.data_as<float>(),

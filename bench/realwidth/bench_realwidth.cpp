@@ -52,12 +52,11 @@
 #include "bench/support/bench_util.hpp"
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
+#include "bench/support/baseline_blas.hpp"
 #include "kernels/ops.hpp"
 #include "stages/model/weights.hpp"
 #include "stages/pipeline/text_to_image.hpp"
 
-extern "C" void openblas_set_num_threads(int);
-extern "C" int openblas_get_num_threads(void);
 
 namespace fs = std::filesystem;
 using namespace stagecraft;
@@ -262,10 +261,9 @@ double text_flops(const nlohmann::json& c, double L) {
 
 // GFLOP/s of cblas_sgemm at n^3 with `threads` OpenBLAS threads: median of `reps`. The
 // kernels run OpenBLAS single-threaded on their own pool (kernels/cpu/blas.hpp), so the count
-// is set for this measurement only and put back after it.
+// is set for this measurement only (BaselineBlasThreads) and put back after it.
 double sgemm_rate(int n, int reps, int threads) {
-  const int kernels_threads = openblas_get_num_threads();
-  openblas_set_num_threads(threads);
+  const stagecraft::bench::BaselineBlasThreads baseline(threads);
   std::vector<float> a(size_t(n) * n), b(size_t(n) * n), c(size_t(n) * n);
   for (size_t i = 0; i < a.size(); ++i) {
     a[i] = float((i * 7) % 13) * 0.01f;
@@ -278,7 +276,6 @@ double sgemm_rate(int n, int reps, int threads) {
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
     if (r > 0) rates.push_back(2.0 * n * n * n / s * 1e-9);
   }
-  openblas_set_num_threads(kernels_threads);
   return median(rates);
 }
 
