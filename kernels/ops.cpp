@@ -225,6 +225,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attent
   SC_CHECK(opt.scale == opt.scale, Errc::invalid_argument, "attention: scale is NaN");
   check_same_dtype("attention", {&q, &k, &v});
   check_same_device("attention", {&q, &k, &v, opt.key_padding_mask});
+#if STAGECRAFT_HAVE_CUDA
+  if (q.device().is_cuda() && opt.out_layout == AttentionLayout::tokens_first) {
+    // The CUDA kernels write [B, H, Lq, D]; the permuted copy gives the layout asked for.
+    AttentionOptions heads_first = opt;
+    heads_first.out_layout = AttentionLayout::heads_first;
+    return contiguous(kernels::cuda::attention(q, k, v, heads_first).permute({0, 2, 1, 3}));
+  }
+#endif
   SC_DISPATCH(q.device(), attention, q, k, v, opt);
 }
 

@@ -38,15 +38,22 @@ Tensor linear_residual_per_item(const Tensor& x, const Tensor& w, const Tensor* 
                                 const Tensor* gate = nullptr);
 
 // ---- attention ----
+enum class AttentionLayout {
+  heads_first,   ///< [B, H, Lq, D], the inputs' layout
+  tokens_first,  ///< [B, Lq, H, D]: reshaped to [B, Lq, H·D] (free), the rows an output projection reads
+};
 struct AttentionOptions {
   bool causal = false;  ///< query i attends to keys j <= i (+ Lk - Lq offset)
   /// Optional [B, Lk] mask, u8 or i32/i64 or float: nonzero = attend, 0 = ignore.
   const Tensor* key_padding_mask = nullptr;
   float scale = 0.0f;   ///< 0 means 1/sqrt(head_dim)
+  /// The output's layout. The CPU writes either directly; CUDA computes heads_first and
+  /// copies (an exact permutation), so both give the same numbers in the same layout.
+  AttentionLayout out_layout = AttentionLayout::heads_first;
 };
-/// softmax(q·kᵀ·scale + masks)·v. q [B, H, Lq, D], k/v [B, H, Lk, D] -> [B, H, Lq, D].
-/// Fully masked rows give zeros. CUDA: fused flash-style kernel for D in {64, 72, 128}
-/// (other D fall back to a materialising path).
+/// softmax(q·kᵀ·scale + masks)·v. q [B, H, Lq, D], k/v [B, H, Lk, D] -> [B, H, Lq, D] (or
+/// [B, Lq, H, D], opt.out_layout). Fully masked rows give zeros. CUDA: fused flash-style
+/// kernel for D in {64, 72, 128} (other D fall back to a materialising path).
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opt = {});
 
 // ---- normalisation and activations ----

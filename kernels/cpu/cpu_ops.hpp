@@ -22,9 +22,8 @@ Tensor linear_residual_per_item(const Tensor& x, const Tensor& w, const Tensor* 
                                 const Tensor* gate);
 
 // ---- attention ----
-/// softmax(q·kᵀ·scale + masks)·v. q [B, H, Lq, D], k/v [B, H, Lk, D] -> [B, H, Lq, D].
-/// Fully masked rows give zeros. CUDA: fused flash-style kernel for D in {64, 72, 128}
-/// (other D fall back to a materialising path).
+/// softmax(q·kᵀ·scale + masks)·v. q [B, H, Lq, D], k/v [B, H, Lk, D] -> [B, H, Lq, D] or
+/// [B, Lq, H, D] (opt.out_layout), written directly. Fully masked rows give zeros.
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const ops::AttentionOptions& opt);
 
 // ---- normalisation and activations ----

@@ -208,8 +208,9 @@ Tensor PixArtTransformer::attention(const Linear& q, const Linear& o, const Tens
   Tensor vh = split(v, Lk);
   ops::AttentionOptions opt;
   opt.key_padding_mask = key_mask;
-  Tensor a = ops::attention(qh, kh, vh, opt);
-  a = ops::contiguous(a.permute({0, 2, 1, 3})).reshape({B, Lq, dim_});
+  // Written as [B, Lq, H, Dh], the rows the output projection reads: no copy between them.
+  opt.out_layout = ops::AttentionLayout::tokens_first;
+  Tensor a = ops::attention(qh, kh, vh, opt).reshape({B, Lq, dim_});
   // The output projection adds itself (gated) to the residual stream in its epilogue.
   return ops::linear_residual_per_item(a, o.w, o.b.defined() ? &o.b : nullptr, residual, gate);
 }

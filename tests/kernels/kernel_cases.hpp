@@ -299,6 +299,28 @@ inline void attention(Device dev) {
                  return ref::attention(t[0], t[1], t[2], oo);
                });
     }
+  // The tokens-first output layout ([B, Lq, H, D]: a transformer's [B, Lq, H·D] rows), causal and masked.
+  {
+    std::vector<float> mask(2 * 21, 1.0f);
+    for (int j = 10; j < 21; ++j) mask[j] = 0.0f;
+    Inputs in{rand_tensor({2, 3, 19, 72}), rand_tensor({2, 3, 21, 72}), rand_tensor({2, 3, 21, 72}),
+              Tensor::from_vector(mask, {2, 21}).to(DType::u8)};
+    for (bool causal : {false, true})
+      check_op(dev, std::string("attention with a tokens-first output") + (causal ? " causal" : ""), in,
+               [&](const Inputs& t) {
+                 ops::AttentionOptions o;
+                 o.causal = causal;
+                 o.key_padding_mask = &t[3];
+                 o.out_layout = ops::AttentionLayout::tokens_first;
+                 return ops::attention(t[0], t[1], t[2], o);
+               },
+               [&](const Inputs& t) {
+                 ops::AttentionOptions o;
+                 o.causal = causal;
+                 o.key_padding_mask = &t[3];
+                 return ops::contiguous(ref::attention(t[0], t[1], t[2], o).permute({0, 2, 1, 3}));
+               });
+  }
   // q, k, v as views of a [B, L, H, D] projection (strided along tokens) and an i32 mask.
   Inputs in{rand_tensor({2, 19, 3, 16}), rand_tensor({2, 23, 3, 16}), rand_tensor({2, 23, 3, 16}),
             Tensor::from_vector(std::vector<float>(46, 1.0f), {2, 23}).to(DType::i32)};

@@ -1,0 +1,226 @@
+// The attention task (attention_block.hpp) compiled three times from attention_block.inc:
+// scalar, AVX2 + FMA and AVX-512F, each in its own namespace with its vector policy V.
+// The SIMD ones are compiled for their ISA by `#pragma GCC target` whatever the build's
+// -march (as gemm_rows's AVX-512 kernel) and picked at run time. Each policy does the same
+// lane-wise operations, exp included, so the three give the same bits; this file is built
+// with -ffp-contract=off (kernels/CMakeLists.txt) so the compiler fuses no multiply and add
+// behind our back in one kernel and not in another.
+#include "kernels/cpu/attention_block.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define SC_ATTN_X86 1
+#else
+#define SC_ATTN_X86 0
+#endif
+
+namespace stagecraft::kernels::cpu {
+namespace {
+
+// Cephes-style exp, 2^n · p(r) with r in [-ln2/2, ln2/2] (as kernels/cpu/common.cpp's, ~2 ulp);
+// inputs below -87 give exactly 0. The constants, shared by every policy:
+constexpr float kExpHi = 88.3762626647949f, kExpLo = -87.0f, kLog2e = 1.44269504088896341f;
+constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
+constexpr float kP0 = 1.9875691500E-4f, kP1 = 1.3981999507E-3f, kP2 = 8.3334519073E-3f, kP3 = 4.1665795894E-2f,
+                kP4 = 1.6666665459E-1f, kP5 = 5.0000001201E-1f;
+
+namespace scalar {
+struct V {
+  using T = float;
+  static constexpr int W = 1, RK = 4, NQ = 4, RD = 4;
+  static T zero() { return 0.0f; }
+  static T load(const float* p) { return *p; }
+  static void store(float* p, T x) { *p = x; }
+  static T set1(float f) { return f; }
+  static T fma(T a, T b, T c) { return std::fma(a, b, c); }
+  static T add(T a, T b) { return a + b; }
+  static T sub(T a, T b) { return a - b; }
+  static T max(T a, T b) { return a > b ? a : b; }  // _mm*_max_ps's choice on ties and NaN
+  static T lanes_from(float base) { return base; }
+  static T neg_inf_where_less(T x, T last, float j) { return last < j ? -std::numeric_limits<float>::infinity() : x; }
+  static T zero_where_neg_inf(T m) { return m == -std::numeric_limits<float>::infinity() ? 0.0f : m; }
+  static T recip_or_zero(T l) { return l != 0.0f ? 1.0f / l : 0.0f; }
+  static T exp(T x) {
+    const bool under = x < kExpLo;
+    x = x < kExpHi ? x : kExpHi;  // min then max as the SIMD ones (same result for NaN)
+    x = x > kExpLo ? x : kExpLo;
+    const float fx = std::floor(std::fma(x, kLog2e, 0.5f));
+    x = std::fma(-fx, kLn2Hi, x);
+    x = std::fma(-fx, kLn2Lo, x);
+    const float z = x * x;
+    float y = kP0;
+    y = std::fma(y, x, kP1);
+    y = std::fma(y, x, kP2);
+    y = std::fma(y, x, kP3);
+    y = std::fma(y, x, kP4);
+    y = std::fma(y, x, kP5);
+    y = std::fma(y, z, x);
+    y = y + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(fx) + 127) * (1 << 23);
+    float pow2;
+    std::memcpy(&pow2, &bits, 4);
+    y = y * pow2;
+    return under ? 0.0f : y;
+  }
+};
+#include "kernels/cpu/attention_block.inc"
+}  // namespace scalar
+
+#if SC_ATTN_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+struct V {
+  using T = __m256;
+  static constexpr int W = 8, RK = 3, NQ = 3, RD = 3;  // 9 accumulators + 3 + 1 of 16 registers
+  static T zero() { return _mm256_setzero_ps(); }
+  static T load(const float* p) { return _mm256_load_ps(p); }
+  static void store(float* p, T x) { _mm256_store_ps(p, x); }
+  static T set1(float f) { return _mm256_set1_ps(f); }
+  static T fma(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static T max(T a, T b) { return _mm256_max_ps(a, b); }
+  static T lanes_from(float base) { return _mm256_add_ps(set1(base), _mm256_setr_ps(0, 1, 2, 3, 4, 5, 6, 7)); }
+  static T neg_inf_where_less(T x, T last, float j) {
+    return _mm256_blendv_ps(x, set1(-std::numeric_limits<float>::infinity()), _mm256_cmp_ps(last, set1(j), _CMP_LT_OQ));
+  }
+  static T zero_where_neg_inf(T m) {
+    return _mm256_blendv_ps(m, zero(), _mm256_cmp_ps(m, set1(-std::numeric_limits<float>::infinity()), _CMP_EQ_OQ));
+  }
+  static T recip_or_zero(T l) {
+    return _mm256_and_ps(_mm256_div_ps(set1(1.0f), l), _mm256_cmp_ps(l, zero(), _CMP_NEQ_UQ));
+  }
+  static T exp(T x) {
+    const __m256 under = _mm256_cmp_ps(x, set1(kExpLo), _CMP_LT_OQ);
+    x = _mm256_max_ps(_mm256_min_ps(x, set1(kExpHi)), set1(kExpLo));
+    const __m256 fx = _mm256_floor_ps(_mm256_fmadd_ps(x, set1(kLog2e), set1(0.5f)));
+    x = _mm256_fnmadd_ps(fx, set1(kLn2Hi), x);
+    x = _mm256_fnmadd_ps(fx, set1(kLn2Lo), x);
+    const __m256 z = _mm256_mul_ps(x, x);
+    __m256 y = set1(kP0);
+    y = _mm256_fmadd_ps(y, x, set1(kP1));
+    y = _mm256_fmadd_ps(y, x, set1(kP2));
+    y = _mm256_fmadd_ps(y, x, set1(kP3));
+    y = _mm256_fmadd_ps(y, x, set1(kP4));
+    y = _mm256_fmadd_ps(y, x, set1(kP5));
+    y = _mm256_fmadd_ps(y, z, x);
+    y = _mm256_add_ps(y, set1(1.0f));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, y);
+  }
+};
+#include "kernels/cpu/attention_block.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_ps() and warn about it when inlined.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+namespace avx512 {
+struct V {
+  using T = __m512;
+  static constexpr int W = 16, RK = 6, NQ = 4, RD = 6;  // 24 accumulators + 4 + 1 of 32 registers
+  static T zero() { return _mm512_setzero_ps(); }
+  static T load(const float* p) { return _mm512_load_ps(p); }
+  static void store(float* p, T x) { _mm512_store_ps(p, x); }
+  static T set1(float f) { return _mm512_set1_ps(f); }
+  static T fma(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T add(T a, T b) { return _mm512_add_ps(a, b); }
+  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  static T max(T a, T b) { return _mm512_max_ps(a, b); }
+  static T lanes_from(float base) {
+    return _mm512_add_ps(set1(base), _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  }
+  static T neg_inf_where_less(T x, T last, float j) {
+    return _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(last, set1(j), _CMP_LT_OQ),
+                              set1(-std::numeric_limits<float>::infinity()));
+  }
+  static T zero_where_neg_inf(T m) {
+    return _mm512_mask_mov_ps(m, _mm512_cmp_ps_mask(m, set1(-std::numeric_limits<float>::infinity()), _CMP_EQ_OQ),
+                              zero());
+  }
+  static T recip_or_zero(T l) {
+    return _mm512_maskz_div_ps(_mm512_cmp_ps_mask(l, zero(), _CMP_NEQ_UQ), set1(1.0f), l);
+  }
+  static T exp(T x) {
+    const __mmask16 under = _mm512_cmp_ps_mask(x, set1(kExpLo), _CMP_LT_OQ);
+    x = _mm512_max_ps(_mm512_min_ps(x, set1(kExpHi)), set1(kExpLo));
+    const __m512 fx =
+        _mm512_roundscale_ps(_mm512_fmadd_ps(x, set1(kLog2e), set1(0.5f)), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(fx, set1(kLn2Hi), x);
+    x = _mm512_fnmadd_ps(fx, set1(kLn2Lo), x);
+    const __m512 z = _mm512_mul_ps(x, x);
+    __m512 y = set1(kP0);
+    y = _mm512_fmadd_ps(y, x, set1(kP1));
+    y = _mm512_fmadd_ps(y, x, set1(kP2));
+    y = _mm512_fmadd_ps(y, x, set1(kP3));
+    y = _mm512_fmadd_ps(y, x, set1(kP4));
+    y = _mm512_fmadd_ps(y, x, set1(kP5));
+    y = _mm512_fmadd_ps(y, z, x);
+    y = _mm512_add_ps(y, set1(1.0f));
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
+    return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), y);
+  }
+};
+#include "kernels/cpu/attention_block.inc"
+}  // namespace avx512
+#pragma GCC diagnostic pop
+#pragma GCC pop_options
+#endif
+
+}  // namespace
+
+size_t attn_scratch_floats(int64_t D, int64_t n) {
+  return static_cast<size_t>((2 * D + 1 + std::max<int64_t>(n, 1)) * kAttnQueries);
+}
+
+bool attn_isa_available(AttnIsa isa) {
+  switch (isa) {
+    case AttnIsa::scalar: return true;
+#if SC_ATTN_X86
+    case AttnIsa::avx2: {
+      static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      return yes;
+    }
+    case AttnIsa::avx512: {
+      static const bool yes = __builtin_cpu_supports("avx512f");
+      return yes;
+    }
+#endif
+    default: return false;
+  }
+}
+
+AttnIsa attn_best_isa() {
+  static const AttnIsa best = [] {
+    const char* e = std::getenv("STAGECRAFT_GEMM_ROWS_AVX512");
+    if (attn_isa_available(AttnIsa::avx512) && !(e && std::string(e) == "0")) return AttnIsa::avx512;
+    return attn_isa_available(AttnIsa::avx2) ? AttnIsa::avx2 : AttnIsa::scalar;
+  }();
+  return best;
+}
+
+void attn_block(AttnIsa isa, const AttnTask& task, float* scratch) {
+  switch (isa) {
+#if SC_ATTN_X86
+    case AttnIsa::avx512: avx512::run_block(task, scratch); return;
+    case AttnIsa::avx2: avx2::run_block(task, scratch); return;
+#endif
+    default: scalar::run_block(task, scratch); return;
+  }
+}
+
+}  // namespace stagecraft::kernels::cpu
