@@ -7,7 +7,10 @@
 //   hop      no-op stages, no tensors, one job at a time, over ipc: median latency against
 //            the same pipeline in one process (`stagecraft serve`); the difference over the
 //            three process crossings (a->b, b->c, c->head) is the added cost per hop
-//            (target <= 100 us)
+//            (target <= 100 us). Beside it, in the same run, a bare cppzmq PAIR ping-pong
+//            over ipc between this process and a child echoing back, one message at a
+//            time: half its round trip is ZeroMQ's own cost of one hop on this machine,
+//            the floor under the added cost per hop.
 //   netns    the overlap pipeline with `b` in another network namespace, joined by a veth
 //            pair limited to 1 Gbit/s with tbf: jobs/s against min(compute bound, link
 //            bound) (target >= 85%); skipped, saying why, where namespaces cannot be made
@@ -16,6 +19,7 @@
 // baseline included, so the front door's cost is on both sides of each ratio.
 //
 //   bench_split [--jobs 100] [--hops 300] [--case overlap|hop|netns]
+//   (bench_split --zmq-echo ENDPOINT is the echoing child of the hop case's baseline)
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +31,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <zmq.hpp>
 
 #include "cli/node_processes.hpp"
 #include "clients/cpp/client.hpp"
@@ -156,6 +162,45 @@ double median_latency_us(const std::string& endpoint, int n) {
 
 const char* verdict(bool ok) { return ok ? "PASS" : "MISS"; }
 
+/// The child of the bare baseline: echoes every message on a PAIR socket until "q".
+int zmq_echo(const std::string& endpoint) {
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::pair);
+  s.set(zmq::sockopt::linger, 0);
+  s.connect(endpoint);
+  zmq::message_t m;
+  while (s.recv(m)) {
+    if (m.to_string_view() == "q") break;
+    s.send(m, zmq::send_flags::none);
+  }
+  return 0;
+}
+
+/// Median one-way latency (half the round trip) of a bare PAIR over ipc between this
+/// process and an echoing child, `n` one-byte messages one at a time as the jobs go.
+double bare_zmq_one_way_us(const Temp& t, int n) {
+  const std::string ep = "ipc://" + t.dir + "/echo.sock";
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::pair);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::rcvtimeo, 10000);
+  s.set(zmq::sockopt::sndtimeo, 10000);  // PAIR blocks a send until its peer is there
+  s.bind(ep);
+  cli::NodeProcesses child;
+  child.start("echo", {"--zmq-echo", ep}, t.dir + "/echo.log", "/proc/self/exe");
+  zmq::message_t m;
+  std::vector<double> us;
+  for (int i = 0; i < n + 20; ++i) {
+    const auto t0 = Clock::now();
+    if (!s.send(zmq::str_buffer("x"), zmq::send_flags::none) || !s.recv(m)) break;  // the child is gone
+    if (i >= 20) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / 2.0);
+  }
+  s.send(zmq::str_buffer("q"), zmq::send_flags::dontwait);
+  child.stop(std::chrono::seconds(2));
+  std::sort(us.begin(), us.end());
+  return us.empty() ? 0 : us[us.size() / 2];
+}
+
 void overlap(int jobs) {
   Temp t;
   const auto eps = std::vector<std::string>{"ipc://" + t.dir + "/a.sock", "ipc://" + t.dir + "/b.sock",
@@ -186,10 +231,13 @@ void hop(int n) {
     start(d, t, split, true);
     split_us = median_latency_us(d.jobs, n);
   }
+  const double bare_us = bare_zmq_one_way_us(t, n);
   const double per_hop = (split_us - single_us) / 3.0;
   std::printf("hop      empty packets over ipc, one job at a time, %d jobs, median latency\n", n);
   std::printf("  one process %.0f us   three processes %.0f us   added per hop %.0f us (3 hops; target <= 100) %s\n",
               single_us, split_us, per_hop, verdict(per_hop <= 100.0));
+  std::printf("  bare ZeroMQ one-way over ipc (PAIR ping-pong / 2, same run) %.0f us: the hop adds %.0f us beyond it\n",
+              bare_us, per_hop - bare_us);
 }
 
 bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
@@ -242,6 +290,7 @@ void netns(int jobs) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--zmq-echo") return zmq_echo(argv[2]);
   int jobs = 100, hops = 300;
   std::string only;
   for (int i = 1; i < argc; ++i) {
