@@ -44,6 +44,8 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/support/bench_util.hpp"
+#include "bench/support/model_flops.hpp"
+#include "bench/support/sgemm_rate.hpp"
 #include "actors/engine.hpp"
 #include "core/error.hpp"
 #include "core/pipeline_spec.hpp"
@@ -295,6 +297,35 @@ void step_batches(const TextToImagePipeline& pipe, const std::vector<int>& sizes
   std::fflush(stdout);
 }
 
+// What the machine allows: the denoiser's FLOPs per image (model_flops.hpp) against the
+// sgemm rate measured now. Batching can only raise the denoiser's FLOP rate, so images/s
+// at once cannot pass sgemm rate / FLOPs per image, however large the batches; the ratio of
+// that bound to one at a time is the most batching could give on this machine.
+void print_batching_bound(const TextToImagePipeline& pipe, const PipelineSpec& spec, int threads, double serial_ips,
+                          double serial_denoise_ms, double batched_denoise_ms, int jobs) {
+  const GenerateOptions r = pipe.resolve(options_of(with_defaults(batch_request(0), spec.defaults)));
+  const auto cfg = [&](const char* part) {
+    return nlohmann::json::parse(bench::slurp(spec.model_dir + "/" + part + "/config.json"));
+  };
+  const nlohmann::json vae = cfg("vae");
+  const double scale = double(1 << (vae.at("block_out_channels").size() - 1));
+  const double cfg_batch = r.guidance > 1.0f ? 2 : 1, text_len = pipe.tokenizer().model_max_length();
+  const double per_step = bench::transformer_flops(cfg("transformer"), cfg_batch, r.height / scale, r.width / scale, text_len);
+  const double per_image = per_step * r.steps;
+  const double rate = bench::sgemm_rate(1024, 5, threads);
+  const double bound_ips = rate * 1e9 / per_image;
+  std::printf("\ndenoiser FLOPs: %.1f MFLOP per job-step (CFG batch %.0f, %.0fx%.0f latent, %.0f text tokens) x %d steps "
+              "= %.2f GFLOP per image\n",
+              per_step * 1e-6, cfg_batch, r.height / scale, r.width / scale, text_len, r.steps, per_image * 1e-9);
+  std::printf("denoiser achieved: one at a time %.1f GFLOP/s, at once %.1f GFLOP/s; sgemm 1024^3 (OpenBLAS, %d threads, "
+              "this run) %.1f GFLOP/s\n",
+              jobs * per_image * 1e-9 / (serial_denoise_ms * 1e-3), jobs * per_image * 1e-9 / (batched_denoise_ms * 1e-3),
+              threads, rate);
+  std::printf("bound: with the denoiser alone at the sgemm rate, %.1f images/s = %.2fx one at a time (the 3x target "
+              "needs %.1f GFLOP/s in the denoiser)\n",
+              bound_ips, bound_ips / serial_ips, 3 * serial_ips * per_image * 1e-9);
+}
+
 int run_batching(const Options& opt) {
   PipelineSpec spec = load_pipeline_spec(opt.pipeline);
   spec.limits.max_pending_jobs = std::max(spec.limits.max_pending_jobs, opt.jobs + 1);
@@ -376,6 +407,8 @@ int run_batching(const Options& opt) {
               r >= 3.0 ? "PASS" : "MISS");
   std::printf("every image byte-identical to its lone generate() in both modes (%d images): %s\n",
               2 * opt.jobs * opt.repeats, mismatches == 0 ? "PASS" : "MISS");
+  print_batching_bound(pipe, spec, opt.threads, median(serial_ips), median(serial_busy[denoise]),
+                       median(batched_busy[denoise]), opt.jobs);
   return mismatches == 0 ? 0 : 1;
 }
 

@@ -43,7 +43,6 @@
 #include <string>
 #include <vector>
 
-#include <cblas.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,7 +51,8 @@
 #include "bench/support/bench_util.hpp"
 #include "core/error.hpp"
 #include "core/safetensors.hpp"
-#include "bench/support/baseline_blas.hpp"
+#include "bench/support/model_flops.hpp"
+#include "bench/support/sgemm_rate.hpp"
 #include "kernels/ops.hpp"
 #include "stages/model/weights.hpp"
 #include "stages/pipeline/text_to_image.hpp"
@@ -134,6 +134,10 @@ Options parse(int argc, char** argv) {
 }
 
 using bench::median;
+using bench::sgemm_rate;
+using bench::text_encoder_flops;
+using bench::transformer_flops;
+using bench::vae_decoder_flops;
 using bench::shell_quote;
 using bench::slurp;
 
@@ -190,93 +194,6 @@ double cpu_ms() {  // CPU time of the whole process (all threads)
   timespec ts{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-// ------------------------------------------------------------------ FLOP counts
-
-double lin(double rows, double in, double out) { return 2.0 * rows * in * out; }
-
-// One PixArt transformer call: batch B, latent h x w, text length L. Linear layers (patch
-// embedding, timestep and caption MLPs, q/k/v/out, feed-forward, adaLN, proj_out) and the
-// attention products (QK^T and PV); norms, activations and modulations are left out.
-double transformer_flops(const nlohmann::json& c, double B, double h, double w, double L) {
-  const double heads = c.at("num_attention_heads").get<double>(), hd = c.at("attention_head_dim").get<double>();
-  const double D = heads * hd, p = c.value("patch_size", 2);
-  const double N = (h / p) * (w / p);
-  const double cin = c.value("in_channels", 4);
-  const double cout = c.contains("out_channels") && !c["out_channels"].is_null() ? c["out_channels"].get<double>() : cin;
-  const double cap = c.at("caption_channels").get<double>();
-  const double xdim = c.contains("cross_attention_dim") && !c["cross_attention_dim"].is_null()
-                          ? c["cross_attention_dim"].get<double>()
-                          : D;
-  const double layers = c.at("num_layers").get<double>();
-  double f = lin(B * N, cin * p * p, D);                     // patch embedding
-  f += lin(B, 256, D) + lin(B, D, D) + lin(B, D, 6 * D);     // timestep MLP + adaLN-single
-  f += lin(B * L, cap, D) + lin(B * L, D, D);                // caption projection
-  double blk = 4 * lin(B * N, D, D) + 2 * (2 * B * N * N * D);                                  // self-attention
-  blk += 2 * lin(B * N, D, D) + 2 * lin(B * L, xdim, D) + 2 * (2 * B * N * L * D);              // cross-attention
-  blk += lin(B * N, D, 4 * D) + lin(B * N, 4 * D, D);                                           // feed-forward
-  f += layers * blk;
-  f += lin(B * N, D, p * p * cout);                          // proj_out
-  return f;
-}
-
-// The VAE decoder's convolutions as direct convolution (2·O·I·k²·Hout·Wout); the mid block's
-// attention (< 1% at these widths), norms and activations are left out.
-double vae_flops(const nlohmann::json& c, double h, double w) {
-  auto conv = [](double o, double i, double k, double hh, double ww) { return 2.0 * o * i * k * k * hh * ww; };
-  const std::vector<double> boc = c.at("block_out_channels").get<std::vector<double>>();
-  const double lc = c.value("latent_channels", 4), lpb = c.value("layers_per_block", 2);
-  const double outc = c.value("out_channels", 3);
-  double f = c.value("use_post_quant_conv", true) ? conv(lc, lc, 1, h, w) : 0.0;
-  f += conv(boc.back(), lc, 3, h, w);                               // conv_in
-  f += 4 * conv(boc.back(), boc.back(), 3, h, w);                   // mid block: 2 resnets
-  double ch = boc.back();
-  for (size_t i = 0; i < boc.size(); ++i) {
-    const double out = boc[boc.size() - 1 - i];
-    for (int r = 0; r < lpb + 1; ++r) {
-      const double in = r == 0 ? ch : out;
-      f += conv(out, in, 3, h, w) + conv(out, out, 3, h, w);
-      if (in != out) f += conv(out, in, 1, h, w);                   // shortcut
-    }
-    ch = out;
-    if (i + 1 != boc.size()) {
-      h *= 2;
-      w *= 2;
-      f += conv(out, out, 3, h, w);                                 // upsampler
-    }
-  }
-  f += conv(outc, boc.front(), 3, h, w);                            // conv_out
-  return f;
-}
-
-// CLIP text encoder, one prompt of L tokens: q/k/v/out, MLP and the attention products.
-double text_flops(const nlohmann::json& c, double L) {
-  const double D = c.at("hidden_size").get<double>(), I = c.at("intermediate_size").get<double>();
-  const double layers = c.at("num_hidden_layers").get<double>();
-  return layers * (4 * lin(L, D, D) + lin(L, D, I) + lin(L, I, D) + 2 * (2 * L * L * D));
-}
-
-// ------------------------------------------------------------------ sgemm
-
-// GFLOP/s of cblas_sgemm at n^3 with `threads` OpenBLAS threads: median of `reps`. The
-// kernels run OpenBLAS single-threaded on their own pool (kernels/cpu/blas.hpp), so the count
-// is set for this measurement only (BaselineBlasThreads) and put back after it.
-double sgemm_rate(int n, int reps, int threads) {
-  const stagecraft::bench::BaselineBlasThreads baseline(threads);
-  std::vector<float> a(size_t(n) * n), b(size_t(n) * n), c(size_t(n) * n);
-  for (size_t i = 0; i < a.size(); ++i) {
-    a[i] = float((i * 7) % 13) * 0.01f;
-    b[i] = float((i * 5) % 11) * 0.01f;
-  }
-  std::vector<double> rates;
-  for (int r = 0; r < reps + 1; ++r) {
-    const auto t0 = Clock::now();
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f, c.data(), n);
-    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-    if (r > 0) rates.push_back(2.0 * n * n * n / s * 1e-9);
-  }
-  return median(rates);
 }
 
 // ------------------------------------------------------------------ model and export
@@ -472,8 +389,8 @@ int main(int argc, char** argv) {
     const double lh = double(noise.size(2)), lw = double(noise.size(3)), L = double(cond.embeds.size(1));
     std::map<std::string, double> gflop;
     gflop["transformer"] = transformer_flops(tcfg, 2, lh, lw, L) * 1e-9;
-    gflop["vae_decoder"] = vae_flops(vcfg, lh, lw) * 1e-9;
-    gflop["total"] = g.steps * gflop["transformer"] + gflop["vae_decoder"] + 2 * text_flops(ccfg, L) * 1e-9;
+    gflop["vae_decoder"] = vae_decoder_flops(vcfg, lh, lw) * 1e-9;
+    gflop["total"] = g.steps * gflop["transformer"] + gflop["vae_decoder"] + 2 * text_encoder_flops(ccfg, L) * 1e-9;
 
     std::vector<double> gemm_rates;
     const std::string stages_arg = [&] {

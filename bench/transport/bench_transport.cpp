@@ -23,21 +23,16 @@
 #include <thread>
 #include <vector>
 
+#include "bench/support/bench_util.hpp"
 #include "transport/zmq_channel.hpp"
 
 using namespace stagecraft;
 using namespace stagecraft::transport;
 using Clock = std::chrono::steady_clock;
 using Sec = std::chrono::duration<double>;
+using stagecraft::bench::median;
 
 namespace {
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t h = v.size() / 2;
-  return v.size() % 2 ? v[h] : (v[h - 1] + v[h]) / 2;
-}
 
 std::string ipc_endpoint(const char* name) {
   return "ipc:///tmp/stagecraft-bench-" + std::to_string(getpid()) + "-" + name + ".sock";
