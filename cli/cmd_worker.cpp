@@ -2,8 +2,10 @@
 // processes (actors/node_runtime.hpp). The node may also come from STAGECRAFT_NODE,
 // so Slurm (srun), a Kubernetes pod or systemd can start workers with no wrapper.
 // The head node (the one with the first stage) also serves the job protocol
-// (--bind, --http as for `stagecraft serve`). SIGTERM or SIGINT stops the worker
-// (the head drains first: every accepted job is answered).
+// (--bind, --http as for `stagecraft serve`), its /metrics with its channels added;
+// another node serves /metrics, /healthz and /readyz when given --http
+// (service/node_http.hpp). SIGTERM or SIGINT stops the worker (the head drains
+// first: every accepted job is answered).
 //
 // stagecraft launch FILE: starts a worker per node of the file as child
 // processes, forwards SIGINT / SIGTERM to them, and exits when they have stopped.
@@ -11,7 +13,10 @@
 #include <atomic>
 #include <csignal>
 #include <cstdio>
+#include <functional>
 #include <iostream>
+#include <memory>
+#include <tuple>
 #include <thread>
 
 #include "actors/node_runtime.hpp"
@@ -22,6 +27,9 @@
 #include "cli/node_processes.hpp"
 #include "cli/serve_flags.hpp"
 #include "core/placement.hpp"
+#include "service/node_http.hpp"
+#include "service/node_metrics.hpp"
+#include "service/service_metrics.hpp"
 
 namespace {
 
@@ -61,6 +69,30 @@ void print_node_stats(const NodeRuntime& rt) {
   if (s.notes_dropped)
     std::fprintf(stderr, "node %s: %llu notes dropped (their node was not connected)\n", rt.node().c_str(),
                  (unsigned long long)s.notes_dropped);
+}
+
+/// /healthz, /readyz (every node this one sends to has welcomed it) and /metrics (its
+/// channels, then its stages' figures) for a worker that is not the head.
+std::unique_ptr<service::NodeHttp> start_node_http(const NodeRuntime& rt, const cli::ServeFlags& serve,
+                                                   std::function<std::string()> node_metrics) {
+  service::NodeHttpOptions o;
+  std::tie(o.host, o.port) = serve.http_address();
+  o.read_timeout = std::chrono::milliseconds(serve.http_read_timeout_ms);
+  o.ready = [&rt] {
+    for (const auto& p : rt.node_stats().peers)
+      if (!p.ready) return false;
+    return true;
+  };
+  const auto t0 = Clock::now();
+  o.metrics = [&rt, node_metrics = std::move(node_metrics), t0] {
+    service::PrometheusText stages;
+    service::add_stage_figures(stages, rt.stats(), std::chrono::duration<double>(Clock::now() - t0).count());
+    return node_metrics() + stages.str();
+  };
+  auto http = std::make_unique<service::NodeHttp>(o);
+  std::fprintf(stderr, "node %s: HTTP on http://%s:%u (/metrics, /healthz, /readyz)\n", rt.node().c_str(),
+               o.host.c_str(), unsigned(http->port()));
+  return http;
 }
 
 int run_worker(const std::vector<std::string>& argv) {
@@ -113,10 +145,20 @@ int run_worker(const std::vector<std::string>& argv) {
     }
   }
   if (g_signal.load() == 0) std::fprintf(stderr, "node %s: every node connected\n", node.c_str());
+  auto node_metrics = [&rt] {
+    service::PrometheusText out;
+    service::add_node_metrics(out, rt->node(), rt->node_stats());
+    return out.str();
+  };
   int rc = 0;
   if (rt->is_head() && g_signal.load() == 0) {
+    serve.opt.extra_metrics = node_metrics;
     rc = serve.serve(*rt, spec, file, app);
   } else {
+    // Another node serves HTTP only when asked (--http): the default address is the head's.
+    std::unique_ptr<service::NodeHttp> http;
+    if (app.count("--http") && serve.http != "off" && g_signal.load() == 0)
+      http = start_node_http(*rt, serve, node_metrics);
     while (g_signal.load() == 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       rt->wait_for_nodes(std::chrono::milliseconds(0));  // throws if a restarted peer refuses us

@@ -4,6 +4,7 @@
 // the same flags, the same drain on SIGTERM / SIGINT.
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "actors/job_runner.hpp"
 #include "cli/cli11.hpp"
@@ -23,6 +24,8 @@ struct ServeFlags {
   /// --max-jobs-per-client, --max-images-per-job, --max-message-bytes, --client-timeout-ms,
   /// --curve-secret, --curve-clients.
   void add_to(CLI::App& app);
+  /// --http as host and port; throws Error(invalid_argument) unless it is HOST:PORT.
+  std::pair<std::string, uint16_t> http_address() const;
   /// Serves `runner` until SIGTERM or SIGINT, then drains (every accepted job answered)
   /// and returns the exit code. Throws Error for bad flag values.
   int serve(JobRunner& runner, const PipelineSpec& spec, const std::string& file, const CLI::App& app);

@@ -538,7 +538,9 @@ bool JobServer::ready() const {
 }
 
 std::string JobServer::metrics_text() const {
-  return impl_->metrics->render(impl_->engine.stats(), impl_->counters, impl_->live_count.load());
+  std::string text = impl_->metrics->render(impl_->engine.stats(), impl_->counters, impl_->live_count.load());
+  if (impl_->opt.extra_metrics) text += impl_->opt.extra_metrics();
+  return text;
 }
 
 }  // namespace stagecraft::service

@@ -52,6 +52,9 @@ struct ServerOptions {
   std::optional<CurveOptions> curve;  ///< CurveZMQ encryption + client allow-list
   /// For the cost metric: what one device (lane) costs per hour; 0 = unknown, no metric.
   double price_per_device_hour = 0;
+  /// More Prometheus text appended to /metrics (its own metric families), e.g. the head
+  /// node's channels (service/node_metrics.hpp); called on the HTTP thread.
+  std::function<std::string()> extra_metrics;
 };
 
 /// Turns a finished job's "image" tensor (u8 [1, H, W, 3]) into PNG bytes. Injected so the

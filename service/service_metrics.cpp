@@ -58,6 +58,22 @@ double ServiceMetrics::images_per_second() const {
   return window > 0 ? double(recent_images_.size()) / window : 0.0;
 }
 
+void add_stage_figures(PrometheusText& out, const EngineStats& engine, double wall_seconds) {
+  for (const auto& st : engine.stages) {
+    const Labels l{{"stage", st.name}};
+    const double busy = std::chrono::duration<double>(st.busy).count();
+    out.counter("stagecraft_stage_busy_seconds_total", "Time the stage's lanes spent computing.", l, busy);
+    out.gauge("stagecraft_lane_utilization_ratio", "Busy time over wall time, per lane of the stage (0 to 1).", l,
+              wall_seconds > 0 && st.replicas > 0 ? std::min(1.0, busy / (wall_seconds * st.replicas)) : 0.0);
+    out.counter("stagecraft_stage_batches_total", "run() calls (steps, for the denoiser).", l, double(st.batches));
+    out.counter("stagecraft_stage_failures_total", "run() calls and stage callbacks that threw.", l,
+                double(st.failures));
+    out.gauge("stagecraft_stage_in_flight", "Packets inside the stage now.", l, double(st.in_flight));
+    out.gauge("stagecraft_stage_healthy", "1 when the stage is healthy, 0 when degraded.", l,
+              st.health == Health::ok ? 1.0 : 0.0);
+  }
+}
+
 std::string ServiceMetrics::render(const EngineStats& engine, const ServerCounters& door, size_t jobs_in_flight) const {
   PrometheusText out;
   std::lock_guard lk(mu_);
@@ -84,19 +100,9 @@ std::string ServiceMetrics::render(const EngineStats& engine, const ServerCounte
   out.gauge("stagecraft_images_per_second", "Images returned per second over the last minute.", {},
             images_per_second());
   out.histogram("stagecraft_job_duration_seconds", "Engine job submit to outcome.", {}, job_seconds_.snapshot());
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  add_stage_figures(out, engine, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count());
   for (const auto& st : engine.stages) {
     const Labels l{{"stage", st.name}};
-    const double busy = std::chrono::duration<double>(st.busy).count();
-    out.counter("stagecraft_stage_busy_seconds_total", "Time the stage's lanes spent computing.", l, busy);
-    out.gauge("stagecraft_lane_utilization_ratio", "Busy time over wall time, per lane of the stage (0 to 1).", l,
-              wall > 0 && st.replicas > 0 ? std::min(1.0, busy / (wall * st.replicas)) : 0.0);
-    out.counter("stagecraft_stage_batches_total", "run() calls (steps, for the denoiser).", l, double(st.batches));
-    out.counter("stagecraft_stage_failures_total", "run() calls and stage callbacks that threw.", l,
-                double(st.failures));
-    out.gauge("stagecraft_stage_in_flight", "Packets inside the stage now.", l, double(st.in_flight));
-    out.gauge("stagecraft_stage_healthy", "1 when the stage is healthy, 0 when degraded.", l,
-              st.health == Health::ok ? 1.0 : 0.0);
     if (auto it = stages_.find(st.name); it != stages_.end()) {
       out.histogram("stagecraft_stage_queue_seconds", "Time jobs waited before the stage.", l,
                     it->second->queue.snapshot());

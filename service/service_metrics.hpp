@@ -19,6 +19,11 @@ namespace stagecraft::service {
 
 struct ServerCounters;
 
+/// The engine's live per-stage figures (busy seconds, lane utilisation over `wall_seconds`,
+/// batches, failures, in flight, health): what /metrics shows of the stages of one process,
+/// the job service's or a worker's.
+void add_stage_figures(PrometheusText& out, const EngineStats& engine, double wall_seconds);
+
 class ServiceMetrics {
  public:
   explicit ServiceMetrics(std::vector<std::string> stage_names, double price_per_device_hour, int devices);

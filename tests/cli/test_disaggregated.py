@@ -20,6 +20,8 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 import zmq
 
@@ -324,6 +326,55 @@ class SplitPipelineTest(unittest.TestCase):
         self.assertIsNotNone(m, nodes["dit"].output())
         self.assertEqual(int(m.group(1)), 3)  # all three
         self.assertEqual(int(m.group(2)), 2)  # the two that are not even a header
+
+    def test_every_worker_shows_its_channels_and_stages_on_metrics(self):
+        d = self.folder()
+        pipeline = split_file(d, {n: f"ipc://{d}/{n}.sock" for n in ("enc", "dit", "vae")})
+        jobs = f"ipc://{d}/jobs.sock"
+        http = {n: f"127.0.0.1:{free_port()}" for n in ("enc", "dit", "vae")}
+        workers = {n: Worker(pipeline, n, "--http", http[n], *(("--bind", jobs) if n == "enc" else ()))
+                   for n in ("vae", "dit", "enc")}
+        self.workers += list(workers.values())
+        self.assertTrue(workers["enc"].wait_for("serving "), workers["enc"].output())
+        for n in ("dit", "vae"):
+            self.assertTrue(workers[n].wait_for("HTTP on"), workers[n].output())
+        with Client(jobs) as c:
+            res = [c.submit(PROMPT, seed=s) for s in SEEDS[:2]]
+            self.assert_images_match({s: j.result(120).images[0].data for s, j in zip(SEEDS, res)})
+
+        def get(node: str, path: str, method: str = "GET") -> tuple[int, str]:
+            req = urllib.request.Request(f"http://{http[node]}{path}", method=method)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        def samples(node: str) -> dict:
+            status, text = get(node, "/metrics")
+            self.assertEqual(status, 200, text)
+            return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+                    if l and not l.startswith("#")}
+
+        dit, vae, enc = samples("dit"), samples("vae"), samples("enc")
+        # Each job's latents cross dit -> vae once; the image goes back to the head.
+        sent = dit['stagecraft_channel_sent_packets_total{node="dit",peer="vae",channel="zmq"}']
+        self.assertEqual(sent, 2, dit)
+        self.assertGreater(dit['stagecraft_channel_sent_bytes_total{node="dit",peer="vae",channel="zmq"}'], 0)
+        self.assertEqual(dit['stagecraft_channel_connected{node="dit",peer="vae",channel="zmq"}'], 1)
+        self.assertEqual(vae['stagecraft_channel_received_packets_total{node="vae",channel="zmq"}'], 2, vae)
+        self.assertEqual(vae['stagecraft_node_jobs_entered_total{node="vae"}'], 2)
+        self.assertGreaterEqual(vae['stagecraft_stage_batches_total{stage="decode"}'], 1)
+        self.assertNotIn('stagecraft_stage_batches_total{stage="denoise"}', vae)  # only its own stages
+        # The head: the job service's figures and its own channels on one page.
+        self.assertEqual(enc['stagecraft_channel_sent_packets_total{node="enc",peer="dit",channel="zmq"}'], 2, enc)
+        self.assertEqual(enc['stagecraft_jobs_total{outcome="completed"}'], 2)
+        self.assertEqual(get("dit", "/readyz"), (200, "ready\n"))
+        self.assertEqual(get("vae", "/healthz"), (200, "ok\n"))
+        self.assertEqual(get("vae", "/metrics", method="POST")[0], 405)
+        status, text = get("dit", "/v1/images/generations")
+        self.assertEqual(status, 404)
+        self.assertIn("jobs go to the head", text)
 
 
 def can_make_namespaces() -> str:
