@@ -173,6 +173,22 @@ void panel_rows(const float* x, int64_t rows, int64_t K, const float* panel, con
 
 constexpr int kR512 = 8;
 
+// Part of the next pair's k slice, brought into L2 a share per tile while this pair
+// computes: `lines` cache lines of each panel from a and b (b null for a lone panel).
+struct Prefetch {
+  const char* a = nullptr;
+  const char* b = nullptr;
+  int64_t lines = 0;
+};
+
+SC_AVX512 inline void prefetch_share(const Prefetch& pf, int64_t part, int64_t parts) {
+  const int64_t l0 = pf.lines * part / parts, l1 = pf.lines * (part + 1) / parts;
+  for (int64_t l = l0; l < l1; ++l) {
+    _mm_prefetch(pf.a + l * 64, _MM_HINT_T1);
+    if (pf.b) _mm_prefetch(pf.b + l * 64, _MM_HINT_T1);
+  }
+}
+
 template <int R, int NP>
 SC_AVX512 void tile512(const float* x, int64_t K, const float* panel, const float* bias, float* y, int64_t N,
                        int64_t cols, int64_t k0, int64_t k1) {
@@ -210,9 +226,14 @@ SC_AVX512 void tile512(const float* x, int64_t K, const float* panel, const floa
 
 template <int NP>
 SC_AVX512 void panel_rows512(const float* x, int64_t rows, int64_t K, const float* panel, const float* bias, float* y,
-                             int64_t N, int64_t cols, int64_t k0, int64_t k1) {
+                             int64_t N, int64_t cols, int64_t k0, int64_t k1, const Prefetch& pf) {
+  const int64_t tiles = (rows + kR512 - 1) / kR512;
   int64_t m = 0;
-  for (; m + kR512 <= rows; m += kR512) tile512<kR512, NP>(x + m * K, K, panel, bias, y + m * N, N, cols, k0, k1);
+  for (; m + kR512 <= rows; m += kR512) {
+    if (pf.lines) prefetch_share(pf, m / kR512, tiles);
+    tile512<kR512, NP>(x + m * K, K, panel, bias, y + m * N, N, cols, k0, k1);
+  }
+  if (m < rows && pf.lines) prefetch_share(pf, tiles - 1, tiles);
   const float* xr = x + m * K;
   float* yr = y + m * N;
   switch (rows - m) {
@@ -237,17 +258,40 @@ SC_AVX512 void tasks512(const float* x, const PackedWeight& w, const float* bias
   const int64_t N = w.N, K = w.K, np = (N + kP - 1) / kP, mb = (M + kBlockM - 1) / kBlockM;
   const int64_t kc = kBlockK512;
   const int64_t sb_blocks = std::max<int64_t>(1, kSuperBlockBytes / (kc * 4 * kBlockM));
+  const int64_t first_pair = t0 / mb, last_pair = (t1 - 1) / mb;
+  // The k slice [k0, k1) of pair q's panels: (k1 - k0) cache lines each.
+  auto slice = [&](int64_t q, int64_t k0, int64_t k1) {
+    Prefetch pf;
+    pf.a = reinterpret_cast<const char*>(w.panel(2 * q) + k0 * kP);
+    pf.b = 2 * q + 1 < np ? reinterpret_cast<const char*>(w.panel(2 * q + 1) + k0 * kP) : nullptr;
+    pf.lines = k1 - k0;
+    return pf;
+  };
   for (int64_t sb0 = 0; sb0 < mb; sb0 += sb_blocks)
     for (int64_t k0 = 0; k0 < K; k0 += kc) {
-      const int64_t k1 = std::min(K, k0 + kc);
+      const int64_t k1 = std::min(K, k0 + kc), sb_n = std::min(sb_blocks, mb - sb0);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t blk = t % mb;
         if (blk < sb0 || blk >= sb0 + sb_blocks) continue;
         const int64_t m0 = blk * kBlockM, rows = std::min(M, m0 + kBlockM) - m0;
-        const int64_t p = (t / mb) * 2, n0 = p * kP, cols = std::min(N, n0 + 2 * kP) - n0;
+        const int64_t q = t / mb, p = q * 2, n0 = p * kP, cols = std::min(N, n0 + 2 * kP) - n0;
         const float* b = bias ? bias + n0 : nullptr;
-        if (p + 1 < np) panel_rows512<2>(x + m0 * K, rows, K, w.panel(p), b, y + m0 * N + n0, N, cols, k0, k1);
-        else panel_rows512<1>(x + m0 * K, rows, K, w.panel(p), b, y + m0 * N + n0, N, cols, k0, k1);
+        // While this pair's row blocks run, the chunk's next pair (or its first pair at the
+        // next k block, or at the next super-block's first) is fetched into L2, a share per
+        // row tile, so its slice does not arrive from memory on demand: the weights of a
+        // transformer call (~80 MB a layer at PixArt's width) come from DRAM, not from cache.
+        Prefetch pf;
+        if (q < last_pair) pf = slice(q + 1, k0, k1);
+        else if (k1 < K) pf = slice(first_pair, k1, std::min(K, k1 + kc));
+        else if (sb0 + sb_blocks < mb) pf = slice(first_pair, 0, std::min(K, kc));
+        if (pf.a) {  // this row block's share of it
+          const int64_t i = blk - sb0, l0 = pf.lines * i / sb_n, l1 = pf.lines * (i + 1) / sb_n;
+          pf.a += l0 * 64;
+          if (pf.b) pf.b += l0 * 64;
+          pf.lines = l1 - l0;
+        }
+        if (p + 1 < np) panel_rows512<2>(x + m0 * K, rows, K, w.panel(p), b, y + m0 * N + n0, N, cols, k0, k1, pf);
+        else panel_rows512<1>(x + m0 * K, rows, K, w.panel(p), b, y + m0 * N + n0, N, cols, k0, k1, pf);
         if (k1 == K) apply_epilogue(epi, y, N, m0, rows, n0, cols);
       }
     }
