@@ -34,6 +34,19 @@ Tensor apply(const PixArtTransformer::Linear& l, const Tensor& x) {
   return ops::linear_per_item(x, l.w, l.b.defined() ? &l.b : nullptr);
 }
 
+// Projections over the same input as one: weights (and biases) stacked along the outputs.
+PixArtTransformer::Linear stacked(const std::vector<PixArtTransformer::Linear>& parts) {
+  std::vector<Tensor> w, b;
+  for (const auto& l : parts) {
+    w.push_back(l.w);
+    if (l.b.defined()) b.push_back(l.b);
+  }
+  PixArtTransformer::Linear r;
+  r.w = ops::cat(w, 0);
+  if (!b.empty()) r.b = ops::cat(b, 0);
+  return r;
+}
+
 // Chunk `i` of a [B, n, D] modulation tensor as a [B, 1, D] view: the fused ops read it in
 // place (a copy would be a pass and an allocation for nothing).
 Tensor chunk(const Tensor& mod, int i) { return mod.slice(1, i, i + 1); }
@@ -143,15 +156,13 @@ PixArtTransformer PixArtTransformer::load(const std::string& dir, DType compute,
       blk.norm2_w = P(b + "norm2.weight", {D});
       blk.norm2_b = P(b + "norm2.bias", {D});
     }
-    blk.q1 = L(b + "attn1.to_q", D, D, attn_bias);
-    blk.k1 = L(b + "attn1.to_k", D, D, attn_bias);
-    blk.v1 = L(b + "attn1.to_v", D, D, attn_bias);
+    blk.qkv1 = stacked({L(b + "attn1.to_q", D, D, attn_bias), L(b + "attn1.to_k", D, D, attn_bias),
+                        L(b + "attn1.to_v", D, D, attn_bias)});
     blk.o1 = L(b + "attn1.to_out.0", D, D);
     // diffusers builds attn2's key/value input width from cross_attention_dim; with a caption
     // projection that width must equal D, and the shape check below says so if it does not.
     blk.q2 = L(b + "attn2.to_q", D, D, attn_bias);
-    blk.k2 = L(b + "attn2.to_k", D, context_dim, attn_bias);
-    blk.v2 = L(b + "attn2.to_v", D, context_dim, attn_bias);
+    blk.kv2 = stacked({L(b + "attn2.to_k", D, context_dim, attn_bias), L(b + "attn2.to_v", D, context_dim, attn_bias)});
     blk.o2 = L(b + "attn2.to_out.0", D, D);
     blk.ff_in = L(b + "ff.net.0.proj", geglu ? 2 * ff_inner : ff_inner, D);
     blk.ff_out = L(b + "ff.net.2", D, ff_inner);
@@ -196,21 +207,20 @@ Tensor PixArtTransformer::size_embedding(int64_t B, const PixArtImageSize& size)
   return ops::cat({r, a}, 1);  // [B, D]
 }
 
-Tensor PixArtTransformer::attention(const Linear& q, const Linear& o, const Tensor& x, const Tensor& k,
-                                    const Tensor& v, const Tensor* key_mask, const Tensor& residual,
-                                    const Tensor* gate) const {
-  const int64_t B = x.size(0), Lq = x.size(1), Lk = k.size(1);
-  // [B, L, H·Dh] -> [B, H, L, Dh] as a view: both backends' attention reads strided heads in
-  // place (only the head dim must be dense), so copying them out would be a pass for nothing.
-  auto split = [&](const Tensor& t, int64_t len) { return t.reshape({B, len, heads_, head_dim_}).permute({0, 2, 1, 3}); };
-  Tensor qh = split(apply(q, x), Lq);
-  Tensor kh = split(k, Lk);
-  Tensor vh = split(v, Lk);
+Tensor PixArtTransformer::heads(const Tensor& t, int n, int i) const {
+  // A view: both backends' attention reads strided heads in place (only the head dim must
+  // be dense), so copying them out would be a pass for nothing.
+  return t.reshape({t.size(0), t.size(1), n, heads_, head_dim_}).select(2, i).permute({0, 2, 1, 3});
+}
+
+Tensor PixArtTransformer::attention(const Tensor& q, const Tensor& k, const Tensor& v, const Linear& o,
+                                    const Tensor* key_mask, const Tensor& residual, const Tensor* gate) const {
+  const int64_t B = q.size(0), Lq = q.size(2);
   ops::AttentionOptions opt;
   opt.key_padding_mask = key_mask;
   // Written as [B, Lq, H, Dh], the rows the output projection reads: no copy between them.
   opt.out_layout = ops::AttentionLayout::tokens_first;
-  Tensor a = ops::attention(qh, kh, vh, opt).reshape({B, Lq, dim_});
+  Tensor a = ops::attention(q, k, v, opt).reshape({B, Lq, dim_});
   // The output projection adds itself (gated) to the residual stream in its epilogue.
   return ops::linear_residual_per_item(a, o.w, o.b.defined() ? &o.b : nullptr, residual, gate);
 }
@@ -337,11 +347,13 @@ Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep,
     // Self-attention: x + gate_msa ⊙ attn(adaLN(x)), the residual added in o1's epilogue.
     const Tensor gate_msa = chunk(mod, 2), gate_mlp = chunk(mod, 5);
     Tensor h = ops::layer_norm_modulate(x, n1w, n1b, norm_eps_, chunk(mod, 0), chunk(mod, 1));
-    x = attention(blk.q1, blk.o1, h, apply(blk.k1, h), apply(blk.v1, h), nullptr, x, &gate_msa);
+    const Tensor qkv = apply(blk.qkv1, h);  // [B, N, 3D]
+    x = attention(heads(qkv, 3, 0), heads(qkv, 3, 1), heads(qkv, 3, 2), blk.o1, nullptr, x, &gate_msa);
 
     // PixArt's cross-attention reads the residual stream directly (no norm2, no modulation).
-    const Tensor k = per_item(apply(blk.k2, context)), v = per_item(apply(blk.v2, context));
-    x = attention(blk.q2, blk.o2, x, k, v, mask.defined() ? &mask : nullptr, x, nullptr);
+    const Tensor kv = per_item(apply(blk.kv2, context));  // [B, Lt, 2D]
+    x = attention(heads(apply(blk.q2, x), 1, 0), heads(kv, 2, 0), heads(kv, 2, 1), blk.o2,
+                  mask.defined() ? &mask : nullptr, x, nullptr);
 
     h = ops::layer_norm_modulate(x, n2w, n2b, norm_eps_, chunk(mod, 3), chunk(mod, 4));
     x = feed_forward(blk, h, x, gate_mlp);

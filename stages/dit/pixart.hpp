@@ -78,16 +78,22 @@ class PixArtTransformer {
   struct Block {
     Tensor scale_shift_table;  // [6, D]
     Tensor norm1_w, norm1_b, norm2_w, norm2_b;  // only with norm_elementwise_affine
-    Linear q1, k1, v1, o1;  // self-attention
-    Linear q2, k2, v2, o2;  // cross-attention
+    // to_q, to_k and to_v stacked as one [3D, D] projection, and the cross-attention's to_k
+    // and to_v as one [2D, C]: one GEMM (one pass over its input, one parallel region)
+    // instead of three or two; each output's bits are those of its own projection.
+    Linear qkv1, o1;  // self-attention
+    Linear q2, kv2, o2;  // cross-attention
     Linear ff_in, ff_out;
   };
 
  private:
-  /// residual + gate ⊙ (attention of x's queries over keys k and values v, [B, Lk, D] already
-  /// projected); no gate means 1. The residual is added in the output projection's epilogue.
-  Tensor attention(const Linear& q, const Linear& o, const Tensor& x, const Tensor& k, const Tensor& v,
-                   const Tensor* key_mask, const Tensor& residual, const Tensor* gate) const;
+  /// residual + gate ⊙ o(attention(q, k, v)) for projected queries, keys and values as
+  /// [B, H, L, Dh] views (heads()); no gate means 1. The residual is added in the output
+  /// projection's epilogue.
+  Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Linear& o, const Tensor* key_mask,
+                   const Tensor& residual, const Tensor* gate) const;
+  /// Projection i of t [B, L, n·D] (n projections side by side) as a [B, H, L, Dh] view.
+  Tensor heads(const Tensor& t, int n, int i) const;
   /// residual + gate ⊙ feed_forward(x), likewise fused.
   Tensor feed_forward(const Block& blk, const Tensor& x, const Tensor& residual, const Tensor& gate) const;
   Tensor position_table(int grid_h, int grid_w) const;
