@@ -3,7 +3,7 @@
 // so Slurm (srun), a Kubernetes pod or systemd can start workers with no wrapper.
 // The head node (the one with the first stage) also serves the job protocol
 // (--bind, --http as for `stagecraft serve`), its /metrics with its channels added;
-// another node serves /metrics, /healthz and /readyz when given --http
+// any node serves its own /metrics, /healthz and /readyz when given --metrics-http
 // (service/node_http.hpp). SIGTERM or SIGINT stops the worker (the head drains
 // first: every accepted job is answered).
 //
@@ -71,13 +71,14 @@ void print_node_stats(const NodeRuntime& rt) {
                  (unsigned long long)s.notes_dropped);
 }
 
-/// /healthz, /readyz (every node this one sends to has welcomed it) and /metrics (its
-/// channels, then its stages' figures) for a worker that is not the head.
-std::unique_ptr<service::NodeHttp> start_node_http(const NodeRuntime& rt, const cli::ServeFlags& serve,
+/// --metrics-http: /healthz, /readyz (every node this one sends to has welcomed it) and
+/// /metrics (its channels, then its stages' figures), on any node.
+std::unique_ptr<service::NodeHttp> start_node_http(const NodeRuntime& rt, const std::string& address,
+                                                   int64_t read_timeout_ms,
                                                    std::function<std::string()> node_metrics) {
   service::NodeHttpOptions o;
-  std::tie(o.host, o.port) = serve.http_address();
-  o.read_timeout = std::chrono::milliseconds(serve.http_read_timeout_ms);
+  std::tie(o.host, o.port) = cli::http_address("--metrics-http", address);
+  o.read_timeout = std::chrono::milliseconds(read_timeout_ms);
   o.ready = [&rt] {
     for (const auto& p : rt.node_stats().peers)
       if (!p.ready) return false;
@@ -117,6 +118,12 @@ int run_worker(const std::vector<std::string>& argv) {
                  "with --listen, the gpu_endpoint's port on --listen's host)")
       ->envname("STAGECRAFT_GPU_LISTEN");
   app.add_option("--trace", trace_path, "write this node's Chrome trace here when it stops");
+  std::string metrics_http;
+  app.add_option("--metrics-http", metrics_http,
+                 "HOST:PORT where this node serves its own /metrics (its channels and stages), /healthz and "
+                 "/readyz, for scrapes and probes of any node (default: none; the head's job service keeps "
+                 "its --http)")
+      ->envname("STAGECRAFT_METRICS_HTTP");
   serve.add_to(app);
   if (auto rc = cli::parse(app, argv)) return *rc;
 
@@ -131,6 +138,14 @@ int run_worker(const std::vector<std::string>& argv) {
                stage_names(spec, node).c_str(), rt->is_head() ? ", the head: jobs enter here" : "");
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
+  auto node_metrics = [&rt] {
+    service::PrometheusText out;
+    service::add_node_metrics(out, rt->node(), rt->node_stats());
+    return out.str();
+  };
+  // From now on: alive (/healthz) while it waits for the others, ready once they are there.
+  std::unique_ptr<service::NodeHttp> http;
+  if (!metrics_http.empty()) http = start_node_http(*rt, metrics_http, serve.http_read_timeout_ms, node_metrics);
   // Connect to the nodes this one talks to. The head serves jobs only once every node is
   // there (a job would otherwise fail at once for want of one); any node stops at a
   // refused handshake (another pipeline file or format version), which it prints.
@@ -145,25 +160,17 @@ int run_worker(const std::vector<std::string>& argv) {
     }
   }
   if (g_signal.load() == 0) std::fprintf(stderr, "node %s: every node connected\n", node.c_str());
-  auto node_metrics = [&rt] {
-    service::PrometheusText out;
-    service::add_node_metrics(out, rt->node(), rt->node_stats());
-    return out.str();
-  };
   int rc = 0;
   if (rt->is_head() && g_signal.load() == 0) {
     serve.opt.extra_metrics = node_metrics;
     rc = serve.serve(*rt, spec, file, app);
   } else {
-    // Another node serves HTTP only when asked (--http): the default address is the head's.
-    std::unique_ptr<service::NodeHttp> http;
-    if (app.count("--http") && serve.http != "off" && g_signal.load() == 0)
-      http = start_node_http(*rt, serve, node_metrics);
     while (g_signal.load() == 0) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
       rt->wait_for_nodes(std::chrono::milliseconds(0));  // throws if a restarted peer refuses us
     }
   }
+  http.reset();
   if (!trace_path.empty()) rt->write_chrome_trace(trace_path);
   print_node_stats(*rt);
   rt->shutdown();

@@ -53,14 +53,15 @@ void ServeFlags::add_to(CLI::App& app) {
       ->check(CLI::ExistingFile);
 }
 
-std::pair<std::string, uint16_t> ServeFlags::http_address() const {
-  const auto colon = http.rfind(':');
-  SC_CHECK(colon != std::string::npos, Errc::invalid_argument, "--http wants HOST:PORT or off, got '" << http << "'");
-  const std::string port = http.substr(colon + 1);
+std::pair<std::string, uint16_t> http_address(const std::string& option, const std::string& value) {
+  const auto colon = value.rfind(':');
+  SC_CHECK(colon != std::string::npos, Errc::invalid_argument,
+           option << " wants HOST:PORT" << (option == "--http" ? " or off" : "") << ", got '" << value << "'");
+  const std::string port = value.substr(colon + 1);
   SC_CHECK(!port.empty() && port.find_first_not_of("0123456789") == std::string::npos && port.size() <= 5 &&
                std::stoi(port) < 65536,
-           Errc::invalid_argument, "--http port '" << port << "' is not a port number");
-  return {http.substr(0, colon), static_cast<uint16_t>(std::stoi(port))};
+           Errc::invalid_argument, option << " port '" << port << "' is not a port number");
+  return {value.substr(0, colon), static_cast<uint16_t>(std::stoi(port))};
 }
 
 int ServeFlags::serve(JobRunner& runner, const PipelineSpec& spec, const std::string& file, const CLI::App& app) {
@@ -72,7 +73,7 @@ int ServeFlags::serve(JobRunner& runner, const PipelineSpec& spec, const std::st
   service::JobServer server(runner, spec, opt, [](const Tensor& rgb) { return encode_png(rgb); });
   std::unique_ptr<service::HttpGateway> gateway;
   if (http != "off") {
-    std::tie(http_opt.host, http_opt.port) = http_address();
+    std::tie(http_opt.host, http_opt.port) = http_address("--http", http);
     http_opt.read_timeout = std::chrono::milliseconds(http_read_timeout_ms);
     gateway = std::make_unique<service::HttpGateway>(server, http_opt);
     std::fprintf(stderr, "HTTP on http://%s:%u (/v1/images/generations, /metrics, /healthz, /readyz)\n",

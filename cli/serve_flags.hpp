@@ -14,6 +14,10 @@
 
 namespace stagecraft::cli {
 
+/// `value` of `option` (e.g. --http) as host and port; throws Error(invalid_argument) naming
+/// the option unless it is HOST:PORT with a port number.
+std::pair<std::string, uint16_t> http_address(const std::string& option, const std::string& value);
+
 struct ServeFlags {
   service::ServerOptions opt;
   service::HttpOptions http_opt;
@@ -24,8 +28,6 @@ struct ServeFlags {
   /// --max-jobs-per-client, --max-images-per-job, --max-message-bytes, --client-timeout-ms,
   /// --curve-secret, --curve-clients.
   void add_to(CLI::App& app);
-  /// --http as host and port; throws Error(invalid_argument) unless it is HOST:PORT.
-  std::pair<std::string, uint16_t> http_address() const;
   /// Serves `runner` until SIGTERM or SIGINT, then drains (every accepted job answered)
   /// and returns the exit code. Throws Error for bad flag values.
   int serve(JobRunner& runner, const PipelineSpec& spec, const std::string& file, const CLI::App& app);

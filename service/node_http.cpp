@@ -27,7 +27,7 @@ struct NodeHttp::Impl {
   explicit Impl(NodeHttpOptions o) : opt(std::move(o)) {
     beast::error_code ec;
     const auto address = asio::ip::make_address(opt.host, ec);
-    SC_CHECK(!ec, Errc::invalid_argument, "--http host '" << opt.host << "' is not an IP address");
+    SC_CHECK(!ec, Errc::invalid_argument, "--metrics-http host '" << opt.host << "' is not an IP address");
     tcp::endpoint ep{address, opt.port};
     acceptor.open(ep.protocol(), ec);
     if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
@@ -74,7 +74,7 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!known)
       return reply(http::status::not_found,
                    "no such endpoint: " + target.substr(0, 128) +
-                       " (a worker that is not the head serves /healthz, /readyz, /metrics; jobs go to the head)\n",
+                       " (a node's own page serves /healthz, /readyz, /metrics; jobs go to the head's job service)\n",
                    req.keep_alive());
     if (!get) return reply(http::status::method_not_allowed, "use GET\n", req.keep_alive());
     if (target == "/healthz") return reply(http::status::ok, "ok\n", req.keep_alive());

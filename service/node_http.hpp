@@ -1,6 +1,7 @@
 #pragma once
-// The HTTP side of a worker that is not the head (`stagecraft worker --http HOST:PORT`),
-// for probes and scrapes: no jobs enter there (they enter at the head).
+// A node's own HTTP page (`stagecraft worker --metrics-http HOST:PORT`), on any node of
+// a split pipeline, for probes and scrapes: no jobs enter there (they enter at the head's
+// job service).
 //
 //   GET /healthz   200 while the process serves
 //   GET /readyz    200 when every node this one sends to has welcomed it, else 503

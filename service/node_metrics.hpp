@@ -3,7 +3,7 @@
 // per peer, the channel's packets, tensor bytes, credit waits, credits held, whether it is
 // connected and how often that node was lost; what the node's own sockets received and
 // refused; notes; jobs entered and sent on. The head appends these to the job service's
-// `/metrics`; another worker serves them with its stages' figures on `--http`.
+// `/metrics`; any worker serves them with its stages' figures on `--metrics-http`.
 //
 //   PrometheusText out;
 //   add_node_metrics(out, rt.node(), rt.node_stats());

@@ -332,7 +332,9 @@ class SplitPipelineTest(unittest.TestCase):
         pipeline = split_file(d, {n: f"ipc://{d}/{n}.sock" for n in ("enc", "dit", "vae")})
         jobs = f"ipc://{d}/jobs.sock"
         http = {n: f"127.0.0.1:{free_port()}" for n in ("enc", "dit", "vae")}
-        workers = {n: Worker(pipeline, n, "--http", http[n], *(("--bind", jobs) if n == "enc" else ()))
+        head_http = f"127.0.0.1:{free_port()}"
+        workers = {n: Worker(pipeline, n, "--metrics-http", http[n],
+                             *(("--bind", jobs, "--http", head_http) if n == "enc" else ()))
                    for n in ("vae", "dit", "enc")}
         self.workers += list(workers.values())
         self.assertTrue(workers["enc"].wait_for("serving "), workers["enc"].output())
@@ -366,15 +368,17 @@ class SplitPipelineTest(unittest.TestCase):
         self.assertEqual(vae['stagecraft_node_jobs_entered_total{node="vae"}'], 2)
         self.assertGreaterEqual(vae['stagecraft_stage_batches_total{stage="decode"}'], 1)
         self.assertNotIn('stagecraft_stage_batches_total{stage="denoise"}', vae)  # only its own stages
-        # The head: the job service's figures and its own channels on one page.
         self.assertEqual(enc['stagecraft_channel_sent_packets_total{node="enc",peer="dit",channel="zmq"}'], 2, enc)
-        self.assertEqual(enc['stagecraft_jobs_total{outcome="completed"}'], 2)
+        # The head's job service page: its figures and the head node's channels on one page.
+        head_page = urllib.request.urlopen(f"http://{head_http}/metrics", timeout=10).read().decode()
+        self.assertIn('stagecraft_jobs_total{outcome="completed"} 2', head_page)
+        self.assertIn('stagecraft_channel_sent_packets_total{node="enc",peer="dit",channel="zmq"} 2', head_page)
         self.assertEqual(get("dit", "/readyz"), (200, "ready\n"))
         self.assertEqual(get("vae", "/healthz"), (200, "ok\n"))
         self.assertEqual(get("vae", "/metrics", method="POST")[0], 405)
         status, text = get("dit", "/v1/images/generations")
         self.assertEqual(status, 404)
-        self.assertIn("jobs go to the head", text)
+        self.assertIn("jobs go to the head's job service", text)
 
 
 def can_make_namespaces() -> str:

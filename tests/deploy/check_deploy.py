@@ -296,6 +296,19 @@ class Checker:
                          f"its HTTP port {http_port}")
             if pod["spec"].get("terminationGracePeriodSeconds", 30) < 60:
                 self.bad(f"{where}: the head gets under 60 s to drain before SIGKILL")
+        elif env.get("STAGECRAFT_METRICS_HTTP"):
+            # Another node's own /metrics, /healthz, /readyz: the kubelet and Prometheus reach
+            # the pod's address, never its loopback.
+            page = env["STAGECRAFT_METRICS_HTTP"]
+            if "127.0.0.1" in page or "localhost" in page:
+                self.bad(f"{where}: STAGECRAFT_METRICS_HTTP is {page!r}, loopback: its probes and scrapes "
+                         "cannot reach it")
+            http_port = int(page.rsplit(":", 1)[1])
+            cports = {q.get("name"): q["containerPort"] for q in c.get("ports", [])}
+            for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+                probe = (c.get(kind) or {}).get("httpGet")
+                if probe and cports.get(probe.get("port"), probe.get("port")) != http_port:
+                    self.bad(f"{where}: its {kind} asks port {probe.get('port')!r}, not its HTTP port {http_port}")
 
     # ------------------------------------------------------------ Slurm
     def slurm_static(self, p: dict) -> None:
@@ -666,6 +679,10 @@ BREAKAGES = [
      "would fail with node_lost"),
     ("the head probed on /healthz for readiness",
      [("kubernetes/deployments.yaml", "path: /readyz", "path: /healthz")], "/readyz"),
+    ("a worker's HTTP side on loopback",
+     [("kubernetes/deployments.yaml", '{name: STAGECRAFT_METRICS_HTTP, value: "0.0.0.0:9100"}',
+       '{name: STAGECRAFT_METRICS_HTTP, value: "127.0.0.1:9100"}')],
+     "loopback: its probes"),
     ("the denoiser's pod without a GPU",
      [("kubernetes/deployments.yaml", "limits: {memory: 4Gi, nvidia.com/gpu: 1}", "limits: {memory: 4Gi}")],
      "no nvidia.com/gpu"),
