@@ -82,6 +82,16 @@ Tensor attention_with_isa(const Tensor& q, const Tensor& k, const Tensor& v, con
     return po + (tokens_first ? (b * Lq + i) * H + h : (b * H + h) * Lq + i) * D;
   };
 
+  // The next task's query rows, brought into L2 while this task computes: they are a fresh
+  // projection's output, strided by the model width, and packing them waited on memory.
+  auto prefetch_queries = [&](int64_t t) {
+    const int64_t bh = t / blocks, r0 = (t % blocks) * kAttnQueries, rows = std::min(kAttnQueries, Lq - r0);
+    for (int64_t i = 0; i < rows; ++i) {
+      const char* row = reinterpret_cast<const char*>(qr.row(bh / H, bh % H, r0 + i));
+      for (int64_t off = 0; off < D * 4; off += 64) __builtin_prefetch(row + off, 0, 2);
+      __builtin_prefetch(row + D * 4 - 1, 0, 2);
+    }
+  };
   parallel_for(B * H * blocks, 1, [&](int64_t t0, int64_t t1) {
     const size_t floats = attn_scratch_floats(D, Lk);
     std::unique_ptr<float, AlignedFree> scratch(static_cast<float*>(std::aligned_alloc(64, (floats * 4 + 63) / 64 * 64)));
@@ -108,6 +118,7 @@ Tensor attention_with_isa(const Tensor& q, const Tensor& k, const Tensor& v, con
       }
       task.out = out_row(b, h, r0);
       task.ldo = ldo;
+      if (t + 1 < t1) prefetch_queries(t + 1);
       attn_block(isa, task, scratch.get());
     }
   });

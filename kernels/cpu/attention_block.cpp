@@ -32,8 +32,25 @@ constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
 constexpr float kP0 = 1.9875691500E-4f, kP1 = 1.3981999507E-3f, kP2 = 8.3334519073E-3f, kP3 = 4.1665795894E-2f,
                 kP4 = 1.6666665459E-1f, kP5 = 5.0000001201E-1f;
 
+// The transposes at a block's ends, element by element (the scalar and AVX2 kernels; AVX-512
+// has its own, 16 x 16 in registers, with the same results).
+struct ElementCopies {
+  // Qt[d][i] = q_i[d] for i < rows, 0 for rows <= i < lanes.
+  static void pack_queries(const float* q, int64_t ldq, int64_t rows, int64_t lanes, int64_t D, float* Qt,
+                           int64_t ldt) {
+    for (int64_t i = 0; i < lanes; ++i)
+      for (int64_t d = 0; d < D; ++d) Qt[d * ldt + i] = i < rows ? q[i * ldq + d] : 0.0f;
+  }
+  // out_i[d] = Ot[d][i] · inv[i] for i < rows.
+  static void unpack_outputs(const float* Ot, int64_t ldt, const float* inv, int64_t rows, int64_t D, float* out,
+                             int64_t ldo) {
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t d = 0; d < D; ++d) out[i * ldo + d] = Ot[d * ldt + i] * inv[i];
+  }
+};
+
 namespace scalar {
-struct V {
+struct V : ElementCopies {
   using T = float;
   static constexpr int W = 1, RK = 4, NQ = 4, RD = 4;
   static T zero() { return 0.0f; }
@@ -78,7 +95,7 @@ struct V {
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2 {
-struct V {
+struct V : ElementCopies {
   using T = __m256;
   static constexpr int W = 8, RK = 3, NQ = 3, RD = 3;  // 9 accumulators + 3 + 1 of 16 registers
   static T zero() { return _mm256_setzero_ps(); }
@@ -129,6 +146,37 @@ struct V {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 namespace avx512 {
+
+// r[0..16) := its transpose (r[i] lane j <- r[j] lane i), in 64 shuffles.
+inline void transpose16(__m512 (&r)[16]) {
+  // t: pairs of rows interleaved; u[g][c]: rows 4g..4g+3 of column 4L + c in 128-bit lane L.
+  __m512 t[16], u[4][4], s[2][4][2];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g)
+    for (int h = 0; h < 2; ++h) {
+      const __m512d a = _mm512_castps_pd(t[4 * g + h]), b = _mm512_castps_pd(t[4 * g + 2 + h]);
+      u[g][2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+      u[g][2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+    }
+  // s[p][c][0]: columns c and 8 + c of rows 8p..8p+7; s[p][c][1]: columns 4 + c and 12 + c.
+  for (int p = 0; p < 2; ++p)
+    for (int c = 0; c < 4; ++c) {
+      s[p][c][0] = _mm512_shuffle_f32x4(u[2 * p][c], u[2 * p + 1][c], 0x88);
+      s[p][c][1] = _mm512_shuffle_f32x4(u[2 * p][c], u[2 * p + 1][c], 0xdd);
+    }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm512_shuffle_f32x4(s[0][c][0], s[1][c][0], 0x88);
+    r[8 + c] = _mm512_shuffle_f32x4(s[0][c][0], s[1][c][0], 0xdd);
+    r[4 + c] = _mm512_shuffle_f32x4(s[0][c][1], s[1][c][1], 0x88);
+    r[12 + c] = _mm512_shuffle_f32x4(s[0][c][1], s[1][c][1], 0xdd);
+  }
+}
+
+inline __mmask16 first_lanes(int64_t n) { return static_cast<__mmask16>(n >= 16 ? 0xFFFF : (1u << n) - 1); }
+
 struct V {
   using T = __m512;
   static constexpr int W = 16, RK = 6, NQ = 4, RD = 6;  // 24 accumulators + 4 + 1 of 32 registers
@@ -153,6 +201,33 @@ struct V {
   }
   static T recip_or_zero(T l) {
     return _mm512_maskz_div_ps(_mm512_cmp_ps_mask(l, zero(), _CMP_NEQ_UQ), set1(1.0f), l);
+  }
+  // As ElementCopies's, 16 x 16 at a time (rows past `rows` and dims past D read as 0).
+  static void pack_queries(const float* q, int64_t ldq, int64_t rows, int64_t lanes, int64_t D, float* Qt,
+                           int64_t ldt) {
+    for (int64_t i0 = 0; i0 < lanes; i0 += 16)
+      for (int64_t d0 = 0; d0 < D; d0 += 16) {
+        const __mmask16 m = first_lanes(D - d0);
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i)
+          r[i] = i0 + i < rows ? _mm512_maskz_loadu_ps(m, q + (i0 + i) * ldq + d0) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int c = 0; c < 16 && d0 + c < D; ++c) _mm512_store_ps(Qt + (d0 + c) * ldt + i0, r[c]);
+      }
+  }
+  static void unpack_outputs(const float* Ot, int64_t ldt, const float* inv, int64_t rows, int64_t D, float* out,
+                             int64_t ldo) {
+    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+      const __m512 s = _mm512_load_ps(inv + i0);
+      for (int64_t d0 = 0; d0 < D; d0 += 16) {
+        const __mmask16 m = first_lanes(D - d0);
+        __m512 r[16];
+        for (int c = 0; c < 16; ++c)
+          r[c] = d0 + c < D ? _mm512_mul_ps(_mm512_load_ps(Ot + (d0 + c) * ldt + i0), s) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int i = 0; i < 16 && i0 + i < rows; ++i) _mm512_mask_storeu_ps(out + (i0 + i) * ldo + d0, m, r[i]);
+      }
+    }
   }
   static T exp(T x) {
     const __mmask16 under = _mm512_cmp_ps_mask(x, set1(kExpLo), _CMP_LT_OQ);
@@ -184,7 +259,7 @@ struct V {
 }  // namespace
 
 size_t attn_scratch_floats(int64_t D, int64_t n) {
-  return static_cast<size_t>((2 * D + 1 + std::max<int64_t>(n, 1)) * kAttnQueries);
+  return static_cast<size_t>((2 * D + 2 + std::max<int64_t>(n, 1)) * kAttnQueries);
 }
 
 bool attn_isa_available(AttnIsa isa) {

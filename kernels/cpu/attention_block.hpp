@@ -39,7 +39,7 @@ struct AttnTask {
 
 enum class AttnIsa { scalar, avx2, avx512 };
 
-/// Floats of 64-byte aligned scratch one task needs (Qᵀ, Sᵀ, Oᵀ, 1/l).
+/// Floats of 64-byte aligned scratch one task needs (Qᵀ, Sᵀ, Oᵀ, max and 1/l per lane).
 size_t attn_scratch_floats(int64_t D, int64_t n);
 /// Runs one task with the given kernel (which must be available).
 void attn_block(AttnIsa isa, const AttnTask& task, float* scratch);
