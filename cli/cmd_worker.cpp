@@ -127,6 +127,7 @@ int run_worker(const std::vector<std::string>& argv) {
   serve.add_to(app);
   if (auto rc = cli::parse(app, argv)) return *rc;
 
+  if (!metrics_http.empty()) (void)cli::http_address("--metrics-http", metrics_http);  // before any loading
   std::optional<PipelineSpec> loaded = cli::load_pipeline_or_report(file);
   if (!loaded) return 1;
   const PipelineSpec& spec = *loaded;
