@@ -18,6 +18,7 @@
 #include <zmq.hpp>
 
 #include "core/error.hpp"
+#include "service/http_listen.hpp"
 #include "service/job_server.hpp"
 #include "transport/job_protocol.hpp"
 #include "transport/wakeup.hpp"
@@ -185,15 +186,7 @@ struct HttpGateway::Impl {
 
   Impl(JobServer& s, HttpOptions o) : server(s), opt(std::move(o)) {
     bridge = std::make_unique<GatewayBridge>(server.context(), server.inproc_endpoint());
-    beast::error_code ec;
-    const auto address = asio::ip::make_address(opt.host, ec);
-    SC_CHECK(!ec, Errc::invalid_argument, "--http-host '" << opt.host << "' is not an IP address");
-    tcp::endpoint ep{address, opt.port};
-    acceptor.open(ep.protocol(), ec);
-    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor.bind(ep, ec);
-    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    SC_CHECK(!ec, Errc::io, "cannot listen for HTTP on " << opt.host << ":" << opt.port << ": " << ec.message());
+    listen_http(acceptor, opt.host, opt.port, "--http");
     accept();
     thread = std::thread([this] { ioc.run(); });
   }

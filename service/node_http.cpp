@@ -9,7 +9,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
-#include "core/error.hpp"
+#include "service/http_listen.hpp"
 
 namespace stagecraft::service {
 
@@ -25,15 +25,7 @@ struct NodeHttp::Impl {
   std::thread thread;
 
   explicit Impl(NodeHttpOptions o) : opt(std::move(o)) {
-    beast::error_code ec;
-    const auto address = asio::ip::make_address(opt.host, ec);
-    SC_CHECK(!ec, Errc::invalid_argument, "--metrics-http host '" << opt.host << "' is not an IP address");
-    tcp::endpoint ep{address, opt.port};
-    acceptor.open(ep.protocol(), ec);
-    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) acceptor.bind(ep, ec);
-    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
-    SC_CHECK(!ec, Errc::io, "cannot listen for HTTP on " << opt.host << ":" << opt.port << ": " << ec.message());
+    listen_http(acceptor, opt.host, opt.port, "--metrics-http");
     accept();
     thread = std::thread([this] { ioc.run(); });
   }
