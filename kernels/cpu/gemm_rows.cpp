@@ -49,6 +49,7 @@ constexpr int64_t kBlockM = 48;   // rows per task: their 48 x K slice of x stay
 // K = 1152; 2304 and unblocked (K = 4608 in one pass) cost 3-9% more.
 constexpr int64_t kBlockK512 = 1152;
 constexpr int64_t kSuperBlockBytes = 1 << 20;
+constexpr int64_t kPrefetchMinRows = 96;  // rows sharing a pair's slice before tasks512 prefetches the next one
 
 // Applies the epilogue to y[m0 .. m0 + rows)[n0 .. n0 + cols), the block a task just finished.
 void apply_epilogue(const GemmRowsEpilogue& e, float* y, int64_t N, int64_t m0, int64_t rows, int64_t n0,
@@ -270,6 +271,7 @@ SC_AVX512 void tasks512(const float* x, const PackedWeight& w, const float* bias
   for (int64_t sb0 = 0; sb0 < mb; sb0 += sb_blocks)
     for (int64_t k0 = 0; k0 < K; k0 += kc) {
       const int64_t k1 = std::min(K, k0 + kc), sb_n = std::min(sb_blocks, mb - sb0);
+      const int64_t sb_rows = std::min(M, (sb0 + sb_n) * kBlockM) - sb0 * kBlockM;
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t blk = t % mb;
         if (blk < sb0 || blk >= sb0 + sb_blocks) continue;
@@ -280,8 +282,12 @@ SC_AVX512 void tasks512(const float* x, const PackedWeight& w, const float* bias
         // next k block, or at the next super-block's first) is fetched into L2, a share per
         // row tile, so its slice does not arrive from memory on demand: the weights of a
         // transformer call (~80 MB a layer at PixArt's width) come from DRAM, not from cache.
+        // With few rows a pair's compute is too short to hide its next slice, and the GEMM is
+        // bound by reading the weights anyway: prefetching there only competed with the
+        // demand loads (M = 8, N = 6912: 2.7 -> 3.5-6 ms), so it is left to the hardware.
         Prefetch pf;
-        if (q < last_pair) pf = slice(q + 1, k0, k1);
+        if (sb_rows < kPrefetchMinRows) {
+        } else if (q < last_pair) pf = slice(q + 1, k0, k1);
         else if (k1 < K) pf = slice(first_pair, k1, std::min(K, k1 + kc));
         else if (sb0 + sb_blocks < mb) pf = slice(first_pair, 0, std::min(K, kc));
         if (pf.a) {  // this row block's share of it
