@@ -358,36 +358,49 @@ Tensor layer_norm_modulate(const Tensor& x, const Tensor* weight, const Tensor* 
 
 // ---- convolution and resampling ----
 
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
-  check_float("conv2d", "x", x);
-  check_float("conv2d", "w", w);
-  check_ndim("conv2d", "x", x, 4, "NCHW");
-  check_ndim("conv2d", "w", w, 4, "[O, I, kh, kw]");
+namespace {
+// conv2d's checks; `up` 2 checks the conv of x's nearest 2x upsampling (conv2d_upsample2x).
+void check_conv2d(const char* op, const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding,
+                  int64_t up) {
+  check_float(op, "x", x);
+  check_float(op, "w", w);
+  check_ndim(op, "x", x, 4, "NCHW");
+  check_ndim(op, "w", w, 4, "[O, I, kh, kw]");
   SC_CHECK(w.size(1) == x.size(1), Errc::shape_mismatch,
-           "conv2d: x " << x.shape_str() << " has " << x.size(1) << " channels but w " << w.shape_str() << " expects "
-                        << w.size(1));
+           op << ": x " << x.shape_str() << " has " << x.size(1) << " channels but w " << w.shape_str() << " expects "
+              << w.size(1));
   SC_CHECK(stride >= 1 && padding >= 0, Errc::invalid_argument,
-           "conv2d: stride must be >= 1 and padding >= 0, found stride " << stride << ", padding " << padding);
-  SC_CHECK(w.size(2) >= 1 && w.size(3) >= 1 && x.size(2) + 2 * padding >= w.size(2) &&
-               x.size(3) + 2 * padding >= w.size(3),
+           op << ": stride must be >= 1 and padding >= 0, found stride " << stride << ", padding " << padding);
+  SC_CHECK(w.size(2) >= 1 && w.size(3) >= 1 && up * x.size(2) + 2 * padding >= w.size(2) &&
+               up * x.size(3) + 2 * padding >= w.size(3),
            Errc::shape_mismatch,
-           "conv2d: kernel " << w.shape_str() << " does not fit input " << x.shape_str() << " with padding "
-                             << padding);
+           op << ": kernel " << w.shape_str() << " does not fit input " << x.shape_str()
+              << (up == 2 ? " upsampled 2x" : "") << " with padding " << padding);
   if (bias) {
-    check_float("conv2d", "bias", *bias);
+    check_float(op, "bias", *bias);
     SC_CHECK(bias->ndim() == 1 && bias->size(0) == w.size(0), Errc::shape_mismatch,
-             "conv2d: bias must be [" << w.size(0) << "], found " << bias->shape_str());
+             op << ": bias must be [" << w.size(0) << "], found " << bias->shape_str());
   }
-  check_same_dtype("conv2d", {&x, &w, bias});
-  check_same_device("conv2d", {&x, &w, bias});
+  check_same_dtype(op, {&x, &w, bias});
+  check_same_device(op, {&x, &w, bias});
   if (x.device().is_cuda()) {
     // What the CUDA kernels implement (kernels/ops.hpp); the CPU path takes any size.
     SC_CHECK(w.size(2) == w.size(3) && (w.size(2) == 1 || w.size(2) == 3) && (stride == 1 || stride == 2),
              Errc::unsupported,
-             "conv2d on CUDA supports 1x1 and 3x3 kernels with stride 1 or 2, found kernel "
-                 << w.size(2) << "x" << w.size(3) << " stride " << stride << "; run this conv on the CPU");
+             op << " on CUDA supports 1x1 and 3x3 kernels with stride 1 or 2, found kernel " << w.size(2) << "x"
+                << w.size(3) << " stride " << stride << "; run this conv on the CPU");
   }
+}
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
+  check_conv2d("conv2d", x, w, bias, stride, padding, 1);
   SC_DISPATCH(x.device(), conv2d, x, w, bias, stride, padding);
+}
+
+Tensor conv2d_upsample2x(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
+  check_conv2d("conv2d_upsample2x", x, w, bias, stride, padding, 2);
+  SC_DISPATCH(x.device(), conv2d_upsample2x, x, w, bias, stride, padding);
 }
 
 Tensor upsample_nearest2x(const Tensor& x) {

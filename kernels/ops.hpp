@@ -85,6 +85,11 @@ Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
 /// w [O, I, kh, kw] with kh = kw in {1, 3} (any odd k works on CPU), stride 1 or 2, zero padding.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding);
 Tensor upsample_nearest2x(const Tensor& x);
+/// conv2d(upsample_nearest2x(x), w, bias, stride, padding), bit for bit, without the
+/// upsampled map where the backend can (a VAE decoder's Upsample2D). The CPU folds the
+/// upsample into the Winograd input gather whenever the conv of the upsampled map takes
+/// Winograd (docs/kernels.md says when); otherwise, and on CUDA, it runs the two ops.
+Tensor conv2d_upsample2x(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding);
 
 // ---- diffusion helpers ----
 /// Sinusoidal embedding as diffusers' get_timestep_embedding: t [B] (f32) -> [B, dim] f32.

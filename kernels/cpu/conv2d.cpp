@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "core/error.hpp"
 #include "kernels/cpu/blas.hpp"
 #include "kernels/cpu/common.hpp"
 #include "kernels/cpu/conv3x3_direct.hpp"
@@ -57,6 +58,25 @@ namespace {
 
 enum class Path { automatic, gemm_only, winograd };
 
+// The Winograd path of a 3x3 / stride-1 / padding-1 conv; with `up` the conv runs over the
+// nearest 2x upsampling of x, folded into the input gather (conv2d_upsample2x). The
+// weights' transform comes from the cache (winograd.hpp): computed on a conv's first call,
+// reused on every later call with the same weight tensor; a call with enough tiles to
+// amortize it transforms for itself instead of adding to the cache. The tile count is that
+// of the conv's output map, so a folded call caches exactly when the unfolded one would.
+Tensor conv2d_winograd_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int m, int64_t scratch, bool up) {
+  const int64_t N = x.size(0), H = (up ? 2 : 1) * x.size(2), W = (up ? 2 : 1) * x.size(3), O = w.size(0);
+  F32In xf(x);
+  std::unique_ptr<F32In> bf;
+  if (bias) bf = std::make_unique<F32In>(*bias);
+  F32Out out({N, O, H, W}, x.dtype());
+  if (N * O * H * W == 0) return out.finish();
+  const int64_t tiles = N * ((H + m - 1) / m) * ((W + m - 1) / m);
+  const auto u = winograd_weights_cached(w, m, winograd_worth_caching(tiles));
+  conv3x3_winograd(xf.data(), *u, bf ? bf->data() : nullptr, out.data(), N, H, W, scratch, up);
+  return out.finish();
+}
+
 Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding, Path path,
                    int wino_m = 4, int64_t wino_scratch = 0) {
   const int64_t N = x.size(0), I = x.size(1), H = x.size(2), W = x.size(3);
@@ -71,20 +91,7 @@ Tensor conv2d_impl(const Tensor& x, const Tensor& w, const Tensor* bias, int str
     }
   }
   const int64_t P = Ho * Wo, Kdim = I * kh * kw;
-  if (path == Path::winograd) {
-    // The weights' transform comes from the cache (winograd.hpp): computed on a conv's
-    // first call, reused on every later call with the same weight tensor; a call with
-    // enough tiles to amortize it transforms for itself instead of adding to the cache.
-    F32In xf(x);
-    std::unique_ptr<F32In> bf;
-    if (bias) bf = std::make_unique<F32In>(*bias);
-    F32Out out({N, O, Ho, Wo}, x.dtype());
-    if (N * O * P == 0) return out.finish();
-    const int64_t tiles = N * ((Ho + wino_m - 1) / wino_m) * ((Wo + wino_m - 1) / wino_m);
-    const auto u = winograd_weights_cached(w, wino_m, winograd_worth_caching(tiles));
-    conv3x3_winograd(xf.data(), *u, bf ? bf->data() : nullptr, out.data(), N, H, W, wino_scratch);
-    return out.finish();
-  }
+  if (path == Path::winograd) return conv2d_winograd_impl(x, w, bias, wino_m, wino_scratch, /*up=*/false);
   F32In xf(x), wf(w);
   std::unique_ptr<F32In> bf;
   if (bias) bf = std::make_unique<F32In>(*bias);
@@ -155,6 +162,26 @@ Tensor conv2d_gemm(const Tensor& x, const Tensor& w, const Tensor* bias, int str
 
 Tensor conv2d_winograd(const Tensor& x, const Tensor& w, const Tensor* bias, int m, int64_t scratch_floats) {
   return conv2d_impl(x, w, bias, 1, 1, Path::winograd, m, scratch_floats);
+}
+
+// Folded exactly where conv2d would run the upsampled map through Winograd (the same
+// winograd_tile / use_direct_3x3 decision on the upsampled shape), so the bytes are those of
+// upsample + conv2d on every path: the fold changes where the gather reads, not what it
+// reads. Everything else (1x1, strided, few channels, small maps, the direct kernel's
+// shapes, STAGECRAFT_WINOGRAD=0) runs the two ops.
+Tensor conv2d_upsample2x(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
+  const int64_t I = x.size(1), H = 2 * x.size(2), W = 2 * x.size(3);
+  const int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
+  if (kh == 3 && kw == 3 && stride == 1 && padding == 1)
+    if (const int m = winograd_tile(I, H, W, use_direct_3x3(I, H, W, O, kh, kw, stride, padding)))
+      return conv2d_winograd_impl(x, w, bias, m, 0, /*up=*/true);
+  return conv2d(upsample_nearest2x(x), w, bias, stride, padding);
+}
+
+Tensor conv2d_winograd_upsample2x(const Tensor& x, const Tensor& w, const Tensor* bias, int m, int64_t scratch_floats) {
+  SC_CHECK(w.size(2) == 3 && w.size(3) == 3, Errc::invalid_argument,
+           "conv2d_winograd_upsample2x: Winograd needs a 3x3 kernel, found " << w.shape_str());
+  return conv2d_winograd_impl(x, w, bias, m, scratch_floats, /*up=*/true);
 }
 
 }  // namespace stagecraft::kernels::cpu

@@ -57,6 +57,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, 
 /// bench_kernels measures the direct kernel against; not dispatched by ops.
 Tensor conv2d_gemm(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding);
 Tensor upsample_nearest2x(const Tensor& x);
+/// conv2d(upsample_nearest2x(x), ...) bit for bit; folded into the Winograd gather where
+/// conv2d would take Winograd on the upsampled map (conv2d.cpp), else the two ops.
+Tensor conv2d_upsample2x(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding);
 
 // ---- diffusion helpers ----
 /// Sinusoidal embedding as diffusers' get_timestep_embedding: t [B] (f32) -> [B, dim] f32.

@@ -15,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "core/error.hpp"
 #include "core/storage.hpp"
 #include "kernels/cpu/blas.hpp"
 #include "kernels/cpu/common.hpp"
@@ -59,7 +60,8 @@ constexpr int64_t kScratchFloats = int64_t{16} << 20;
 template <int M>
 struct Plan {
   static constexpr int A = M + 2, AA = A * A;
-  int64_t I, O, H, W;
+  int64_t I, O, H, W;  // H, W: the map the conv runs over (the upsampled one when folded)
+  int64_t Hs, Ws;      // the stored input's rows / columns: H, W, or H / 2, W / 2 when folded
   int64_t th, tw;  // tile rows / columns of the image
   int64_t T;       // tiles in the current band (columns of the GEMMs)
 };
@@ -69,42 +71,14 @@ struct Plan {
 // one loop over the tiles whose body is the whole transform, unrolled, with Bᵀ / Aᵀ as
 // compile-time constants (zeros and ones fold away); GCC vectorises that loop 8 tiles wide.
 
-// V[ξ][c][t0 + t] for the band tiles t0 .. t0 + tc of channel plane xc.
+// The input transform of a chunk gathered by input_tile_chunk, into V (xs: the distance
+// between transform points in V). Not inlined, so the folded and the plain gather share
+// this one compiled loop: the same instructions, so the same bits (FMA contraction is on).
 template <int M>
-void input_tile_chunk(const Plan<M>& p, const float* xc, int64_t tr0, int64_t t0, int tc, float* v, int64_t c) {
+[[gnu::noinline]] void input_transform(const float (*d)[kChunk], int tc, float* __restrict dst, int64_t xs) {
   using Mt = Mats<M>;
   constexpr int A = M + 2;
-  alignas(64) float d[A * A][kChunk];
-  // The gather, one run of tiles of the same tile row at a time: each of the 6 input rows is
-  // copied once into a zero-padded line (the halo and the ragged right edge), and d is then
-  // filled by stride-M loops over the tiles, which GCC vectorises; a per-tile gather with
-  // bounds checks cost as much as the transform itself.
-  alignas(64) float line[M * kChunk + A];
-  for (int ts = 0; ts < tc;) {
-    const int64_t tr = tr0 + (t0 + ts) / p.tw, tj0 = (t0 + ts) % p.tw;
-    const int n = static_cast<int>(std::min<int64_t>(tc - ts, p.tw - tj0));  // tiles in this run
-    const int64_t x0 = M * tj0 - 1, len = int64_t{M} * n + 2;
-    const int64_t lo = std::max<int64_t>(0, -x0), hi = std::max(lo, std::min<int64_t>(len, p.W - x0));
-    for (int i = 0; i < A; ++i) {
-      const int64_t y = M * tr - 1 + i;
-      if (y < 0 || y >= p.H) {
-        for (int j = 0; j < A; ++j)
-          for (int t = 0; t < n; ++t) d[i * A + j][ts + t] = 0.0f;
-        continue;
-      }
-      for (int64_t k = 0; k < lo; ++k) line[k] = 0.0f;
-      std::memcpy(line + lo, xc + y * p.W + x0 + lo, sizeof(float) * static_cast<size_t>(hi - lo));
-      for (int64_t k = hi; k < len; ++k) line[k] = 0.0f;
-      for (int j = 0; j < A; ++j) {
-        float* __restrict o = d[i * A + j] + ts;
-        const float* l = line + j;
-        for (int t = 0; t < n; ++t) o[t] = l[M * t];
-      }
-    }
-    ts += n;
-  }
-  float* __restrict dst = v + c * p.T + t0;
-  const int64_t xs = p.I * p.T;  // distance between transform points in V
+  d = static_cast<const float(*)[kChunk]>(__builtin_assume_aligned(d, 64));
 #pragma GCC ivdep
   for (int t = 0; t < tc; ++t) {
     float r[A][A], tmp[A][A];
@@ -131,6 +105,59 @@ void input_tile_chunk(const Plan<M>& p, const float* xc, int64_t tr0, int64_t t0
         dst[(a * A + b) * xs + t] = acc;
       }
   }
+}
+
+// V[ξ][c][t0 + t] for the band tiles t0 .. t0 + tc of channel plane xc. With Up, xc is the
+// half-size plane and the map is its nearest 2x upsampling: row y of the map is row y / 2 of
+// xc with every value twice, so the gather reads xc at (y / 2, x / 2) and fills d with the
+// values a gather over the upsampled map would; the transform after it is the same code.
+template <int M, bool Up>
+void input_tile_chunk(const Plan<M>& p, const float* xc, int64_t tr0, int64_t t0, int tc, float* v, int64_t c) {
+  constexpr int A = M + 2;
+  alignas(64) float d[A * A][kChunk];
+  // The gather, one run of tiles of the same tile row at a time: each of the 6 input rows is
+  // copied once into a zero-padded line (the halo and the ragged right edge), and d is then
+  // filled by stride-M loops over the tiles, which GCC vectorises; a per-tile gather with
+  // bounds checks cost as much as the transform itself.
+  alignas(64) float line[M * kChunk + A];
+  for (int ts = 0; ts < tc;) {
+    const int64_t tr = tr0 + (t0 + ts) / p.tw, tj0 = (t0 + ts) % p.tw;
+    const int n = static_cast<int>(std::min<int64_t>(tc - ts, p.tw - tj0));  // tiles in this run
+    const int64_t x0 = M * tj0 - 1, len = int64_t{M} * n + 2;
+    const int64_t lo = std::max<int64_t>(0, -x0), hi = std::max(lo, std::min<int64_t>(len, p.W - x0));
+    for (int i = 0; i < A; ++i) {
+      const int64_t y = M * tr - 1 + i;
+      if (y < 0 || y >= p.H) {
+        for (int j = 0; j < A; ++j)
+          for (int t = 0; t < n; ++t) d[i * A + j][ts + t] = 0.0f;
+        continue;
+      }
+      if constexpr (Up) {
+        // Map rows 2k and 2k + 1 are both row k of xc: an odd row repeats the gathered
+        // values of the row above it (rows 2 and 4 of an F(4x4) tile repeat rows 1 and 3).
+        if (i > 0 && (y & 1) == 1) {
+          for (int j = 0; j < A; ++j)
+            std::memcpy(d[i * A + j] + ts, d[(i - 1) * A + j] + ts, sizeof(float) * static_cast<size_t>(n));
+          continue;
+        }
+        for (int64_t k = 0; k < lo; ++k) line[k] = 0.0f;
+        const float* src = xc + (y >> 1) * p.Ws;
+        for (int64_t k = lo; k < hi; ++k) line[k] = src[(x0 + k) >> 1];
+        for (int64_t k = hi; k < len; ++k) line[k] = 0.0f;
+      } else {
+        for (int64_t k = 0; k < lo; ++k) line[k] = 0.0f;
+        std::memcpy(line + lo, xc + y * p.W + x0 + lo, sizeof(float) * static_cast<size_t>(hi - lo));
+        for (int64_t k = hi; k < len; ++k) line[k] = 0.0f;
+      }
+      for (int j = 0; j < A; ++j) {
+        float* __restrict o = d[i * A + j] + ts;
+        const float* l = line + j;
+        for (int t = 0; t < n; ++t) o[t] = l[M * t];
+      }
+    }
+    ts += n;
+  }
+  input_transform<M>(d, tc, v + c * p.T + t0, p.I * p.T);
 }
 
 // y[o] for the band tiles t0 .. t0 + tc, from M[ξ][o][t0 + t].
@@ -189,11 +216,12 @@ float* scratch(int64_t floats) {
   return buf.data();
 }
 
-template <int M>
+template <int M, bool Up>
 void conv_impl(const float* x, const WinogradWeights& u, const float* bias, float* y, int64_t N, int64_t H, int64_t W,
                int64_t budget) {
   constexpr int A = M + 2, AA = A * A;
-  Plan<M> p{u.I, u.O, H, W, (H + M - 1) / M, (W + M - 1) / M, 0};
+  const int64_t Hs = Up ? H / 2 : H, Ws = Up ? W / 2 : W;
+  Plan<M> p{u.I, u.O, H, W, Hs, Ws, (H + M - 1) / M, (W + M - 1) / M, 0};
   // Rows of tiles per band: as many as the scratch budget allows, then evened out over the
   // bands so the last band is not a sliver (GEMM efficiency falls with its column count).
   const int64_t per_row = AA * (p.I + p.O) * p.tw;
@@ -203,7 +231,7 @@ void conv_impl(const float* x, const WinogradWeights& u, const float* bias, floa
   float* v = scratch(AA * (p.I + p.O) * band_rows * p.tw);
   float* mbuf = v + AA * p.I * band_rows * p.tw;
   for (int64_t n = 0; n < N; ++n) {
-    const float* xn = x + n * p.I * H * W;
+    const float* xn = x + n * p.I * Hs * Ws;
     float* yn = y + n * p.O * H * W;
     for (int64_t tr0 = 0; tr0 < p.th; tr0 += band_rows) {
       const int64_t tr1 = std::min(p.th, tr0 + band_rows);
@@ -211,7 +239,8 @@ void conv_impl(const float* x, const WinogradWeights& u, const float* bias, floa
       parallel_for(p.I, 4, [&](int64_t c0, int64_t c1) {
         for (int64_t c = c0; c < c1; ++c)
           for (int64_t t0 = 0; t0 < p.T; t0 += kChunk)
-            input_tile_chunk<M>(p, xn + c * H * W, tr0, t0, static_cast<int>(std::min<int64_t>(kChunk, p.T - t0)), v, c);
+            input_tile_chunk<M, Up>(p, xn + c * Hs * Ws, tr0, t0, static_cast<int>(std::min<int64_t>(kChunk, p.T - t0)),
+                                    v, c);
       });
       // The 36 GEMMs are independent: one single-threaded sgemm per task on our pool, so the
       // same threads run the transforms and the GEMMs (blas.hpp). Each GEMM is whole, so
@@ -300,12 +329,14 @@ WinogradCacheStats winograd_cache_stats() { return cache().stats(); }
 void winograd_cache_clear() { cache().clear(/*reset_counts=*/false); }
 
 void conv3x3_winograd(const float* x, const WinogradWeights& u, const float* bias, float* y, int64_t N, int64_t H,
-                      int64_t W, int64_t scratch_floats) {
+                      int64_t W, int64_t scratch_floats, bool upsample2x) {
+  SC_CHECK(!upsample2x || (H % 2 == 0 && W % 2 == 0), Errc::invalid_argument,
+           "conv3x3_winograd: a folded 2x upsample needs an even map, found " << H << "x" << W);
   const int64_t budget = scratch_floats > 0 ? scratch_floats : kScratchFloats;
   if (u.m == 4)
-    conv_impl<4>(x, u, bias, y, N, H, W, budget);
+    upsample2x ? conv_impl<4, true>(x, u, bias, y, N, H, W, budget) : conv_impl<4, false>(x, u, bias, y, N, H, W, budget);
   else
-    conv_impl<2>(x, u, bias, y, N, H, W, budget);
+    upsample2x ? conv_impl<2, true>(x, u, bias, y, N, H, W, budget) : conv_impl<2, false>(x, u, bias, y, N, H, W, budget);
 }
 
 }  // namespace stagecraft::kernels::cpu

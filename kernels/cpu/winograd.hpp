@@ -62,8 +62,11 @@ void winograd_cache_clear();
 /// with weights from winograd_transform_weights / winograd_weights_cached. `scratch_floats`
 /// bounds V + M of one band (0: the default 16M floats = 64 MiB; tests pass small values to
 /// force many bands); one tile row is the least a band holds.
+/// `upsample2x`: x is [N, I, H/2, W/2] (H, W even) and the conv runs over its nearest 2x
+/// upsampling, which the input gather reads at (y/2, x/2) instead of materialising: the
+/// same tiles, products and sums as over the upsampled map, so the same bits.
 void conv3x3_winograd(const float* x, const WinogradWeights& u, const float* bias, float* y, int64_t N, int64_t H,
-                      int64_t W, int64_t scratch_floats = 0);
+                      int64_t W, int64_t scratch_floats = 0, bool upsample2x = false);
 
 }  // namespace stagecraft::kernels::cpu
 
@@ -71,4 +74,8 @@ namespace stagecraft::kernels::cpu {
 /// conv2d 3x3 / stride 1 / padding 1 forced onto Winograd F(m x m, 3x3) whatever the shape
 /// (tests and benchmarks; conv2d picks it by shape). Implemented in conv2d.cpp.
 Tensor conv2d_winograd(const Tensor& x, const Tensor& w, const Tensor* bias, int m = 4, int64_t scratch_floats = 0);
+/// conv2d_winograd(upsample_nearest2x(x), ...) with the upsample folded into the gather,
+/// forced whatever the shape (tests; ops::conv2d_upsample2x picks it by shape).
+Tensor conv2d_winograd_upsample2x(const Tensor& x, const Tensor& w, const Tensor* bias, int m = 4,
+                                  int64_t scratch_floats = 0);
 }  // namespace stagecraft::kernels::cpu

@@ -1,4 +1,4 @@
-// Public wrapper for conv2d (kernels/cuda/cuda_ops.hpp).
+// Public wrappers for conv2d and conv2d_upsample2x (kernels/cuda/cuda_ops.hpp).
 #include "kernels/cuda/conv2d.cuh"
 #include "kernels/cuda/cuda_ops.hpp"
 #include "kernels/cuda/gemm.cuh"
@@ -58,6 +58,12 @@ Tensor conv2d(const Tensor& x_in, const Tensor& w_in, const Tensor* bias, int st
     });
   }
   return y;
+}
+
+// The CPU folds the upsample into its Winograd gather; here the upsampled map is
+// materialised and convolved (the same numbers as the two ops, on every backend).
+Tensor conv2d_upsample2x(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding) {
+  return conv2d(upsample_nearest2x(x), w, bias, stride, padding);
 }
 
 }  // namespace stagecraft::kernels::cuda

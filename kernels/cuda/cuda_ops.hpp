@@ -48,6 +48,8 @@ Tensor modulate(const Tensor& x, const Tensor& shift, const Tensor& scale);
 /// w [O, I, kh, kw] with kh = kw in {1, 3} (any odd k works on CPU), stride 1 or 2, zero padding.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding);
 Tensor upsample_nearest2x(const Tensor& x);
+/// upsample_nearest2x then conv2d (the CPU folds them; here the two ops, same numbers).
+Tensor conv2d_upsample2x(const Tensor& x, const Tensor& w, const Tensor* bias, int stride, int padding);
 
 // ---- diffusion helpers ----
 /// Sinusoidal embedding as diffusers' get_timestep_embedding: t [B] (f32) -> [B, dim] f32.

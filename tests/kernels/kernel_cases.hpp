@@ -460,6 +460,35 @@ inline void conv(Device dev) {
            [](const Inputs& t) { return ref::upsample_nearest2x(t[0].permute({0, 1, 3, 2})); });
 }
 
+/// conv2d_upsample2x against conv2d of the reference upsampling: shapes the CPU folds into
+/// its Winograd gather (>= 32 input channels, > 32 MFLOP on an upsampled map of >= 16x16,
+/// sides not multiples of its 4x4 tile, odd channel counts, batch 2) and shapes it runs as
+/// the two ops (the direct kernel's small products, 1x1, stride 2, padding 0), strided input.
+inline void conv_upsample2x(Device dev) {
+  struct S { int64_t n, i, h, w, o, k; int stride, pad; };
+  const S shapes[] = {{2, 33, 21, 20, 35, 3, 1, 1}, {1, 64, 33, 9, 24, 3, 1, 1}, {2, 5, 7, 3, 3, 3, 1, 1},
+                      {1, 40, 5, 6, 16, 3, 1, 1},   {2, 6, 4, 5, 7, 1, 1, 0},   {1, 34, 9, 11, 5, 3, 2, 1},
+                      {1, 3, 4, 4, 2, 3, 1, 0}};
+  for (DType dt : kFloatTypes)
+    for (const S& s : shapes)
+      for (bool with_bias : {false, true}) {
+        Inputs in{rand_tensor({s.n, s.i, s.h, s.w}, dt), rand_tensor({s.o, s.i, s.k, s.k}, dt), rand_tensor({s.o}, dt)};
+        const std::string what = "conv2d_upsample2x " + shape_str(in[0].shape()) + " -> " + std::to_string(s.o) +
+                                 " k" + std::to_string(s.k) + " s" + std::to_string(s.stride) + " p" +
+                                 std::to_string(s.pad) + (with_bias ? " bias " : " ") + name(dt);
+        check_op(
+            dev, what, in,
+            [&](const Inputs& t) { return ops::conv2d_upsample2x(t[0], t[1], with_bias ? &t[2] : nullptr, s.stride, s.pad); },
+            [&](const Inputs& t) {
+              return ref::conv2d(ref::upsample_nearest2x(t[0]), t[1], with_bias ? &t[2] : nullptr, s.stride, s.pad);
+            });
+      }
+  Inputs in{rand_tensor({1, 36, 11, 23}), rand_tensor({64, 36, 3, 3}), rand_tensor({64})};
+  check_op(dev, "conv2d_upsample2x of a transposed view", in,
+           [](const Inputs& t) { return ops::conv2d_upsample2x(t[0].transpose(2, 3), t[1], &t[2], 1, 1); },
+           [](const Inputs& t) { return ref::conv2d(ref::upsample_nearest2x(t[0].transpose(2, 3)), t[1], &t[2], 1, 1); });
+}
+
 inline void diffusion_helpers(Device dev) {
   Tensor t = Tensor::from_vector({0.0f, 1.5f, 250.0f, 999.0f}, {4});
   for (int dim : {32, 33, 256})

@@ -51,6 +51,9 @@ TEST_CASE("element-wise ops broadcast like numpy and modulate takes every docume
 TEST_CASE("conv2d matches the naive reference for 1x1, 3x3 and 5x5 kernels, stride 1 and 2, with padding") {
   kcases::conv(cpu);
 }
+TEST_CASE("conv2d_upsample2x matches conv2d of the reference upsampling, folded or not, strided input too") {
+  kcases::conv_upsample2x(cpu);
+}
 TEST_CASE("timestep_embedding, patchify and unpatchify match their diffusers-layout references") {
   kcases::diffusion_helpers(cpu);
 }
@@ -260,6 +263,103 @@ TEST_CASE("conv2d routes 3x3 convs by shape: Winograd where im2col ran before, t
     CAPTURE(s.o);
     CHECK((kernels::cpu::winograd_cache_stats().entries == 1) == s.winograd);
   }
+  kernels::cpu::winograd_cache_clear();
+}
+
+// ------------------------------------------- Winograd with the 2x upsample folded (CPU only)
+
+namespace {
+// The same shape, dtype and bytes (both contiguous, as every op's output is).
+bool same_bytes(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && a.is_contiguous() && b.is_contiguous() &&
+         std::memcmp(a.data(), b.data(), a.nbytes()) == 0;
+}
+}  // namespace
+
+TEST_CASE("conv2d_upsample2x gives the bytes of upsample_nearest2x then conv2d, on the folded path and off it") {
+  if (const char* e = std::getenv("STAGECRAFT_WINOGRAD"); e && std::string(e) == "0") return;  // path turned off
+  // `folded`: conv2d takes Winograd on the upsampled map (>= 32 input channels, a map of at
+  // least 16x16, more than the direct kernel's 32 MFLOP), so the op folds; else it runs the two
+  // ops. Sides that are not multiples of the 4x4 tile, odd channel counts, batches.
+  struct S { int64_t n, i, h, w, o, k; int stride, pad; bool folded; };
+  const S cases[] = {
+      {2, 33, 21, 20, 35, 3, 1, 1, true},   // 42x40 map, 35 MFLOP per image
+      {1, 64, 33, 9, 24, 3, 1, 1, true},    // 66x18: one partial tile column and row
+      {2, 40, 40, 37, 3, 3, 1, 1, true},    // 3 outputs on an 80x74 map: a padded image > 1 MiB
+      {1, 32, 8, 8, 32, 3, 1, 1, !kernels::cpu::conv3x3_direct_available()},  // 16x16: the direct kernel's
+      {2, 31, 24, 24, 40, 3, 1, 1, false},  // 31 input channels: im2col
+      {1, 48, 7, 30, 40, 3, 1, 1, false},   // a 14-px-high map: im2col
+      {1, 40, 12, 12, 24, 1, 1, 0, false},  // 1x1
+      {1, 40, 17, 17, 24, 3, 2, 1, false},  // strided
+  };
+  for (const S& s : cases)
+    for (DType dt : kcases::kFloatTypes)
+      for (bool with_bias : {false, true}) {
+        const Tensor x = kcases::rand_tensor({s.n, s.i, s.h, s.w}, dt), w = kcases::rand_tensor({s.o, s.i, s.k, s.k}, dt),
+                     b = kcases::rand_tensor({s.o}, dt);
+        const Tensor* bp = with_bias ? &b : nullptr;
+        CAPTURE(shape_str(x.shape()));
+        CAPTURE(s.o);
+        CAPTURE(s.k);
+        CAPTURE(dtype_name(dt));
+        CAPTURE(with_bias);
+        kernels::cpu::winograd_cache_clear();
+        const Tensor got = ops::conv2d_upsample2x(x, w, bp, s.stride, s.pad);
+        // Few tiles: a Winograd call keeps its transform, so the cache says which path ran.
+        const bool folded = kernels::cpu::winograd_cache_stats().entries == 1;
+        CHECK(folded == s.folded);
+        const Tensor want = ops::conv2d(ops::upsample_nearest2x(x), w, bp, s.stride, s.pad);
+        CHECK(same_bytes(got, want));
+      }
+  kernels::cpu::winograd_cache_clear();
+}
+
+TEST_CASE("the folded Winograd gather gives the unfolded bytes over F(4x4) and F(2x2), bands, chunks and batches") {
+  struct S { int64_t n, i, h, w, o; int64_t scratch; };
+  // Upsampled maps of 2x2 to 66x266 (67 tiles per row: more than one 64-tile chunk), one
+  // input channel to 40, small scratch budgets that force many (uneven) bands of tile rows.
+  const S shapes[] = {{1, 1, 1, 1, 1, 0},     {2, 5, 5, 4, 3, 0},      {1, 17, 7, 6, 9, 0},
+                      {3, 33, 9, 9, 31, 0},   {2, 3, 3, 133, 5, 0},    {2, 7, 19, 5, 6, 4000},
+                      {1, 9, 12, 15, 11, 1},  {1, 40, 4, 65, 24, 200000}};
+  for (int m : {4, 2})
+    for (const S& s : shapes)
+      for (bool with_bias : {false, true}) {
+        const Tensor x = kcases::rand_tensor({s.n, s.i, s.h, s.w}), w = kcases::rand_tensor({s.o, s.i, 3, 3}),
+                     b = kcases::rand_tensor({s.o});
+        const Tensor* bp = with_bias ? &b : nullptr;
+        CAPTURE(m);
+        CAPTURE(shape_str(x.shape()));
+        CAPTURE(s.o);
+        CAPTURE(s.scratch);
+        CAPTURE(with_bias);
+        const Tensor up = kernels::reference::upsample_nearest2x(x);
+        const Tensor got = kernels::cpu::conv2d_winograd_upsample2x(x, w, bp, m, s.scratch);
+        CHECK(same_bytes(got, kernels::cpu::conv2d_winograd(up, w, bp, m, s.scratch)));
+        CHECK(rel_err(got, kernels::reference::conv2d(up, w, bp, 1, 1)) <= kcases::tolerance(DType::f32));
+      }
+  // An image's bytes do not depend on the batch it shares.
+  const Tensor x = kcases::rand_tensor({3, 16, 11, 9}), w = kcases::rand_tensor({12, 16, 3, 3});
+  const Tensor all = kernels::cpu::conv2d_winograd_upsample2x(x, w, nullptr);
+  for (int64_t n = 0; n < 3; ++n) {
+    const Tensor one = kernels::cpu::conv2d_winograd_upsample2x(x.slice(0, n, n + 1).contiguous(), w, nullptr);
+    CHECK(same_bytes(one, all.slice(0, n, n + 1).contiguous()));
+  }
+}
+
+TEST_CASE("a folded Winograd call keeps its weight transform exactly when the unfolded call would") {
+  // The tile count is the upsampled map's: 64x64 -> 128x128 is 1024 tiles, transformed for the
+  // call alone; 6x6 -> 12x12 is 9 tiles, kept.
+  kernels::cpu::winograd_cache_clear();
+  const Tensor w = kcases::rand_tensor({6, 8, 3, 3});
+  const Tensor big = kcases::rand_tensor({1, 8, 64, 64}), small = kcases::rand_tensor({1, 8, 6, 6});
+  kernels::cpu::conv2d_winograd_upsample2x(big, w, nullptr);
+  CHECK(kernels::cpu::winograd_cache_stats().entries == 0);
+  kernels::cpu::conv2d_winograd_upsample2x(small, w, nullptr);
+  CHECK(kernels::cpu::winograd_cache_stats().entries == 1);
+  const auto s0 = kernels::cpu::winograd_cache_stats();
+  const Tensor y = kernels::cpu::conv2d_winograd_upsample2x(big, w, nullptr);
+  CHECK(kernels::cpu::winograd_cache_stats().hits - s0.hits == 1);
+  CHECK(same_bytes(y, kernels::cpu::conv2d_winograd(ops::upsample_nearest2x(big), w, nullptr)));
   kernels::cpu::winograd_cache_clear();
 }
 

@@ -35,6 +35,10 @@ TEST_CASE("softmax and the norms on CUDA match the CPU backend") { REQUIRE_CUDA_
 TEST_CASE("activations on CUDA match the CPU backend") { REQUIRE_CUDA_OR_SKIP(); kcases::activations(gpu); }
 TEST_CASE("element-wise ops on CUDA match the CPU backend") { REQUIRE_CUDA_OR_SKIP(); kcases::elementwise(gpu); }
 TEST_CASE("conv2d and upsampling on CUDA match the CPU backend") { REQUIRE_CUDA_OR_SKIP(); kcases::conv(gpu); }
+TEST_CASE("conv2d_upsample2x on CUDA matches the CPU backend") {
+  REQUIRE_CUDA_OR_SKIP();
+  kcases::conv_upsample2x(gpu);
+}
 TEST_CASE("timestep_embedding, patchify and unpatchify on CUDA match the CPU backend") {
   REQUIRE_CUDA_OR_SKIP();
   kcases::diffusion_helpers(gpu);
