@@ -199,7 +199,11 @@ Tensor VaeDecoder::decode_whole(const Tensor& z) const {
   x = resnet(mid_resnet_1_, x);
   for (const UpBlock& blk : up_blocks_) {
     for (const Resnet& r : blk.resnets) x = resnet(r, x);
-    if (blk.upsample.w.defined()) x = run_conv(blk.upsample, ops::upsample_nearest2x(x));
+    // Upsample2D: nearest 2x then a 3x3 conv, as one op that never holds the upsampled map
+    // (4x x's bytes: 256 MiB at the last up block of a 512x512 decode) where the CPU's
+    // Winograd path can fold it; the same bytes as the two ops (docs/kernels.md).
+    if (blk.upsample.w.defined())
+      x = ops::conv2d_upsample2x(x, blk.upsample.w, &blk.upsample.b, 1, blk.upsample.padding);
   }
   x = ops::group_norm(x, groups_, &norm_out_.w, &norm_out_.b, kEps, /*silu=*/true);
   return run_conv(conv_out_, x);
