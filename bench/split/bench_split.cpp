@@ -19,7 +19,8 @@
 // baseline included, so the front door's cost is on both sides of each ratio.
 //
 //   bench_split [--jobs 100] [--hops 300] [--case overlap|hop|netns]
-//   (bench_split --zmq-echo ENDPOINT is the echoing child of the hop case's baseline)
+//   (bench_split --zmq-echo ENDPOINT is the echoing child of the hop case's baseline;
+//   STAGECRAFT_EXE=/path/to/stagecraft runs the nodes with another build's binary)
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,7 +44,9 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-const char* kExe = STAGECRAFT_EXE;
+// The `stagecraft` that runs the nodes: this build's, or STAGECRAFT_EXE from the environment
+// (another build's binary, for an A/B of two builds with the same bench).
+const char* const kExe = std::getenv("STAGECRAFT_EXE") ? std::getenv("STAGECRAFT_EXE") : STAGECRAFT_EXE;
 
 struct Temp {
   std::string dir;
@@ -144,8 +147,8 @@ double throughput(const std::string& endpoint, int n) {
   return done / s;
 }
 
-/// Median latency of `n` jobs one at a time, in microseconds.
-double median_latency_us(const std::string& endpoint, int n) {
+/// Latencies of `n` jobs one at a time, in microseconds, sorted.
+std::vector<double> latencies_us(const std::string& endpoint, int n) {
   client::Client c(endpoint);
   transport::SubmitFields f;
   f.prompt = "hop";
@@ -157,7 +160,12 @@ double median_latency_us(const std::string& endpoint, int n) {
     if (o.ok()) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
   }
   std::sort(us.begin(), us.end());
-  return us.empty() ? 0 : us[us.size() / 2];
+  return us;
+}
+
+/// The q-quantile of sorted values (0 for none).
+double quantile(const std::vector<double>& sorted, double q) {
+  return sorted.empty() ? 0 : sorted[std::min(sorted.size() - 1, size_t(q * double(sorted.size())))];
 }
 
 const char* verdict(bool ok) { return ok ? "PASS" : "MISS"; }
@@ -220,22 +228,25 @@ void hop(int n) {
                                             "ipc://" + t.dir + "/c.sock"};
   const std::string one = write_file(t.dir + "/one.yaml", pipeline({0, 0, 0}, 0, {}));
   const std::string split = write_file(t.dir + "/split.yaml", pipeline({0, 0, 0}, 0, eps));
-  double single_us = 0, split_us = 0;
+  std::vector<double> single, split_lat;
   {
     Deployment d;
     start(d, t, one, false);
-    single_us = median_latency_us(d.jobs, n);
+    single = latencies_us(d.jobs, n);
   }
   {
     Deployment d;
     start(d, t, split, true);
-    split_us = median_latency_us(d.jobs, n);
+    split_lat = latencies_us(d.jobs, n);
   }
+  const double single_us = quantile(single, 0.5), split_us = quantile(split_lat, 0.5);
   const double bare_us = bare_zmq_one_way_us(t, n);
   const double per_hop = (split_us - single_us) / 3.0;
   std::printf("hop      empty packets over ipc, one job at a time, %d jobs, median latency\n", n);
   std::printf("  one process %.0f us   three processes %.0f us   added per hop %.0f us (3 hops; target <= 100) %s\n",
               single_us, split_us, per_hop, verdict(per_hop <= 100.0));
+  std::printf("  tails: one process p99 %.0f us, max %.0f us; three processes p99 %.0f us, max %.0f us\n",
+              quantile(single, 0.99), quantile(single, 1.0), quantile(split_lat, 0.99), quantile(split_lat, 1.0));
   std::printf("  bare ZeroMQ one-way over ipc (PAIR ping-pong / 2, same run) %.0f us: the hop adds %.0f us beyond it\n",
               bare_us, per_hop - bare_us);
 }
