@@ -83,6 +83,15 @@ std::vector<Check> checks() {
   c.push_back({"attention_causal", {rnd(g, {1, 3, 65, 72}), rnd(g, {1, 3, 65, 72}), rnd(g, {1, 3, 65, 72})},
                [](const Inputs& t) { return ops::attention(t[0], t[1], t[2], {true, nullptr, 0.0f}); },
                [](const Inputs& t) { return r::attention(t[0], t[1], t[2], {true, nullptr, 0.0f}); }, t32});
+  // The layout an output projection reads (PixArt's attention writes it directly on the CPU).
+  c.push_back({"attention_tokens_first", {rnd(g, {2, 3, 17, 72}), rnd(g, {2, 3, 29, 72}), rnd(g, {2, 3, 29, 72})},
+               [](const Inputs& t) {
+                 ops::AttentionOptions o;
+                 o.out_layout = ops::AttentionLayout::tokens_first;
+                 return ops::attention(t[0], t[1], t[2], o);
+               },
+               [](const Inputs& t) { return r::contiguous(r::attention(t[0], t[1], t[2], {}).permute({0, 2, 1, 3})); },
+               t32});
   c.push_back({"softmax", {rnd(g, {5, 77}, 5.0f)}, [](const Inputs& t) { return ops::softmax(t[0]); },
                [](const Inputs& t) { return r::softmax(t[0]); }, t32});
   c.push_back({"layer_norm", {rnd(g, {5, 96}), rnd(g, {96}), rnd(g, {96})},
@@ -127,6 +136,9 @@ std::vector<Check> checks() {
                [](const Inputs& t) { return r::conv2d(t[0], t[1], &t[2], 1, 0); }, t32});
   c.push_back({"upsample_nearest2x", {rnd(g, {1, 3, 5, 6})}, [](const Inputs& t) { return ops::upsample_nearest2x(t[0]); },
                [](const Inputs& t) { return r::upsample_nearest2x(t[0]); }, 0.0});
+  c.push_back({"conv2d_upsample2x", {rnd(g, {1, 8, 6, 7}), rnd(g, {16, 8, 3, 3}), rnd(g, {16})},
+               [](const Inputs& t) { return ops::conv2d_upsample2x(t[0], t[1], &t[2], 1, 1); },
+               [](const Inputs& t) { return r::conv2d(r::upsample_nearest2x(t[0]), t[1], &t[2], 1, 1); }, t32});
   c.push_back({"timestep_embedding", {Tensor::from_vector({0.0f, 10.5f, 999.0f}, {3})},
                [](const Inputs& t) { return ops::timestep_embedding(t[0], 256, true, 0.0f); },
                [](const Inputs& t) { return r::timestep_embedding(t[0], 256, true, 0.0f, 10000.0f); }, 5e-4});
