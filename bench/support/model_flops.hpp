@@ -39,6 +39,19 @@ inline double transformer_flops(const nlohmann::json& c, double B, double h, dou
   return f;
 }
 
+/// The part of transformer_flops that depends only on the text: the caption projection and
+/// every block's cross-attention keys and values. Stagecraft computes it once per text and
+/// keeps it across steps (stages/dit/text_kv_cache.hpp).
+inline double transformer_text_flops(const nlohmann::json& c, double B, double L) {
+  const auto lin = linear_flops;
+  const double D = c.at("num_attention_heads").get<double>() * c.at("attention_head_dim").get<double>();
+  const double cap = c.at("caption_channels").get<double>();
+  const double xdim = c.contains("cross_attention_dim") && !c["cross_attention_dim"].is_null()
+                          ? c["cross_attention_dim"].get<double>()
+                          : D;
+  return lin(B * L, cap, D) + lin(B * L, D, D) + c.at("num_layers").get<double>() * 2 * lin(B * L, xdim, D);
+}
+
 /// The VAE decoder's convolutions as direct convolution (2·O·I·k²·Hout·Wout), latent h x w;
 /// the mid block's attention (< 1% at real widths), norms and activations are left out.
 inline double vae_decoder_flops(const nlohmann::json& c, double h, double w) {

@@ -62,6 +62,7 @@ PixArtTransformer PixArtTransformer::load(const std::string& dir, DType compute,
   m.dtype_ = compute;
   m.device_ = device;
   m.pos_cache_ = std::make_shared<PosCache>();
+  m.text_kv_ = std::make_shared<TextKvCache>(TextKvCache::budget_from_env());
   const auto& c = m.config_;
   // Every value is range-checked before use: a model folder is untrusted input, and e.g.
   // num_layers 4294967296 or 1e300 must not reach an int, nor heads x head_dim overflow one.
@@ -288,6 +289,60 @@ Tensor PixArtTransformer::feed_forward(const Block& blk, const Tensor& x, const 
                                        &gate);
 }
 
+PixArtTransformer::CrossKv PixArtTransformer::cross_kv(const Tensor& context, const Tensor& mask) const {
+  auto project = [&](Tensor c) {
+    return caption_1_.w.defined() ? apply(caption_2_, ops::gelu(apply(caption_1_, c), true)) : c;
+  };
+  CrossKv kv;
+  if (!device_.is_cpu()) {  // comparing texts would need a copy back: computed per item, per block
+    kv.projected = project(context);
+    return kv;
+  }
+  std::vector<int64_t> first;
+  distinct_items(context, mask, first, kv.of_item);
+  // A text's key: its embedding rows' bytes, then its mask row's (the weights are this model's).
+  const Tensor t = ops::contiguous(context);
+  const Tensor m = mask.defined() ? ops::contiguous(mask) : Tensor();
+  const int64_t B = context.size(0);
+  const size_t tb = t.nbytes() / size_t(B), mb = m.defined() ? m.nbytes() / size_t(B) : 0;
+  auto key_of = [&](int64_t item) {
+    std::string k(static_cast<const char*>(t.data()) + size_t(item) * tb, tb);
+    if (m.defined()) k.append(static_cast<const char*>(m.data()) + size_t(item) * mb, mb);
+    return k;
+  };
+  kv.rows.resize(first.size());
+  std::vector<size_t> missing;
+  std::vector<int64_t> missing_items;
+  for (size_t u = 0; u < first.size(); ++u) {
+    kv.rows[u] = text_kv_->find(key_of(first[u]));
+    if (!kv.rows[u]) {
+      missing.push_back(u);
+      missing_items.push_back(first[u]);
+    }
+  }
+  if (!missing.empty()) {
+    // The missing texts together through each projection (row-invariant: a text's rows are
+    // the bits it gets alone), then one cache entry per text.
+    const Tensor c = project(take(context, missing_items));
+    std::vector<TextKvCache::Rows> per_text(missing.size());
+    for (const Block& blk : blocks_) {
+      const Tensor all = apply(blk.kv2, c);  // [missing, Lt, 2D]
+      for (size_t i = 0; i < missing.size(); ++i)
+        per_text[i].push_back(ops::contiguous(all.slice(0, int64_t(i), int64_t(i) + 1)));
+    }
+    for (size_t i = 0; i < missing.size(); ++i)
+      kv.rows[missing[i]] = text_kv_->put(key_of(missing_items[i]), std::move(per_text[i]));
+  }
+  return kv;
+}
+
+Tensor PixArtTransformer::cross_kv_at(const CrossKv& kv, size_t block) const {
+  if (kv.projected.defined()) return apply(blocks_[block].kv2, kv.projected);
+  std::vector<Tensor> items;
+  for (int64_t u : kv.of_item) items.push_back((*kv.rows[size_t(u)])[block]);
+  return items.size() == 1 ? items[0] : ops::cat(items, 0);
+}
+
 Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep, const Tensor& text,
                                   const Tensor* text_mask, const PixArtImageSize* image_size) const {
   SC_CHECK(latents.ndim() == 4 && latents.size(1) == in_channels_, Errc::shape_mismatch,
@@ -324,20 +379,16 @@ Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep,
   }
   Tensor t6 = apply(adaln_linear_, ops::silu(embedded_t)).reshape({B, 6, D});
 
-  // 3. Caption projection, once per distinct text of the batch (distinct_items).
+  // 3. Caption projection and the cross-attention's keys and values: once per distinct text
+  // of the batch (distinct_items), and on the CPU once per text while it stays cached.
   Tensor context = to_model(text, dtype_, device_);
   Tensor mask;
   if (text_mask) mask = text_mask->device() == device_ ? *text_mask : ops::to_device(*text_mask, device_);
-  std::vector<int64_t> first, of_item;
-  if (device_.is_cpu() && B > 1) distinct_items(context, mask, first, of_item);
-  const bool shared = !first.empty() && static_cast<int64_t>(first.size()) < B;
-  if (shared) context = take(context, first);  // [distinct, Lt, Cc]
-  if (caption_1_.w.defined()) context = apply(caption_2_, ops::gelu(apply(caption_1_, context), true));
-  // Keys or values of the distinct texts, copied out to every item.
-  auto per_item = [&](const Tensor& t) { return shared ? take(t, of_item) : t; };
+  const CrossKv text_kv = cross_kv(context, mask);
 
   // 4. Blocks.
-  for (const Block& blk : blocks_) {
+  for (size_t bi = 0; bi < blocks_.size(); ++bi) {
+    const Block& blk = blocks_[bi];
     Tensor mod = ops::add(t6, blk.scale_shift_table);  // [B, 6, D]: shift, scale, gate (msa), shift, scale, gate (mlp)
     const Tensor* n1w = blk.norm1_w.defined() ? &blk.norm1_w : nullptr;
     const Tensor* n1b = blk.norm1_b.defined() ? &blk.norm1_b : nullptr;
@@ -351,7 +402,7 @@ Tensor PixArtTransformer::forward(const Tensor& latents, const Tensor& timestep,
     x = attention(heads(qkv, 3, 0), heads(qkv, 3, 1), heads(qkv, 3, 2), blk.o1, nullptr, x, &gate_msa);
 
     // PixArt's cross-attention reads the residual stream directly (no norm2, no modulation).
-    const Tensor kv = per_item(apply(blk.kv2, context));  // [B, Lt, 2D]
+    const Tensor kv = cross_kv_at(text_kv, bi);  // [B, Lt, 2D]
     x = attention(heads(apply(blk.q2, x), 1, 0), heads(kv, 2, 0), heads(kv, 2, 1), blk.o2,
                   mask.defined() ? &mask : nullptr, x, nullptr);
 

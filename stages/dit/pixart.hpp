@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "stages/dit/text_kv_cache.hpp"
 #include "core/device.hpp"
 #include "core/dtype.hpp"
 #include "core/tensor.hpp"
@@ -59,6 +60,10 @@ class PixArtTransformer {
   /// the model's device.
   Tensor forward(const Tensor& latents, const Tensor& timestep, const Tensor& text, const Tensor* text_mask,
                  const PixArtImageSize* image_size = nullptr) const;
+  /// The cross-attention keys and values of recent texts (CPU; stages/dit/text_kv_cache.hpp),
+  /// shared by copies of this model. Clearing it makes the next call compute them again, as a
+  /// benchmark of one call against another implementation must.
+  TextKvCache& text_kv_cache() const { return *text_kv_; }
   /// True for checkpoints with resolution/aspect-ratio conditioning (PixArt-α 1024).
   bool uses_size_conditioning() const { return size_conditioning_; }
 
@@ -92,6 +97,17 @@ class PixArtTransformer {
   /// projection's epilogue.
   Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Linear& o, const Tensor* key_mask,
                    const Tensor& residual, const Tensor* gate) const;
+  /// Every block's cross-attention keys and values for a batch's text: on the CPU, per
+  /// distinct text of the batch, from the cache or computed (caption projection, then each
+  /// block's kv2) and cached; elsewhere the projected text, each block's computed at its turn.
+  struct CrossKv {
+    std::vector<std::shared_ptr<const TextKvCache::Rows>> rows;  ///< per distinct text
+    std::vector<int64_t> of_item;  ///< the distinct text of each item
+    Tensor projected;              ///< [B, L, D], off the CPU
+  };
+  CrossKv cross_kv(const Tensor& context, const Tensor& mask) const;
+  /// Block `block`'s keys and values side by side, [B, L, 2D].
+  Tensor cross_kv_at(const CrossKv& kv, size_t block) const;
   /// Projection i of t [B, L, n·D] (n projections side by side) as a [B, H, L, Dh] view.
   Tensor heads(const Tensor& t, int n, int i) const;
   /// residual + gate ⊙ feed_forward(x), likewise fused.
@@ -119,6 +135,7 @@ class PixArtTransformer {
 
   struct PosCache;
   std::shared_ptr<PosCache> pos_cache_;  // position tables per latent size, shared by copies
+  std::shared_ptr<TextKvCache> text_kv_;
 };
 
 }  // namespace stagecraft

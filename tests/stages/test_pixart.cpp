@@ -332,3 +332,51 @@ TEST_CASE("heads x head_dim cannot overflow the hidden size") {
   const std::string dir = untrusted_model("transformer_heads_overflow");
   CHECK(contains(pixart_error(dir), dir + "/config.json: \"num_attention_heads\" is 65536, out of range"));
 }
+
+TEST_CASE("PixArt computes a text's cross-attention keys and values once and reuses their bits at later steps") {
+  std::string root;
+  if (!tiny_model_or_skip(root)) return;
+  const auto dit = PixArtTransformer::load(root + "/transformer", DType::f32, Device::cpu());
+  const int64_t C = dit.in_channels(), p = dit.patch_size(), Dc = dit.caption_channels(), L = 6;
+  const Tensor uncond = randn({1, L, Dc}, 31), a = randn({1, L, Dc}, 32), b = randn({1, L, Dc}, 33);
+  const Tensor x = randn({2, C, 2 * p, 2 * p}, 34);
+  const Tensor t = Tensor::from_vector({700.0f, 700.0f}, {2});
+  auto fresh = [&](const Tensor& text) {  // what a call computes with nothing cached
+    dit.text_kv_cache().clear();
+    return dit.forward(x, t, text, nullptr);
+  };
+  const Tensor want_a = fresh(ops::cat({uncond, a}, 0)), want_b = fresh(ops::cat({uncond, b}, 0));
+  dit.text_kv_cache().clear();
+  // Step after step, as a job steps: the first call caches uncond and a, the rest read them.
+  for (int step = 0; step < 3; ++step) {
+    const Tensor got = dit.forward(x, t, ops::cat({uncond, a}, 0), nullptr);
+    CHECK(std::memcmp(got.data(), want_a.data(), got.nbytes()) == 0);
+  }
+  CHECK(dit.text_kv_cache().entries() == 2);
+  // Another job's text next to the cached negative prompt: one new entry, the same bits.
+  const Tensor got_b = dit.forward(x, t, ops::cat({uncond, b}, 0), nullptr);
+  CHECK(std::memcmp(got_b.data(), want_b.data(), got_b.nbytes()) == 0);
+  CHECK(dit.text_kv_cache().entries() == 3);
+}
+
+TEST_CASE("the text key/value cache keeps to its budget, least recently used out first") {
+  auto rows = [](int64_t n) { return TextKvCache::Rows{Tensor::zeros({1, n, 4}, DType::f32)}; };  // 16·n bytes
+  TextKvCache cache(1000);
+  cache.put("one", rows(20));    // 320 + 3 bytes
+  cache.put("two", rows(20));
+  CHECK(cache.find("one") != nullptr);  // now the most recently used
+  cache.put("three", rows(20));  // 969 bytes: all three fit
+  CHECK(cache.entries() == 3);
+  cache.put("four", rows(20));   // over the budget: "two" goes, the least recently used
+  CHECK(cache.find("two") == nullptr);
+  CHECK(cache.find("one") != nullptr);
+  CHECK(cache.find("four") != nullptr);
+  CHECK(cache.bytes() <= 1000);
+  // Rows larger than the whole budget are returned but not kept.
+  const auto big = cache.put("big", rows(100));
+  CHECK(big->at(0).size(1) == 100);
+  CHECK(cache.find("big") == nullptr);
+  TextKvCache off(0);
+  off.put("x", rows(1));
+  CHECK(off.entries() == 0);
+}
