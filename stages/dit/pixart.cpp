@@ -300,13 +300,17 @@ PixArtTransformer::CrossKv PixArtTransformer::cross_kv(const Tensor& context, co
   }
   std::vector<int64_t> first;
   distinct_items(context, mask, first, kv.of_item);
-  // A text's key: its embedding rows' bytes, then its mask row's (the weights are this model's).
+  // A text's key: its shape, dtypes, then its embedding rows' bytes and its mask row's (the
+  // weights are this model's).
   const Tensor t = ops::contiguous(context);
   const Tensor m = mask.defined() ? ops::contiguous(mask) : Tensor();
   const int64_t B = context.size(0);
   const size_t tb = t.nbytes() / size_t(B), mb = m.defined() ? m.nbytes() / size_t(B) : 0;
+  const std::string head = std::to_string(t.size(1)) + "x" + std::to_string(t.size(2)) + dtype_name(t.dtype()) +
+                           (m.defined() ? dtype_name(m.dtype()) : "-") + ":";  // per item: not the batch size
   auto key_of = [&](int64_t item) {
-    std::string k(static_cast<const char*>(t.data()) + size_t(item) * tb, tb);
+    std::string k = head;
+    k.append(static_cast<const char*>(t.data()) + size_t(item) * tb, tb);
     if (m.defined()) k.append(static_cast<const char*>(m.data()) + size_t(item) * mb, mb);
     return k;
   };

@@ -357,6 +357,10 @@ TEST_CASE("PixArt computes a text's cross-attention keys and values once and reu
   const Tensor got_b = dit.forward(x, t, ops::cat({uncond, b}, 0), nullptr);
   CHECK(std::memcmp(got_b.data(), want_b.data(), got_b.nbytes()) == 0);
   CHECK(dit.text_kv_cache().entries() == 3);
+  // The same text in a batch of another size (a job alone without guidance) is found too.
+  const Tensor lone = dit.forward(x.slice(0, 1, 2).contiguous(), t.slice(0, 1, 2).contiguous(), a, nullptr);
+  CHECK(dit.text_kv_cache().entries() == 3);
+  CHECK(std::memcmp(lone.data(), want_a.slice(0, 1, 2).contiguous().data(), lone.nbytes()) == 0);
 }
 
 TEST_CASE("the text key/value cache keeps to its budget, least recently used out first") {
