@@ -1,6 +1,7 @@
 // The attention task (attention_block.hpp) compiled three times from attention_block.inc:
 // scalar, AVX2 + FMA and AVX-512F, each in its own namespace with its vector policy V.
-// The SIMD ones are compiled for their ISA by `#pragma GCC target` whatever the build's
+// The SIMD ones are compiled for their ISA by `#pragma GCC target` (clang, which ignores
+// it: `#pragma clang attribute`, as the fuzz build compiles this file) whatever the build's
 // -march (as gemm_rows's AVX-512 kernel) and picked at run time. Each policy does the same
 // lane-wise operations, exp included, so the three give the same bits; this file is built
 // with -ffp-contract=off (kernels/CMakeLists.txt) so the compiler fuses no multiply and add
@@ -92,8 +93,12 @@ struct V : ElementCopies {
 }  // namespace scalar
 
 #if SC_ATTN_X86
+#ifdef __clang__
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#endif
 namespace avx2 {
 struct V : ElementCopies {
   using T = __m256;
@@ -138,13 +143,17 @@ struct V : ElementCopies {
 };
 #include "kernels/cpu/attention_block.inc"
 }  // namespace avx2
+#ifdef __clang__
+#pragma clang attribute pop
+#pragma clang attribute push(__attribute__((target("avx512f"))), apply_to = function)
+#else
 #pragma GCC pop_options
-
 #pragma GCC push_options
 #pragma GCC target("avx512f")
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_ps() and warn about it when inlined.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 namespace avx512 {
 
 // r[0..16) := its transpose (r[i] lane j <- r[j] lane i), in 64 shuffles.
@@ -252,8 +261,12 @@ struct V {
 };
 #include "kernels/cpu/attention_block.inc"
 }  // namespace avx512
+#ifdef __clang__
+#pragma clang attribute pop
+#else
 #pragma GCC diagnostic pop
 #pragma GCC pop_options
+#endif
 #endif
 
 }  // namespace
