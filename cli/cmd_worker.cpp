@@ -16,7 +16,9 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <tuple>
+#include <utility>
 #include <thread>
 
 #include "actors/node_runtime.hpp"
@@ -73,11 +75,12 @@ void print_node_stats(const NodeRuntime& rt) {
 
 /// --metrics-http: /healthz, /readyz (every node this one sends to has welcomed it) and
 /// /metrics (its channels, then its stages' figures), on any node.
-std::unique_ptr<service::NodeHttp> start_node_http(const NodeRuntime& rt, const std::string& address,
+std::unique_ptr<service::NodeHttp> start_node_http(const NodeRuntime& rt,
+                                                   const std::pair<std::string, uint16_t>& address,
                                                    int64_t read_timeout_ms,
                                                    std::function<std::string()> node_metrics) {
   service::NodeHttpOptions o;
-  std::tie(o.host, o.port) = cli::http_address("--metrics-http", address);
+  std::tie(o.host, o.port) = address;
   o.read_timeout = std::chrono::milliseconds(read_timeout_ms);
   o.ready = [&rt] {
     for (const auto& p : rt.node_stats().peers)
@@ -127,7 +130,8 @@ int run_worker(const std::vector<std::string>& argv) {
   serve.add_to(app);
   if (auto rc = cli::parse(app, argv)) return *rc;
 
-  if (!metrics_http.empty()) (void)cli::http_address("--metrics-http", metrics_http);  // before any loading
+  std::optional<std::pair<std::string, uint16_t>> metrics_address;  // checked before any loading
+  if (!metrics_http.empty()) metrics_address = cli::http_address("--metrics-http", metrics_http);
   std::optional<PipelineSpec> loaded = cli::load_pipeline_or_report(file);
   if (!loaded) return 1;
   const PipelineSpec& spec = *loaded;
@@ -146,7 +150,7 @@ int run_worker(const std::vector<std::string>& argv) {
   };
   // From now on: alive (/healthz) while it waits for the others, ready once they are there.
   std::unique_ptr<service::NodeHttp> http;
-  if (!metrics_http.empty()) http = start_node_http(*rt, metrics_http, serve.http_read_timeout_ms, node_metrics);
+  if (metrics_address) http = start_node_http(*rt, *metrics_address, serve.http_read_timeout_ms, node_metrics);
   // Connect to the nodes this one talks to. The head serves jobs only once every node is
   // there (a job would otherwise fail at once for want of one); any node stops at a
   // refused handshake (another pipeline file or format version), which it prints.

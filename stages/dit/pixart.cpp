@@ -298,27 +298,25 @@ PixArtTransformer::CrossKv PixArtTransformer::cross_kv(const Tensor& context, co
     kv.projected = project(context);
     return kv;
   }
-  std::vector<int64_t> first;
-  distinct_items(context, mask, first, kv.of_item);
   // A text's key: its shape, dtypes, then its embedding rows' bytes and its mask row's (the
   // weights are this model's).
   const Tensor t = ops::contiguous(context);
   const Tensor m = mask.defined() ? ops::contiguous(mask) : Tensor();
+  std::vector<int64_t> first;
+  distinct_items(t, m, first, kv.of_item);
   const int64_t B = context.size(0);
   const size_t tb = t.nbytes() / size_t(B), mb = m.defined() ? m.nbytes() / size_t(B) : 0;
   const std::string head = std::to_string(t.size(1)) + "x" + std::to_string(t.size(2)) + dtype_name(t.dtype()) +
                            (m.defined() ? dtype_name(m.dtype()) : "-") + ":";  // per item: not the batch size
-  auto key_of = [&](int64_t item) {
-    std::string k = head;
-    k.append(static_cast<const char*>(t.data()) + size_t(item) * tb, tb);
-    if (m.defined()) k.append(static_cast<const char*>(m.data()) + size_t(item) * mb, mb);
-    return k;
-  };
+  std::vector<std::string> keys(first.size());
   kv.rows.resize(first.size());
   std::vector<size_t> missing;
   std::vector<int64_t> missing_items;
   for (size_t u = 0; u < first.size(); ++u) {
-    kv.rows[u] = text_kv_->find(key_of(first[u]));
+    keys[u] = head;
+    keys[u].append(static_cast<const char*>(t.data()) + size_t(first[u]) * tb, tb);
+    if (m.defined()) keys[u].append(static_cast<const char*>(m.data()) + size_t(first[u]) * mb, mb);
+    kv.rows[u] = text_kv_->find(keys[u]);
     if (!kv.rows[u]) {
       missing.push_back(u);
       missing_items.push_back(first[u]);
@@ -335,7 +333,7 @@ PixArtTransformer::CrossKv PixArtTransformer::cross_kv(const Tensor& context, co
         per_text[i].push_back(ops::contiguous(all.slice(0, int64_t(i), int64_t(i) + 1)));
     }
     for (size_t i = 0; i < missing.size(); ++i)
-      kv.rows[missing[i]] = text_kv_->put(key_of(missing_items[i]), std::move(per_text[i]));
+      kv.rows[missing[i]] = text_kv_->put(keys[missing[i]], std::move(per_text[i]));
   }
   return kv;
 }
