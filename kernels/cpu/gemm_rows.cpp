@@ -337,8 +337,7 @@ std::shared_ptr<const PackedWeight> pack_weight(const Tensor& w) {
   r->N = N;
   r->K = K;
   const size_t bytes = static_cast<size_t>(std::max<int64_t>(1, np * K * kP)) * 4;
-  r->data = std::shared_ptr<float>(static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64)), std::free);
-  if (!r->data) throw std::bad_alloc();
+  r->data = alloc_weight_floats(bytes);
   F32In wf(w);
   const float* src = wf.data();
   float* dst = r->data.get();

@@ -1,9 +1,11 @@
 #include "kernels/cpu/weight_cache_support.hpp"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <new>
 
 namespace stagecraft::kernels::cpu {
 
@@ -26,6 +28,18 @@ uint64_t weight_sample(const Tensor& w, int64_t samples) {
   for (int64_t i = 0; i < n; i += step)
     for (int64_t b = 0; b < esz; ++b) h = (h ^ base[i * esz + b]) * 1099511628211ull;
   return h;
+}
+
+std::shared_ptr<float> alloc_weight_floats(size_t bytes) {
+  constexpr size_t kHugePage = size_t(2) << 20;
+  const size_t align = bytes >= kHugePage ? kHugePage : 64;
+  const size_t size = std::max<size_t>(align, (bytes + align - 1) / align * align);
+  void* p = std::aligned_alloc(align, size);
+  if (!p) throw std::bad_alloc();
+  // Advice only: where THP is off (or `never`) the call fails or does nothing, and the
+  // memory is ordinary pages.
+  if (align == kHugePage) (void)madvise(p, size, MADV_HUGEPAGE);
+  return std::shared_ptr<float>(static_cast<float*>(p), std::free);
 }
 
 }  // namespace stagecraft::kernels::cpu

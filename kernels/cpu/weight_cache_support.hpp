@@ -28,6 +28,14 @@ int64_t cache_budget_from_env(const char* env, long long default_mb);
 /// The machine's physical memory in MiB (sysconf), 0 where it cannot be read.
 long long physical_memory_mb();
 
+/// `bytes` of 64-byte aligned memory for a transformed weight, freed by the deleter. From
+/// 2 MiB up it is 2 MiB aligned and asks the kernel for transparent huge pages
+/// (MADV_HUGEPAGE; Debian's default THP mode is `madvise`): kernels stream these copies
+/// from DRAM on every call, and with 4 KiB pages each panel crossing cost a TLB walk. At
+/// PixArt-alpha's width gemm_rows ran 10-17% slower on weights not in cache than on cached
+/// ones; with huge pages the gap mostly closed (docs/kernels.md). Throws std::bad_alloc.
+std::shared_ptr<float> alloc_weight_floats(size_t bytes);
+
 /// FNV-1a over `samples` evenly spaced elements' bytes (the whole tensor when smaller).
 uint64_t weight_sample(const Tensor& w, int64_t samples);
 
