@@ -392,7 +392,7 @@ TEST_CASE("gemm_rows matches the naive reference and its documented order (one f
   // across threads (M = 200, N = 100, K = 193).
   // (With AVX-512, tiles of 8 rows x 32 outputs: N = 33 and 100 leave a lone last panel.)
   // K = 1200 crosses the AVX-512 path's k blocks of 1152 (its chains resume from y) with a tail.
-  const int64_t Ms[] = {1, 5, 6, 7, 8, 9, 13, 49, 200}, Ns[] = {1, 7, 16, 17, 32, 33, 100},
+  const int64_t Ms[] = {1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 23, 47, 49, 200}, Ns[] = {1, 7, 16, 17, 32, 33, 100},
                 Ks[] = {1, 7, 9, 64, 193, 1200};
   for (auto isa : isas())
   for (int64_t M : Ms)
