@@ -92,21 +92,39 @@ Tensor attention_with_isa(const Tensor& q, const Tensor& k, const Tensor& v, con
       __builtin_prefetch(row + D * 4 - 1, 0, 2);
     }
   };
+  // Keys and values strided by more than a row (heads viewed in place in a [B, L, n·H·D]
+  // projection, PixArt's qkv and cross kv) are copied into dense rows once per (item, head)
+  // a worker meets: a block reads every key and value row several times, and at a stride of
+  // 13.8 KB (PixArt-alpha's qkv) each row sat on a page of its own. Same values, so the
+  // same bits; measured in docs/kernels.md.
+  const bool pack_k = kr.ld != D, pack_v = vr.ld != D;
   parallel_for(B * H * blocks, 1, [&](int64_t t0, int64_t t1) {
     const size_t floats = attn_scratch_floats(D, Lk);
     std::unique_ptr<float, AlignedFree> scratch(static_cast<float*>(std::aligned_alloc(64, (floats * 4 + 63) / 64 * 64)));
     if (!scratch) throw std::bad_alloc();
+    const size_t kv_floats = static_cast<size_t>((pack_k + pack_v) * Lk * D);
+    std::unique_ptr<float[]> kv_dense(kv_floats ? new float[kv_floats] : nullptr);
+    float* k_dense = kv_dense.get();
+    float* v_dense = kv_dense.get() + (pack_k ? Lk * D : 0);
+    int64_t dense_bh = -1;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t bh = t / blocks, b = bh / H, h = bh % H, r0 = (t % blocks) * kAttnQueries;
+      if ((pack_k || pack_v) && bh != dense_bh) {
+        for (int64_t j = 0; j < Lk; ++j) {
+          if (pack_k) std::copy_n(kr.row(b, h, j), D, k_dense + j * D);
+          if (pack_v) std::copy_n(vr.row(b, h, j), D, v_dense + j * D);
+        }
+        dense_bh = bh;
+      }
       AttnTask task;
       task.rows = std::min(kAttnQueries, Lq - r0);
       task.D = D;
       task.q = qr.row(b, h, r0);
-      task.k = kr.row(b, h, 0);
-      task.v = vr.row(b, h, 0);
+      task.k = pack_k ? k_dense : kr.row(b, h, 0);
+      task.v = pack_v ? v_dense : vr.row(b, h, 0);
       task.ldq = qr.ld;
-      task.ldk = kr.ld;
-      task.ldv = vr.ld;
+      task.ldk = pack_k ? D : kr.ld;
+      task.ldv = pack_v ? D : vr.ld;
       task.scale = scale;
       task.key_bias = key_bias.empty() ? nullptr : key_bias.data() + b * Lk;
       task.n = Lk;

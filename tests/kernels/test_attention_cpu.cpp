@@ -109,3 +109,27 @@ TEST_CASE("attention's tokens-first output is the heads-first one permuted, bit 
     CHECK(same_bits(tokens, heads.permute({0, 2, 1, 3})));
   }
 }
+
+TEST_CASE("attention on heads viewed in place in a stacked projection gives the bits of their dense copies") {
+  // PixArt's heads: q, k and v as views of one [B, L, 3, H, D] projection (keys and values
+  // then get copied into dense rows per head, attention.cpp), and cross-attention's k and v
+  // from a [B, L, 2, H, D] one.
+  for (const Case& s : kCases) {
+    const kcases::Inputs in = inputs(s);
+    auto stacked = [&](int64_t L, int n) { return kcases::rand_tensor({s.b, L, n, s.h, s.d}, DType::f32, 2.0f); };
+    auto head_view = [](const Tensor& t, int i) { return t.select(2, i).permute({0, 2, 1, 3}); };
+    const Tensor qkv = stacked(s.lq, 3), kv = stacked(s.lk, 2);
+    const ops::AttentionOptions o = options(s, in[3]);
+    CAPTURE(what(s));
+    if (s.lq == s.lk) {
+      const Tensor got = ops::attention(head_view(qkv, 0), head_view(qkv, 1), head_view(qkv, 2), o);
+      const Tensor want = ops::attention(ops::contiguous(head_view(qkv, 0)), ops::contiguous(head_view(qkv, 1)),
+                                         ops::contiguous(head_view(qkv, 2)), o);
+      CHECK(same_bits(got, want));
+    }
+    const Tensor q = head_view(qkv, 0);
+    const Tensor got = ops::attention(q, head_view(kv, 0), head_view(kv, 1), o);
+    const Tensor want = ops::attention(q, ops::contiguous(head_view(kv, 0)), ops::contiguous(head_view(kv, 1)), o);
+    CHECK(same_bits(got, want));
+  }
+}
