@@ -322,16 +322,22 @@ bool spin_until(const Ready& ready) {
   }
 }
 
-// Workers spin briefly, then sleep on a condition variable between jobs; the caller runs
-// chunk 0 itself. A job is published as one word, job_ = (generation << 16) | chunks,
-// after fn_ and pending_ are set: a worker whose id is below the job's chunks is waited
-// for, so fn_ stays that job's until it is done; any other worker leaves fn_ alone.
-// Sleepers are counted under m_, so a wake-up is sent only to a thread that sleeps, and
-// none is lost (a thread checks its condition under m_ before sleeping).
+// Workers spin briefly, then sleep on a condition variable between jobs. A job is published
+// as one word, job_ = (generation << 16) | chunks, after fn_, pending_ and claim_ are set.
+// Chunks are claimed, not assigned: the caller and every awake worker take the next
+// unclaimed chunk from claim_ = (generation << 32) | next index until none is left, so a
+// worker that is late (asleep, descheduled, or slowed by pulling the caller's fresh output
+// into its own cache) leaves its chunk to whoever is free instead of holding the caller at
+// the end of the region. The partition itself does not change (parallel_for's chunks are
+// the same ranges whoever runs them), so neither do any bits. pending_ counts the chunks
+// not yet finished, so fn_ stays the job's while any claimed chunk runs; a stale worker's
+// claim fails on the generation. Sleepers are counted under m_, so a wake-up is sent only
+// to a thread that sleeps, and none is lost (a thread checks its condition under m_ before
+// sleeping).
 class Pool {
  public:
   explicit Pool(int workers) {
-    for (int i = 0; i < workers; ++i) threads_.emplace_back([this, i] { loop(i + 1); });
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this] { loop(); });
   }
   ~Pool() {
     {
@@ -344,13 +350,15 @@ class Pool {
   std::mutex& busy() { return busy_; }
   void run(int chunks, const std::function<void(int)>& fn) {
     fn_ = &fn;
-    pending_.store(chunks - 1);
-    job_.store(((job_.load() >> 16) + 1) << 16 | static_cast<uint64_t>(chunks));
+    pending_.store(chunks);
+    const uint64_t generation = (job_.load() >> 16) + 1;
+    claim_.store(generation << 32);
+    job_.store(generation << 16 | static_cast<uint64_t>(chunks));
     {
       std::lock_guard<std::mutex> lk(m_);
       if (sleeping_workers_ > 0) cv_.notify_all();
     }
-    fn(0);
+    work(generation, chunks);
     if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
       std::unique_lock<std::mutex> lk(m_);
       caller_sleeps_ = true;
@@ -361,7 +369,7 @@ class Pool {
   }
 
  private:
-  void loop(int id) {
+  void loop() {
     uint64_t seen = 0;
     for (;;) {
       auto ready = [&] { return stop_.load(std::memory_order_acquire) || job_.load(std::memory_order_acquire) != seen; };
@@ -373,9 +381,17 @@ class Pool {
       }
       if (stop_.load()) return;
       seen = job_.load();
-      if (id >= static_cast<int>(seen & 0xffff)) continue;
-      (*fn_)(id);
-      if (pending_.fetch_sub(1) == 1) {
+      work(seen >> 16, static_cast<int>(seen & 0xffff));
+    }
+  }
+  // Claims and runs chunks of job `generation` until none is left (or another job began).
+  void work(uint64_t generation, int chunks) {
+    for (;;) {
+      uint64_t c = claim_.load(std::memory_order_acquire);
+      if ((c >> 32) != (generation & 0xffffffffu) || static_cast<int>(c & 0xffffffffu) >= chunks) return;
+      if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel)) continue;
+      (*fn_)(static_cast<int>(c & 0xffffffffu));
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         std::lock_guard<std::mutex> lk(m_);
         if (caller_sleeps_) done_cv_.notify_one();
       }
@@ -388,6 +404,7 @@ class Pool {
   const std::function<void(int)>* fn_ = nullptr;
   std::atomic<int> pending_{0};
   std::atomic<uint64_t> job_{0};
+  std::atomic<uint64_t> claim_{0};  // (generation << 32) | the next chunk to claim
   std::atomic<bool> stop_{false};
   int sleeping_workers_ = 0;  // under m_
   bool caller_sleeps_ = false;  // under m_
@@ -399,10 +416,13 @@ Pool& pool() {
 }
 }  // namespace
 
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn,
+                  int chunks_per_thread) {
   if (n <= 0) return;
-  const int64_t max_chunks = std::min<int64_t>(num_threads(), n / std::max<int64_t>(1, grain));
-  if (max_chunks <= 1) {
+  const int64_t threads = num_threads();
+  const int64_t max_chunks =
+      std::min<int64_t>(threads * std::max(1, chunks_per_thread), n / std::max<int64_t>(1, grain));
+  if (max_chunks <= 1 || threads <= 1) {
     fn(0, n);
     return;
   }

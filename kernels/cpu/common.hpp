@@ -66,7 +66,14 @@ class F32Out {
 /// Runs fn(begin, end) over [0, n) in up to num_threads() chunks of at least `grain`
 /// items. Runs inline when the work is small, when nested, or when another caller holds
 /// the pool, so it never deadlocks and never oversubscribes the two cores.
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+///
+/// `chunks_per_thread` > 1 cuts up to that many chunks per thread, which the threads claim
+/// as they come free, so one that starts late or runs slower takes fewer. Only for work
+/// whose bits do not depend on where the chunks fall (row-tiled GEMMs, independent
+/// attention blocks, element-wise passes), since the chunk count then follows n: a
+/// reduction over chunks must keep the default of 1.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn,
+                  int chunks_per_thread = 1);
 /// Worker count: STAGECRAFT_CPU_THREADS, else hardware concurrency.
 int num_threads();
 

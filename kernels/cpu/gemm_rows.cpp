@@ -49,7 +49,12 @@ constexpr int64_t kBlockM = 48;   // rows per task: their 48 x K slice of x stay
 // K = 1152; 2304 and unblocked (K = 4608 in one pass) cost 3-9% more.
 constexpr int64_t kBlockK512 = 1152;
 constexpr int64_t kSuperBlockBytes = 1 << 20;
-constexpr int64_t kPrefetchMinRows = 96;  // rows sharing a pair's slice before tasks512 prefetches the next one
+constexpr int64_t kPrefetchMinRows = 96;
+// Chunks per thread, claimed as threads come free (parallel_for): a lone job's GEMM region
+// is ~0.1 ms, and with one chunk per thread the caller waited for the worker at the end of
+// ~20% of them (perf, the shipped model), the worker starting late or slowed by pulling
+// the rows the caller had just written. Bits do not depend on the chunks (row tiles only).
+constexpr int kChunksPerThread = 4;  // rows sharing a pair's slice before tasks512 prefetches the next one
 
 // Applies the epilogue to y[m0 .. m0 + rows)[n0 .. n0 + cols), the block a task just finished.
 void apply_epilogue(const GemmRowsEpilogue& e, float* y, int64_t N, int64_t m0, int64_t rows, int64_t n0,
@@ -393,7 +398,8 @@ void gemm_rows(const float* x, const PackedWeight& w, const float* bias, float* 
   const int64_t grain = std::max<int64_t>(1, (1 << 20) / flops_per_task);
 #if SC_GEMM_ROWS_AVX512
   if (wide) {
-    parallel_for(tasks, grain, [&](int64_t t0, int64_t t1) { tasks512(x, w, bias, y, M, epilogue, t0, t1); });
+    parallel_for(
+        tasks, grain, [&](int64_t t0, int64_t t1) { tasks512(x, w, bias, y, M, epilogue, t0, t1); }, kChunksPerThread);
     return;
   }
 #endif
@@ -406,7 +412,7 @@ void gemm_rows(const float* x, const PackedWeight& w, const float* bias, float* 
       else panel_rows<true>(x + m0 * K, rows, K, w.panel(p), b, y + m0 * N + n0, N, cols);
       apply_epilogue(epilogue, y, N, m0, rows, n0, cols);
     }
-  });
+  }, kChunksPerThread);
 }
 
 }  // namespace stagecraft::kernels::cpu

@@ -546,14 +546,18 @@ TEST_CASE("sgemm_tiles matches the naive product and gives the same bytes when t
 TEST_CASE("parallel_for covers every index once under back-to-back calls from several threads") {
   // Workers spin between regions and sleep after STAGECRAFT_CPU_SPIN_US: regions that follow
   // each other at once, regions after a pause (workers asleep) and callers that find the pool
-  // taken (inline) must all cover [0, n) exactly once.
+  // taken (inline) must all cover [0, n) exactly once; so must regions cut into several
+  // chunks per thread, which the caller and the workers claim as they come free.
   auto hammer = [](int rounds, int pause_every, int64_t* bad) {
     for (int r = 0; r < rounds; ++r) {
       const int64_t n = 1 + r % 97;
       std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
-      kernels::cpu::parallel_for(n, 1, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
-      });
+      kernels::cpu::parallel_for(
+          n, 1,
+          [&](int64_t b, int64_t e) {
+            for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+          },
+          1 + r % 5);
       for (auto& h : hits) *bad += h.load() != 1;
       if (pause_every > 0 && r % pause_every == 0) std::this_thread::sleep_for(std::chrono::microseconds(500));
     }
