@@ -49,12 +49,12 @@ constexpr int64_t kBlockM = 48;   // rows per task: their 48 x K slice of x stay
 // K = 1152; 2304 and unblocked (K = 4608 in one pass) cost 3-9% more.
 constexpr int64_t kBlockK512 = 1152;
 constexpr int64_t kSuperBlockBytes = 1 << 20;
-constexpr int64_t kPrefetchMinRows = 96;
+constexpr int64_t kPrefetchMinRows = 96;  // rows sharing a pair's slice before tasks512 prefetches the next one
 // Chunks per thread, claimed as threads come free (parallel_for): a lone job's GEMM region
 // is ~0.1 ms, and with one chunk per thread the caller waited for the worker at the end of
 // ~20% of them (perf, the shipped model), the worker starting late or slowed by pulling
 // the rows the caller had just written. Bits do not depend on the chunks (row tiles only).
-constexpr int kChunksPerThread = 4;  // rows sharing a pair's slice before tasks512 prefetches the next one
+constexpr int kChunksPerThread = 4;
 
 // Applies the epilogue to y[m0 .. m0 + rows)[n0 .. n0 + cols), the block a task just finished.
 void apply_epilogue(const GemmRowsEpilogue& e, float* y, int64_t N, int64_t m0, int64_t rows, int64_t n0,
