@@ -41,15 +41,16 @@ namespace {
 constexpr int kR = 6;             // rows of x per tile
 constexpr int64_t kP = 16;        // outputs per panel (and per tile)
 constexpr int64_t kBlockM = 48;   // rows per task: their 48 x K slice of x stays in L1/L2 across panels
-// AVX-512 path: k blocks of 1152, so a pair of panels' slice (1152 x 32 floats, 144 KiB)
+constexpr int64_t kGroup512 = 4;  // AVX-512 path: panels per task (a tile's 64 outputs), when there are enough
+// AVX-512 path: k blocks of 1152, so a group of panels' slice (1152 x 64 floats, 288 KiB)
 // stays in L2 while every row tile of a super-block passes over it, and the super-block's k
-// slices of x (~1 MiB, half this CPU's L2) stay in L2 across pairs. Measured on PixArt's
+// slices of x (~1 MiB, half this CPU's L2) stay in L2 across groups. Measured on PixArt's
 // call (process CPU time, 3 sessions): k blocks of 256 (an L1-sized slice) cost 4-5% more
 // than 1152, as every 8-row tile then reloads and stores its 16 accumulators 4.5 times over
 // K = 1152; 2304 and unblocked (K = 4608 in one pass) cost 3-9% more.
 constexpr int64_t kBlockK512 = 1152;
 constexpr int64_t kSuperBlockBytes = 1 << 20;
-constexpr int64_t kPrefetchMinRows = 96;  // rows sharing a pair's slice before tasks512 prefetches the next one
+constexpr int64_t kPrefetchMinRows = 96;  // rows sharing a group's slice before tasks512 prefetches the next one
 // Chunks per thread, claimed as threads come free (parallel_for): a lone job's GEMM region
 // is ~0.1 ms, and with one chunk per thread the caller waited for the worker at the end of
 // ~20% of them (perf, the shipped model), the worker starting late or slowed by pulling
@@ -166,9 +167,12 @@ void panel_rows(const float* x, int64_t rows, int64_t K, const float* panel, con
 
 // ---------------------------------------------------------------- AVX-512
 
-// The same chains 16 lanes wide, over two panels at once: a tile of 8 rows x 32 outputs
-// keeps 16 of the 32 zmm registers as accumulators, and each k loads two panel rows and
-// broadcasts 8 values of x for 16 FMAs. Compiled for AVX-512F whatever the build's -march
+// The same chains 16 lanes wide, over a group of four panels at once: a tile of 6 rows x 64
+// outputs keeps 24 of the 32 zmm registers as accumulators, and each k loads four panel rows
+// and broadcasts 6 values of x for 24 FMAs (10 loads for 24 FMAs; the 8 x 32 tiles before
+// session 8 needed 10 for 16). A group's last panels take 8 x 48 (3 panels) or 8 x 32 / 16.
+// Measured (bench_pixart_ops, 2 threads, cold weights): 261-294 -> 281-303 GFLOP/s at
+// PixArt-alpha's four shapes; the transformer call 5-8% faster (docs/kernels.md). Compiled for AVX-512F whatever the build's -march
 // and chosen at run time, so an AVX2 build uses it where the CPU has it. An output's
 // operations are those of the AVX2 and scalar code (fma over k in order, then + bias), so
 // the bits do not depend on which kernel ran.
@@ -177,22 +181,23 @@ void panel_rows(const float* x, int64_t rows, int64_t K, const float* panel, con
 #define SC_GEMM_ROWS_AVX512 1
 #define SC_AVX512 __attribute__((target("avx512f")))
 
-constexpr int kR512 = 8;
+// Rows per tile for NP panels: 24 accumulators at most (the other 8 zmm hold the panel
+// rows and the broadcast).
+template <int NP>
+constexpr int kRows512 = NP >= 4 ? 6 : 8;
 
-// Part of the next pair's k slice, brought into L2 a share per tile while this pair
-// computes: `lines` cache lines of each panel from a and b (b null for a lone panel).
+// Part of the next group's k slice, brought into L2 a share per tile while this group
+// computes: `lines` cache lines of each panel in `panel` (null past the last panel).
 struct Prefetch {
-  const char* a = nullptr;
-  const char* b = nullptr;
+  const char* panel[kGroup512] = {};
   int64_t lines = 0;
 };
 
 SC_AVX512 inline void prefetch_share(const Prefetch& pf, int64_t part, int64_t parts) {
   const int64_t l0 = pf.lines * part / parts, l1 = pf.lines * (part + 1) / parts;
-  for (int64_t l = l0; l < l1; ++l) {
-    _mm_prefetch(pf.a + l * 64, _MM_HINT_T1);
-    if (pf.b) _mm_prefetch(pf.b + l * 64, _MM_HINT_T1);
-  }
+  for (int64_t l = l0; l < l1; ++l)
+    for (const char* p : pf.panel)
+      if (p) _mm_prefetch(p + l * 64, _MM_HINT_T1);
 }
 
 template <int R, int NP>
@@ -208,14 +213,13 @@ SC_AVX512 void tile512(const float* x, int64_t K, const float* panel, const floa
     const __mmask16 m = mask(cols - 16 * q);
     for (int r = 0; r < R; ++r) acc[r][q] = k0 > 0 ? _mm512_maskz_loadu_ps(m, y + r * N + 16 * q) : _mm512_setzero_ps();
   }
-  const float* p1 = panel + K * kP;  // the next panel
+  const int64_t next_panel = K * kP;  // floats from one panel to the next
   for (int64_t k = k0; k < k1; ++k) {
-    const __m512 w0 = _mm512_load_ps(panel + k * kP);
-    const __m512 w1 = NP > 1 ? _mm512_load_ps(p1 + k * kP) : w0;
+    __m512 wk[NP];
+    for (int q = 0; q < NP; ++q) wk[q] = _mm512_load_ps(panel + q * next_panel + k * kP);
     for (int r = 0; r < R; ++r) {
       const __m512 xb = _mm512_set1_ps(x[r * K + k]);
-      acc[r][0] = _mm512_fmadd_ps(xb, w0, acc[r][0]);
-      if constexpr (NP > 1) acc[r][NP - 1] = _mm512_fmadd_ps(xb, w1, acc[r][NP - 1]);
+      for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_fmadd_ps(xb, wk[q], acc[r][q]);
     }
   }
   const bool add_bias = bias && k1 == K;
@@ -233,11 +237,12 @@ SC_AVX512 void tile512(const float* x, int64_t K, const float* panel, const floa
 template <int NP>
 SC_AVX512 void panel_rows512(const float* x, int64_t rows, int64_t K, const float* panel, const float* bias, float* y,
                              int64_t N, int64_t cols, int64_t k0, int64_t k1, const Prefetch& pf) {
-  const int64_t tiles = (rows + kR512 - 1) / kR512;
+  constexpr int TR = kRows512<NP>;
+  const int64_t tiles = (rows + TR - 1) / TR;
   int64_t m = 0;
-  for (; m + kR512 <= rows; m += kR512) {
-    if (pf.lines) prefetch_share(pf, m / kR512, tiles);
-    tile512<kR512, NP>(x + m * K, K, panel, bias, y + m * N, N, cols, k0, k1);
+  for (; m + TR <= rows; m += TR) {
+    if (pf.lines) prefetch_share(pf, m / TR, tiles);
+    tile512<TR, NP>(x + m * K, K, panel, bias, y + m * N, N, cols, k0, k1);
   }
   if (m < rows && pf.lines) prefetch_share(pf, tiles - 1, tiles);
   const float* xr = x + m * K;
@@ -254,22 +259,22 @@ SC_AVX512 void panel_rows512(const float* x, int64_t rows, int64_t K, const floa
   }
 }
 
-// Tasks [t0, t1) of (48-row block, pair of panels), pair major: t = pair * row_blocks + block.
-// The chunk is computed by row super-blocks and k blocks (kBlockK512): within one, a pair's
-// slice of panels is reused by every row tile before the next pair, and the rows' slices of
-// x by every pair. (Row-block major, as before, streamed the whole weight once per 48 rows.)
+// Tasks [t0, t1) of (48-row block, group of kGroup512 panels), group major: t = group *
+// row_blocks + block. The chunk is computed by row super-blocks and k blocks (kBlockK512):
+// within one, a group's slice of panels is reused by every row tile before the next group,
+// and the rows' slices of x by every group. (Row-block major, as before, streamed the whole weight once per 48 rows.)
 // An output's chain is still one FMA chain over k in order (tile512 resumes it from y).
 SC_AVX512 void tasks512(const float* x, const PackedWeight& w, const float* bias, float* y, int64_t M,
-                        const GemmRowsEpilogue& epi, int64_t t0, int64_t t1) {
+                        const GemmRowsEpilogue& epi, int64_t group, int64_t t0, int64_t t1) {
   const int64_t N = w.N, K = w.K, np = (N + kP - 1) / kP, mb = (M + kBlockM - 1) / kBlockM;
   const int64_t kc = kBlockK512;
   const int64_t sb_blocks = std::max<int64_t>(1, kSuperBlockBytes / (kc * 4 * kBlockM));
-  const int64_t first_pair = t0 / mb, last_pair = (t1 - 1) / mb;
-  // The k slice [k0, k1) of pair q's panels: (k1 - k0) cache lines each.
+  const int64_t first_group = t0 / mb, last_group = (t1 - 1) / mb;
+  // The k slice [k0, k1) of group q's panels: (k1 - k0) cache lines each.
   auto slice = [&](int64_t q, int64_t k0, int64_t k1) {
     Prefetch pf;
-    pf.a = reinterpret_cast<const char*>(w.panel(2 * q) + k0 * kP);
-    pf.b = 2 * q + 1 < np ? reinterpret_cast<const char*>(w.panel(2 * q + 1) + k0 * kP) : nullptr;
+    for (int64_t g = 0; g < group; ++g)
+      if (q * group + g < np) pf.panel[g] = reinterpret_cast<const char*>(w.panel(q * group + g) + k0 * kP);
     pf.lines = k1 - k0;
     return pf;
   };
@@ -281,28 +286,34 @@ SC_AVX512 void tasks512(const float* x, const PackedWeight& w, const float* bias
         const int64_t blk = t % mb;
         if (blk < sb0 || blk >= sb0 + sb_blocks) continue;
         const int64_t m0 = blk * kBlockM, rows = std::min(M, m0 + kBlockM) - m0;
-        const int64_t q = t / mb, p = q * 2, n0 = p * kP, cols = std::min(N, n0 + 2 * kP) - n0;
+        const int64_t q = t / mb, p = q * group, n0 = p * kP, cols = std::min(N, n0 + group * kP) - n0;
         const float* b = bias ? bias + n0 : nullptr;
-        // While this pair's row blocks run, the chunk's next pair (or its first pair at the
-        // next k block, or at the next super-block's first) is fetched into L2, a share per
-        // row tile, so its slice does not arrive from memory on demand: the weights of a
+        // While this group's row blocks run, the chunk's next group (or its first group at
+        // the next k block, or at the next super-block's first) is fetched into L2, a share
+        // per row tile, so its slice does not arrive from memory on demand: the weights of a
         // transformer call (~80 MB a layer at PixArt's width) come from DRAM, not from cache.
-        // With few rows a pair's compute is too short to hide its next slice, and the GEMM is
-        // bound by reading the weights anyway: prefetching there only competed with the
+        // With few rows a group's compute is too short to hide its next slice, and the GEMM
+        // is bound by reading the weights anyway: prefetching there only competed with the
         // demand loads (M = 8, N = 6912: 2.7 -> 3.5-6 ms), so it is left to the hardware.
         Prefetch pf;
         if (sb_rows < kPrefetchMinRows) {
-        } else if (q < last_pair) pf = slice(q + 1, k0, k1);
-        else if (k1 < K) pf = slice(first_pair, k1, std::min(K, k1 + kc));
-        else if (sb0 + sb_blocks < mb) pf = slice(first_pair, 0, std::min(K, kc));
-        if (pf.a) {  // this row block's share of it
+        } else if (q < last_group) pf = slice(q + 1, k0, k1);
+        else if (k1 < K) pf = slice(first_group, k1, std::min(K, k1 + kc));
+        else if (sb0 + sb_blocks < mb) pf = slice(first_group, 0, std::min(K, kc));
+        if (pf.lines) {  // this row block's share of it
           const int64_t i = blk - sb0, l0 = pf.lines * i / sb_n, l1 = pf.lines * (i + 1) / sb_n;
-          pf.a += l0 * 64;
-          if (pf.b) pf.b += l0 * 64;
+          for (const char*& panel : pf.panel)
+            if (panel) panel += l0 * 64;
           pf.lines = l1 - l0;
         }
-        if (p + 1 < np) panel_rows512<2>(x + m0 * K, rows, K, w.panel(p), b, y + m0 * N + n0, N, cols, k0, k1, pf);
-        else panel_rows512<1>(x + m0 * K, rows, K, w.panel(p), b, y + m0 * N + n0, N, cols, k0, k1, pf);
+        const float* xs = x + m0 * K;
+        float* ys = y + m0 * N + n0;
+        switch (std::min(group, np - p)) {  // the panels of the group (fewer at N's end)
+          case 4: panel_rows512<4>(xs, rows, K, w.panel(p), b, ys, N, cols, k0, k1, pf); break;
+          case 3: panel_rows512<3>(xs, rows, K, w.panel(p), b, ys, N, cols, k0, k1, pf); break;
+          case 2: panel_rows512<2>(xs, rows, K, w.panel(p), b, ys, N, cols, k0, k1, pf); break;
+          default: panel_rows512<1>(xs, rows, K, w.panel(p), b, ys, N, cols, k0, k1, pf); break;
+        }
         if (k1 == K) apply_epilogue(epi, y, N, m0, rows, n0, cols);
       }
     }
@@ -388,18 +399,22 @@ void gemm_rows(const float* x, const PackedWeight& w, const float* bias, float* 
     return;
   }
   const int64_t mb = (M + kBlockM - 1) / kBlockM, np = (N + kP - 1) / kP;
-  // Tasks of (48-row block, panel or pair of panels): row block major on AVX2, so a chunk of
-  // tasks reuses its rows of x across panels; pair major, in k blocks, on AVX-512 (tasks512). Split across threads only when a chunk gets ~1
-  // MFLOP, so small products do not pay a thread hand-off (which costs more than they do on
-  // a busy machine); narrow tasks keep two chunks balanced even for a lone job's 32 rows.
+  // Tasks of (48-row block, panel or group of panels): row block major on AVX2, so a chunk of
+  // tasks reuses its rows of x across panels; group major, in k blocks, on AVX-512
+  // (tasks512), groups of 4 panels where that still leaves 16 tasks to share out, else pairs
+  // (a lone job's 32 rows times 12 panels would give 3 tasks to 2 threads). Split across
+  // threads only when a chunk gets ~1 MFLOP, so small products do not pay a thread hand-off
+  // (which costs more than they do on a busy machine). The grouping never changes the bits.
   const bool wide = isa == GemmRowsIsa::best && cpu_has_avx512();
-  const int64_t per_task = wide ? 2 : 1, tasks = mb * ((np + per_task - 1) / per_task);
+  const int64_t group = mb * ((np + kGroup512 - 1) / kGroup512) >= 16 ? kGroup512 : 2;
+  const int64_t per_task = wide ? group : 1, tasks = mb * ((np + per_task - 1) / per_task);
   const int64_t flops_per_task = 2 * std::min(kBlockM, M) * kP * per_task * K;
   const int64_t grain = std::max<int64_t>(1, (1 << 20) / flops_per_task);
 #if SC_GEMM_ROWS_AVX512
   if (wide) {
     parallel_for(
-        tasks, grain, [&](int64_t t0, int64_t t1) { tasks512(x, w, bias, y, M, epilogue, t0, t1); }, kChunksPerThread);
+        tasks, grain, [&](int64_t t0, int64_t t1) { tasks512(x, w, bias, y, M, epilogue, group, t0, t1); },
+        kChunksPerThread);
     return;
   }
 #endif

@@ -390,15 +390,27 @@ TEST_CASE("gemm_rows matches the naive reference and its documented order (one f
   // Odd shapes around the tile (6 rows x 16 outputs), the 48-row task block and the 8-wide
   // vectors, K = 1 and K with no multiple of 8, and a product large enough to be split
   // across threads (M = 200, N = 100, K = 193).
-  // (With AVX-512, tiles of 8 rows x 32 outputs: N = 33 and 100 leave a lone last panel.)
-  // K = 1200 crosses the AVX-512 path's k blocks of 1152 (its chains resume from y) with a tail.
+  // (With AVX-512, tasks of pairs of panels here, 8-row tiles: N = 33 and 100 leave a lone
+  // last panel.) K = 1200 crosses the AVX-512 path's k blocks of 1152 (its chains resume
+  // from y) with a tail. The wide cases take the AVX-512 path's groups of 4 panels (6-row
+  // tiles, and a last group of 1, 2 or 3 panels in 8-row tiles), which it uses once a call
+  // has 16 (row block, group) tasks.
+  struct Case {
+    int64_t M, N, K;
+  };
+  std::vector<Case> cases;
   const int64_t Ms[] = {1, 5, 6, 7, 8, 9, 10, 11, 12, 13, 23, 47, 49, 200}, Ns[] = {1, 7, 16, 17, 32, 33, 100},
                 Ks[] = {1, 7, 9, 64, 193, 1200};
-  for (auto isa : isas())
   for (int64_t M : Ms)
     for (int64_t N : Ns)
-      for (int64_t K : Ks)
-        for (bool with_bias : {false, true}) {
+      for (int64_t K : Ks) cases.push_back({M, N, K});
+  for (int64_t M : {97, 150, 190, 195, 200})  // last 6-row tile of 6, 4, 3, 2 rows
+    for (int64_t N : {208, 216, 230, 260})
+      for (int64_t K : {7, 193}) cases.push_back({M, N, K});
+  for (auto isa : isas())
+    for (const Case& c : cases)
+      for (bool with_bias : {false, true}) {
+          const int64_t M = c.M, N = c.N, K = c.K;
           const Tensor x = kcases::rand_tensor({M, K}), w = kcases::rand_tensor({N, K}), b = kcases::rand_tensor({N});
           const Tensor* bp = with_bias ? &b : nullptr;
           const Tensor got = gemm_rows_of(x, w, bp, isa);
