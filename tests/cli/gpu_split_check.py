@@ -25,11 +25,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from free_port import free_port  # noqa: E402  (one port never handed out twice)
 
 SOURCE = os.path.abspath(os.environ.get("STAGECRAFT_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", "..")))
 BIN = os.environ.get("STAGECRAFT_BIN", os.path.join(SOURCE, "build", "release", "cli", "stagecraft"))
@@ -59,12 +61,6 @@ def have_gpu() -> str:
 
 def cmd(*args: str) -> list[str]:
     return [*LAUNCHER, BIN, *args]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pipeline(folder: str, name: str, nodes: bool, channel: str = "") -> str:

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,17 +29,14 @@ BIN = os.environ.get("STAGECRAFT_BIN", os.path.join(SOURCE, "build", "release", 
 sys.path.insert(0, os.path.join(SOURCE, "clients", "python"))
 from stagecraft_client import Client, JobError  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from free_port import free_port  # noqa: E402  (one port never handed out twice)
+
 ONE_PROCESS = os.path.join(SOURCE, "pipelines", "tiny-shapes.yaml")
 SPLIT = os.path.join(SOURCE, "pipelines", "tiny-shapes-disaggregated.yaml")
 MODEL = os.path.join(SOURCE, "models", "tiny-shapes")
 PROMPT = "a red circle"
 SEEDS = [11, 12, 13, 14]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def split_file(folder: str, endpoints: dict, name: str = "split.yaml", extra: str = "") -> str:

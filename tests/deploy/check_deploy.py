@@ -39,7 +39,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,18 +47,15 @@ import urllib.request
 
 import yaml
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support"))
+from free_port import free_port  # noqa: E402  (one port never handed out twice)
+
 SOURCE = os.path.abspath(os.environ.get("STAGECRAFT_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", "..")))
 BIN = os.environ.get("STAGECRAFT_BIN", os.path.join(SOURCE, "build", "release", "cli", "stagecraft"))
 DEPLOY = os.path.join(SOURCE, "examples", "deploy")
 MODEL = os.path.join(SOURCE, "models", "tiny-shapes")
 SBATCH = os.path.join("slurm", "stagecraft.sbatch")
 ENDPOINT = re.compile(r"^tcp://([A-Za-z0-9.-]+):(\d+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_all(path: str) -> list:
