@@ -172,8 +172,9 @@ void panel_rows(const float* x, int64_t rows, int64_t K, const float* panel, con
 // and broadcasts 6 values of x for 24 FMAs (10 loads for 24 FMAs; the 8 x 32 tiles before
 // session 8 needed 10 for 16). A group's last panels take 8 x 48 (3 panels) or 8 x 32 / 16.
 // Measured (bench_pixart_ops, 2 threads, cold weights): 261-294 -> 281-303 GFLOP/s at
-// PixArt-alpha's four shapes; the transformer call 5-8% faster (docs/kernels.md). Compiled for AVX-512F whatever the build's -march
-// and chosen at run time, so an AVX2 build uses it where the CPU has it. An output's
+// PixArt-alpha's four shapes; the transformer call 5-8% faster (docs/kernels.md).
+// Compiled for AVX-512F whatever the build's -march and chosen at run time, so an AVX2
+// build uses it where the CPU has it. An output's
 // operations are those of the AVX2 and scalar code (fma over k in order, then + bias), so
 // the bits do not depend on which kernel ran.
 #if defined(__GNUC__) && defined(__x86_64__)
@@ -262,7 +263,8 @@ SC_AVX512 void panel_rows512(const float* x, int64_t rows, int64_t K, const floa
 // Tasks [t0, t1) of (48-row block, group of kGroup512 panels), group major: t = group *
 // row_blocks + block. The chunk is computed by row super-blocks and k blocks (kBlockK512):
 // within one, a group's slice of panels is reused by every row tile before the next group,
-// and the rows' slices of x by every group. (Row-block major, as before, streamed the whole weight once per 48 rows.)
+// and the rows' slices of x by every group. (Row-block major, as before, streamed the whole
+// weight once per 48 rows.)
 // An output's chain is still one FMA chain over k in order (tile512 resumes it from y).
 SC_AVX512 void tasks512(const float* x, const PackedWeight& w, const float* bias, float* y, int64_t M,
                         const GemmRowsEpilogue& epi, int64_t group, int64_t t0, int64_t t1) {

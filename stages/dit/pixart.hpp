@@ -23,10 +23,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "stages/dit/text_kv_cache.hpp"
 #include "core/device.hpp"
 #include "core/dtype.hpp"
 #include "core/tensor.hpp"
+#include "stages/dit/text_kv_cache.hpp"
 
 namespace stagecraft {
 
